@@ -1,0 +1,115 @@
+"""``python -m pipeline build|merge-manifest`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from pipeline.annotations import AnnotationError, load_annotations
+from pipeline.build import BuildOptions, build_shards
+from pipeline.cluster import job_share
+from pipeline.extract import ExtractionSettings
+from pipeline.sampling import SlicePosition
+from shards.manifest import BuildStateError, merge_manifest
+from shards.storage import StorageError, Store
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    build = commands.add_parser("build", help="transcode, sample and pack videos into WebDataset shards")
+    build.add_argument(
+        "--annotations", required=True, help="MSRVTT_data.json, a MSR-VTT split CSV, MSVD raw-captions.pkl, or a generic .csv/.jsonl"
+    )
+    build.add_argument("--videos", required=True, help="folder holding the videos (searched recursively by id)")
+    build.add_argument("--out", required=True, help="output folder or s3://bucket/prefix")
+    build.add_argument("--format", default="auto", choices=["auto", "msrvtt", "msvd", "csv", "jsonl"])
+    build.add_argument("--split-file", help="MSR-VTT split CSV (with MSRVTT_data.json) or MSVD *_list.txt")
+    build.add_argument("--split", help="split name to record (and, for MSRVTT_data.json alone, to select)")
+    build.add_argument("--prefix", default="shard", help="shard names are PREFIX-NNNNNN.tar")
+    build.add_argument("--samples-per-shard", type=int, default=100)
+    build.add_argument(
+        "--max-shard-bytes", type=int, default=None, help="start a new part (PREFIX-NNNNNN-K.tar) before a shard passes this size"
+    )
+    build.add_argument("--fps", type=_positive_float, default=3.0, help="transcode frame rate (CLIP4Clip: 3)")
+    build.add_argument("--sample-fps", type=_positive_float, default=1.0, help="frames kept per second (CLIP4Clip feature_framerate: 1)")
+    build.add_argument("--short-side", type=int, default=224, help="short side in pixels; 0 keeps the source size")
+    build.add_argument("--max-frames", type=int, default=12)
+    build.add_argument(
+        "--slice",
+        default="uniform",
+        choices=[p.value for p in SlicePosition],
+        help="frames kept from long clips (CLIP4Clip slice_framepos 0/1/2)",
+    )
+    build.add_argument("--jpeg-quality", type=int, default=95)
+    build.add_argument("--keep-transcode", action="store_true", help="also store the 3 fps mp4 in each sample")
+    build.add_argument(
+        "--max-seconds", type=_positive_float, default=None, help="decode at most this much of each video (caps huge inputs)"
+    )
+    build.add_argument("--timeout", type=_positive_float, default=600.0, help="seconds before one ffmpeg call is killed")
+    build.add_argument("--workers", type=int, default=0, help="decoder processes (default: all cores)")
+    build.add_argument("--num-jobs", type=int, default=None, help="jobs sharing this build (default: from Slurm, else 1)")
+    build.add_argument("--job-index", type=int, default=None)
+    build.add_argument("--no-progress", action="store_true")
+
+    merge = commands.add_parser("merge-manifest", help="join the per-unit records of a (cluster) build into manifest.json")
+    merge.add_argument("--out", required=True, help="the build's output folder or s3:// URL")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "merge-manifest":
+            manifest = merge_manifest(Store(args.out))
+            print(json.dumps({k: v for k, v in manifest.items() if k != "shards"} | {"num_shards": len(manifest["shards"])}, indent=1))
+            return 0
+        num_jobs, job_index = job_share(args.num_jobs, args.job_index)
+        settings = ExtractionSettings(
+            transcode_fps=args.fps,
+            sample_fps=args.sample_fps,
+            short_side=args.short_side,
+            max_frames=args.max_frames,
+            slice_position=SlicePosition(args.slice),
+            jpeg_quality=args.jpeg_quality,
+            keep_transcode=args.keep_transcode,
+            max_seconds=args.max_seconds,
+            timeout_s=args.timeout,
+        )
+        options = BuildOptions(
+            prefix=args.prefix,
+            samples_per_shard=args.samples_per_shard,
+            max_shard_bytes=args.max_shard_bytes,
+            workers=args.workers,
+            num_jobs=num_jobs,
+            job_index=job_index,
+            show_progress=not args.no_progress,
+        )
+        records = load_annotations(args.annotations, args.format, args.split_file, args.split)
+        report = build_shards(records, args.videos, Store(args.out), settings, options)
+    except (AnnotationError, BuildStateError, StorageError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(
+        f"job {job_index + 1}/{num_jobs}: built {report.units_built} unit(s), skipped {report.units_skipped} "
+        f"already done; {report.samples_written} samples written, {report.failures} failures"
+    )
+    if report.manifest is not None:
+        m = report.manifest
+        print(f"manifest: {m['num_samples']} samples in {len(m['shards'])} shards, {m['num_failures']} failures listed in failures.jsonl")
+    else:
+        print("other jobs may still be running; when all are done: python -m pipeline merge-manifest --out", args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

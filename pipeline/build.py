@@ -1,0 +1,254 @@
+"""The build: annotations -> units -> (worker processes decode) -> atomic shards + records.
+
+Workers only decode (pure function of one video); the parent process owns all writing, in
+unit order, so each shard's contents and order are the same however many workers ran and
+whether the build was interrupted. Failures of single videos are recorded with the unit and
+never stop the build.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from tqdm import tqdm
+
+from pipeline.annotations import VideoIndex, VideoRecord
+from pipeline.cluster import units_for_job
+from pipeline.extract import ExtractedVideo, ExtractionSettings, VideoDecodeError, extract_video
+from pipeline.keys import unique_keys
+from shards.manifest import (
+    ShardStats,
+    UnitRecord,
+    completed_units,
+    merge_manifest,
+    shard_name,
+    videos_digest,
+    write_or_check_plan,
+    write_unit_record,
+)
+from shards.sample_format import FORMAT_VERSION, encode_sample
+from shards.storage import Store
+from shards.writer import AtomicShardWriter
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    prefix: str = "shard"
+    samples_per_shard: int = 100
+    max_shard_bytes: int | None = None
+    workers: int = 0  # 0: one per core
+    num_jobs: int = 1
+    job_index: int = 0
+    show_progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.samples_per_shard < 1:
+            raise ValueError("samples_per_shard must be >= 1")
+        if "." in self.prefix or "/" in self.prefix or not self.prefix:
+            raise ValueError(f"shard prefix {self.prefix!r} must be non-empty, without '.' or '/'")
+
+
+@dataclass
+class BuildReport:
+    units_total: int
+    units_built: int
+    units_skipped: int
+    samples_written: int
+    failures: int
+    manifest: dict | None
+
+
+@dataclass
+class PlannedVideo:
+    key: str
+    record: VideoRecord
+
+
+def plan_units(records: list[VideoRecord], videos_root: str, samples_per_shard: int) -> list[list[PlannedVideo]]:
+    """Resolves files and keys, then cuts the ordered list into fixed-size units."""
+    index = VideoIndex(videos_root)
+    keys = unique_keys(record.video_id for record in records)
+    planned = [PlannedVideo(key, index.resolve(record)) for key, record in zip(keys, records, strict=True)]
+    return [planned[i : i + samples_per_shard] for i in range(0, len(planned), samples_per_shard)]
+
+
+def build_plan_document(units: list[list[PlannedVideo]], settings: ExtractionSettings, options: BuildOptions) -> dict:
+    entries = [(v.key, v.record.reference, v.record.captions, v.record.split) for unit in units for v in unit]
+    return {
+        "format": FORMAT_VERSION,
+        "prefix": options.prefix,
+        "samples_per_shard": options.samples_per_shard,
+        "max_shard_bytes": options.max_shard_bytes,
+        "settings": settings.to_json(),
+        "num_units": len(units),
+        "num_videos": len(entries),
+        "videos_digest": videos_digest(entries),
+    }
+
+
+def _decode_one(task: tuple[str, ExtractionSettings]) -> ExtractedVideo | VideoDecodeError:
+    """Runs in a worker; returns the error instead of raising so one video cannot end a pool."""
+    path, settings = task
+    try:
+        return extract_video(path, settings)
+    except VideoDecodeError as error:
+        return error
+    except Exception as error:  # noqa: BLE001 - an unexpected decoder bug is still one video's failure
+        return VideoDecodeError(path, f"unexpected {type(error).__name__}: {error}")
+
+
+def _decoded_stream(tasks: list[tuple[str, ExtractionSettings]], workers: int) -> Iterator[ExtractedVideo | VideoDecodeError]:
+    if workers <= 1 or len(tasks) <= 1:
+        yield from map(_decode_one, tasks)
+        return
+    # spawn: the parent may hold s3fs/aiohttp threads, which fork would copy mid-state
+    with multiprocessing.get_context("spawn").Pool(min(workers, len(tasks))) as pool:
+        yield from pool.imap(_decode_one, tasks, chunksize=1)
+
+
+def _sample_metadata(video: PlannedVideo, extracted: ExtractedVideo, videos_root: str, settings: ExtractionSettings) -> dict:
+    record = video.record
+    source = extracted.source
+    return {
+        "key": video.key,
+        "video_id": record.video_id,
+        "captions": record.captions,
+        "split": record.split,
+        "source": {
+            "reference": record.reference,
+            "file": os.path.relpath(record.path, os.path.realpath(videos_root)) if record.path else None,
+            "duration_s": source.duration_s,
+            "fps": source.fps,
+            "width": source.width,
+            "height": source.height,
+            "codec": source.codec,
+        },
+        "frames": {
+            "count": len(extracted.frames_jpeg),
+            "timestamps_s": extracted.timestamps_s,
+            "width": extracted.width,
+            "height": extracted.height,
+            "candidates": extracted.num_candidates,
+        },
+        "settings": settings.to_json(),
+    }
+
+
+def _failure(video: PlannedVideo, unit: int, error: str) -> dict:
+    return {
+        "video_id": video.record.video_id,
+        "key": video.key,
+        "reference": video.record.reference,
+        "path": video.record.path,
+        "unit": unit,
+        "error": error,
+    }
+
+
+class _UnitWriter:
+    """Writes one unit's samples, starting a new part when ``max_shard_bytes`` would be passed."""
+
+    def __init__(self, store: Store, prefix: str, unit: int, max_bytes: int | None) -> None:
+        self.store, self.prefix, self.unit, self.max_bytes = store, prefix, unit, max_bytes
+        self.part = 0
+        self.writer: AtomicShardWriter | None = None
+        self.shards: list[ShardStats] = []
+
+    def write(self, sample: dict) -> None:
+        size = sum(len(v) for k, v in sample.items() if k != "__key__")
+        if self.writer is not None and self.max_bytes and self.writer.keys and self.writer.bytes_written + size > self.max_bytes:
+            self._close()
+            self.part += 1
+        if self.writer is None:
+            self.writer = AtomicShardWriter(self.store, shard_name(self.prefix, self.unit, self.part))
+        self.writer.write(sample)
+
+    def _close(self) -> None:
+        assert self.writer is not None
+        self.writer.__exit__(None, None, None)
+        self.shards.append(ShardStats(self.writer.name, len(self.writer.keys), self.writer.final_bytes))
+        self.writer = None
+
+    def finish(self) -> list[ShardStats]:
+        if self.writer is not None:
+            self._close()
+        return self.shards
+
+    def abort(self, error: BaseException) -> None:
+        if self.writer is not None:
+            self.writer.__exit__(type(error), error, error.__traceback__)
+            self.writer = None
+
+
+def build_shards(
+    records: list[VideoRecord],
+    videos_root: str,
+    store: Store,
+    settings: ExtractionSettings,
+    options: BuildOptions,
+) -> BuildReport:
+    """Builds this job's unfinished units; merges the manifest when it is the only job."""
+    store.ensure_root()
+    units = plan_units(records, videos_root, options.samples_per_shard)
+    write_or_check_plan(store, build_plan_document(units, settings, options))
+    mine = units_for_job(len(units), options.num_jobs, options.job_index)
+    finished = completed_units(store)
+    todo = [u for u in mine if u not in finished]
+    store.remove_partials([shard_name(options.prefix, u, 0) for u in todo])
+    tasks = [(v.record.path, settings) for u in todo for v in units[u] if v.record.path is not None]
+    total_videos = sum(len(units[u]) for u in todo)
+    workers = options.workers or os.cpu_count() or 1
+    samples_written = failures = 0
+    progress = tqdm(total=total_videos, unit="video", disable=not options.show_progress, smoothing=0.1)
+    decoded = _decoded_stream(tasks, workers)
+    try:
+        for unit in todo:
+            record = UnitRecord(unit=unit)
+            writer = _UnitWriter(store, options.prefix, unit, options.max_shard_bytes)
+            splits: Counter[str] = Counter()
+            try:
+                for video in units[unit]:
+                    if video.record.path is None:
+                        result: ExtractedVideo | VideoDecodeError = VideoDecodeError(
+                            video.record.reference, video.record.problem or "missing"
+                        )
+                    else:
+                        result = next(decoded)
+                    if isinstance(result, ExtractedVideo) and not video.record.captions:
+                        result = VideoDecodeError(video.record.reference, "annotation has no non-empty caption")
+                    if isinstance(result, VideoDecodeError):
+                        record.failures.append(
+                            _failure(video, unit, result.reason if not result.stderr_tail else f"{result.reason}: {result.stderr_tail}")
+                        )
+                        failures += 1
+                    else:
+                        metadata = _sample_metadata(video, result, videos_root, settings)
+                        writer.write(encode_sample(video.key, result.frames_jpeg, metadata, result.transcode_mp4))
+                        record.keys.append(video.key)
+                        record.captions += len(video.record.captions)
+                        splits[video.record.split or "unspecified"] += 1
+                        samples_written += 1
+                    progress.update(1)
+                    progress.set_postfix(failures=failures, refresh=False)
+                record.shards = writer.finish()
+            except BaseException as error:
+                writer.abort(error)
+                raise
+            record.splits = dict(splits)
+            write_unit_record(store, record)
+    finally:
+        progress.close()
+        decoded.close()
+    manifest = merge_manifest(store) if options.num_jobs == 1 else None
+    return BuildReport(
+        units_total=len(units),
+        units_built=len(todo),
+        units_skipped=len(mine) - len(todo),
+        samples_written=samples_written,
+        failures=failures,
+        manifest=manifest,
+    )

@@ -1,0 +1,163 @@
+"""Build bookkeeping: the plan, per-unit completion records, and the final manifest.
+
+A build splits the ordered video list into *units* of ``samples_per_shard`` videos. Unit
+``u`` always holds the same videos, so any job on any machine can build it, and a rerun can
+tell finished units from unfinished ones without coordination:
+
+- ``_build/plan.json``: settings, unit count and a digest of the video list. A rerun with
+  other settings or annotations into the same folder is refused instead of mixing shards.
+- ``_build/units/NNNNNN.json``: written after a unit's shard(s) are visible; its presence
+  is what "done" means. Holds shard names, sample counts, bytes, keys and failures.
+- ``failures.jsonl`` then ``manifest.json``: joined from all unit records by
+  ``merge_manifest``; the manifest is written last, so its presence marks a finished build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+from shards.sample_format import FORMAT_VERSION
+from shards.storage import Store
+
+PLAN_NAME = "_build/plan.json"
+UNITS_DIR = "_build/units"
+MANIFEST_NAME = "manifest.json"
+FAILURES_NAME = "failures.jsonl"
+
+
+class BuildStateError(RuntimeError):
+    """The output folder's build records disagree with this run or with each other."""
+
+
+def shard_name(prefix: str, unit: int, part: int = 0) -> str:
+    """``PREFIX-NNNNNN.tar``; a unit split by ``--max-shard-bytes`` adds ``-K`` parts."""
+    return f"{prefix}-{unit:06d}.tar" if part == 0 else f"{prefix}-{unit:06d}-{part}.tar"
+
+
+def unit_record_name(unit: int) -> str:
+    return f"{UNITS_DIR}/{unit:06d}.json"
+
+
+@dataclass
+class ShardStats:
+    name: str
+    samples: int
+    bytes: int
+
+
+@dataclass
+class UnitRecord:
+    unit: int
+    shards: list[ShardStats] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+    failures: list[dict] = field(default_factory=list)
+    splits: dict[str, int] = field(default_factory=dict)
+    captions: int = 0
+
+    @classmethod
+    def from_json(cls, data: dict) -> UnitRecord:
+        record = cls(**{**data, "shards": []})
+        record.shards = [ShardStats(**shard) for shard in data["shards"]]
+        return record
+
+
+def videos_digest(entries: list[tuple[str, str, list[str], str | None]]) -> str:
+    """Digest of (key, reference, captions, split) in order: what decides shard contents."""
+    digest = hashlib.sha256()
+    for entry in entries:
+        digest.update(json.dumps(entry, ensure_ascii=False).encode("utf-8"))
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def write_or_check_plan(store: Store, plan: dict) -> None:
+    """First run writes the plan; reruns (and the other cluster jobs) must match it."""
+    if store.exists(PLAN_NAME):
+        existing = json.loads(store.read_bytes(PLAN_NAME))
+        if existing != plan:
+            changed = sorted(k for k in set(existing) | set(plan) if existing.get(k) != plan.get(k))
+            raise BuildStateError(
+                f"{store.url_of(PLAN_NAME)}: the output already holds a build with different "
+                f"{', '.join(changed)}; build into a new --out or delete the old one"
+            )
+        return
+    store.write_bytes(PLAN_NAME, json.dumps(plan, indent=1, sort_keys=True).encode("utf-8"))
+
+
+def read_plan(store: Store) -> dict:
+    if not store.exists(PLAN_NAME):
+        raise BuildStateError(f"{store.url_of(PLAN_NAME)}: no build plan; is this a shard output folder?")
+    return json.loads(store.read_bytes(PLAN_NAME))
+
+
+def completed_units(store: Store) -> set[int]:
+    return {int(name.split(".")[0]) for name in store.listdir(UNITS_DIR) if name.endswith(".json")}
+
+
+def write_unit_record(store: Store, record: UnitRecord) -> None:
+    store.write_bytes(unit_record_name(record.unit), json.dumps(asdict(record), sort_keys=True).encode("utf-8"))
+
+
+def read_unit_record(store: Store, unit: int) -> UnitRecord:
+    return UnitRecord.from_json(json.loads(store.read_bytes(unit_record_name(unit))))
+
+
+def merge_manifest(store: Store) -> dict:
+    """Joins every unit record into ``failures.jsonl`` and ``manifest.json``.
+
+    Refuses while any unit is missing (naming them), so a manifest always describes a
+    complete build; rerun the missing jobs, then merge again.
+    """
+    plan = read_plan(store)
+    done = completed_units(store)
+    missing = [u for u in range(plan["num_units"]) if u not in done]
+    if missing:
+        shown = ", ".join(str(u) for u in missing[:20]) + (" ..." if len(missing) > 20 else "")
+        raise BuildStateError(
+            f"{store.url}: {len(missing)} of {plan['num_units']} units not built yet ({shown}); "
+            "rerun the build job(s) that own them, then merge again"
+        )
+    shards: list[dict] = []
+    failures: list[dict] = []
+    splits: Counter[str] = Counter()
+    seen_keys: set[str] = set()
+    num_captions = 0
+    for unit in range(plan["num_units"]):
+        record = read_unit_record(store, unit)
+        duplicated = seen_keys.intersection(record.keys)
+        if duplicated:
+            raise BuildStateError(f"{store.url}: unit {unit} repeats keys {sorted(duplicated)[:5]}")
+        seen_keys.update(record.keys)
+        shards.extend(asdict(shard) for shard in record.shards)
+        failures.extend(record.failures)
+        splits.update(record.splits)
+        num_captions += record.captions
+    failures_text = "".join(json.dumps(f, ensure_ascii=False, sort_keys=True) + "\n" for f in failures)
+    store.write_bytes(FAILURES_NAME, failures_text.encode("utf-8"))
+    manifest = {
+        "format": FORMAT_VERSION,
+        "prefix": plan["prefix"],
+        "settings": plan["settings"],
+        "samples_per_shard": plan["samples_per_shard"],
+        "num_videos": plan["num_videos"],
+        "num_samples": len(seen_keys),
+        "num_captions": num_captions,
+        "num_failures": len(failures),
+        "splits": dict(sorted(splits.items())),
+        "videos_digest": plan["videos_digest"],
+        "shards": shards,
+    }
+    store.write_bytes(MANIFEST_NAME, json.dumps(manifest, indent=1, sort_keys=True).encode("utf-8"))
+    return manifest
+
+
+def read_manifest(store: Store) -> dict:
+    if not store.exists(MANIFEST_NAME):
+        raise BuildStateError(
+            f"{store.url_of(MANIFEST_NAME)}: no manifest; the build is unfinished or was never "
+            "merged (python -m pipeline merge-manifest --out URL)"
+        )
+    return json.loads(store.read_bytes(MANIFEST_NAME))

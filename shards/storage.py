@@ -1,0 +1,135 @@
+"""One interface over a local folder and an object store URL (``s3://bucket/prefix``).
+
+Visibility is the contract: a file appears under its final name only when complete.
+Locally that is a write to a hidden temporary name plus ``os.replace`` (atomic on POSIX);
+on S3 a single PUT (or a completed multipart upload) is atomic by the service's design.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+
+class StorageError(OSError):
+    """An output location that cannot be read or written; names the URL."""
+
+
+class Store:
+    def __init__(self, url: str, storage_options: dict | None = None) -> None:
+        self.url = url.rstrip("/")
+        try:
+            self.fs, self.root = fsspec.core.url_to_fs(self.url, **(storage_options or {}))
+        except (ImportError, ValueError) as error:
+            raise StorageError(f"{url}: unsupported storage URL ({error})") from error
+        self.is_local = isinstance(self.fs, LocalFileSystem)
+        self.root = self.root.rstrip("/")
+
+    def path(self, name: str) -> str:
+        return f"{self.root}/{name}" if name else self.root
+
+    def url_of(self, name: str) -> str:
+        """The address another process (trainer, inspector) should open."""
+        if self.is_local:
+            return self.path(name)
+        protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
+        return f"{protocol}://{self.path(name)}"
+
+    def ensure_root(self) -> None:
+        try:
+            if self.is_local:
+                os.makedirs(self.root, exist_ok=True)
+            elif not self.fs.exists(self.root.split("/")[0]):
+                raise StorageError(f"{self.url}: bucket does not exist or is not reachable")
+        except OSError as error:
+            if isinstance(error, StorageError):
+                raise
+            raise StorageError(f"{self.url}: cannot use output location ({error})") from error
+
+    def exists(self, name: str) -> bool:
+        return self.fs.exists(self.path(name))
+
+    def read_bytes(self, name: str) -> bytes:
+        try:
+            return self.fs.cat_file(self.path(name))
+        except FileNotFoundError as error:
+            raise FileNotFoundError(f"{self.url_of(name)}: not found") from error
+
+    def listdir(self, folder: str) -> list[str]:
+        """Names (not paths) of the files directly inside ``folder``; [] if it is absent."""
+        try:
+            entries = self.fs.ls(self.path(folder), detail=False, refresh=True)
+        except FileNotFoundError:
+            return []
+        return sorted(os.path.basename(entry.rstrip("/")) for entry in entries)
+
+    def size(self, name: str) -> int:
+        return int(self.fs.size(self.path(name)))
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        """Atomically replaces ``name`` with ``data``."""
+        with self.staged(name) as local_path:
+            with open(local_path, "wb") as handle:
+                handle.write(data)
+
+    def remove(self, name: str) -> None:
+        if self.exists(name):
+            self.fs.rm(self.path(name))
+
+    @contextmanager
+    def staged(self, name: str) -> Iterator[str]:
+        """Yields a local path to write; on clean exit it becomes ``name`` in one step.
+
+        On an exception the partial file is deleted and nothing becomes visible.
+        """
+        target = self.path(name)
+        if self.is_local:
+            directory = os.path.dirname(target)
+            os.makedirs(directory, exist_ok=True)
+            local = os.path.join(directory, f".{os.path.basename(target)}.partial-{uuid.uuid4().hex[:8]}")
+        else:
+            scratch = tempfile.mkdtemp(prefix="shard-upload-")
+            local = os.path.join(scratch, os.path.basename(target))
+        try:
+            yield local
+            if self.is_local:
+                with open(local, "rb+") as handle:
+                    os.fsync(handle.fileno())
+                os.replace(local, target)
+            else:
+                try:
+                    self.fs.put_file(local, target)
+                except OSError as error:
+                    raise StorageError(f"{self.url_of(name)}: upload failed ({error})") from error
+        finally:
+            if os.path.exists(local):
+                os.remove(local)
+            if not self.is_local:
+                os.rmdir(os.path.dirname(local))
+
+    def remove_partials(self, names: list[str]) -> int:
+        """Deletes leftovers of killed local writes of ``names`` (``.NAME.partial-*``).
+
+        Only the given names: in cluster mode other jobs may be writing their own shards
+        into the same folder right now. S3 has no partial objects to clean.
+        """
+        if not self.is_local:
+            return 0
+        removed = 0
+        for name in names:
+            target = self.path(name)
+            directory = os.path.dirname(target)
+            prefix = f".{os.path.basename(target)}.partial-"
+            if not os.path.isdir(directory):
+                continue
+            for entry in os.listdir(directory):
+                if entry.startswith(prefix):
+                    os.remove(os.path.join(directory, entry))
+                    removed += 1
+        return removed

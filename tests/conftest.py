@@ -1,0 +1,108 @@
+"""Shared fixtures: real videos made with ffmpeg, the MSR-VTT sample, and an S3 server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import ffmpeg
+import numpy as np
+import pytest
+
+from pipeline.ffmpeg_binary import ffmpeg_executable
+from tools.make_sample_data import make_sample_data
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MSRVTT_SAMPLE = REPO_ROOT.parent / "shared" / "data" / "msrvtt_test_sample"
+
+
+def write_time_coded_video(path: Path, width: int, height: int, seconds: float, fps: int = 24) -> None:
+    """A video whose grey level encodes the second it shows (20 * second, capped at 250).
+
+    Decoded frames can then be checked for *when* they were taken, not just how many.
+    """
+    count = int(round(seconds * fps))
+    levels = np.minimum((np.arange(count) // fps) * 20 + 10, 250).astype(np.uint8)
+    frames = np.broadcast_to(levels[:, None, None, None], (count, height, width, 3)).copy()
+    args = (
+        ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", r=fps)
+        .output(str(path), vcodec="libx264", pix_fmt="yuv420p", preset="ultrafast", qp=0)
+        .compile(cmd=ffmpeg_executable(), overwrite_output=True)
+    )
+    subprocess.run([args[0], "-nostdin", "-loglevel", "error", *args[1:]], input=frames.tobytes(), check=True)
+
+
+@pytest.fixture(scope="session")
+def time_coded_videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("timecoded")
+    specs = {
+        "landscape": (320, 240, 5.0),
+        "portrait": (240, 320, 5.0),
+        "wide": (426, 240, 3.0),
+        "long": (160, 120, 30.0),
+    }
+    paths = {}
+    for name, (w, h, seconds) in specs.items():
+        paths[name] = root / f"{name}.mp4"
+        write_time_coded_video(paths[name], w, h, seconds)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def sample_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """8 generated clips (4 aspect ratios, 4 s and 7 s) plus 5 broken inputs."""
+    root = tmp_path_factory.mktemp("sample_data")
+    make_sample_data(str(root), num_videos=8, seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def msrvtt_sample() -> Path:
+    if not (MSRVTT_SAMPLE / "videos").is_dir():
+        pytest.skip(f"MSR-VTT sample not found at {MSRVTT_SAMPLE}")
+    return MSRVTT_SAMPLE
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real HTTP S3 endpoint on 127.0.0.1 (moto's server), as s3fs tests itself."""
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION")}
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_ENDPOINT_URL=endpoint, AWS_DEFAULT_REGION="us-east-1"
+    )
+    try:
+        yield endpoint
+    finally:
+        server.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str) -> str:
+    """A fresh, empty bucket name for one test."""
+    import boto3
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+    name = f"bucket-{os.urandom(4).hex()}"
+    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=name)
+    return name
