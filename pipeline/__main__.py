@@ -59,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--workers", type=int, default=0, help="decoder processes (default: all cores)")
     build.add_argument("--num-jobs", type=int, default=None, help="jobs sharing this build (default: from Slurm, else 1)")
     build.add_argument("--job-index", type=int, default=None)
+    build.add_argument(
+        "--ignore-missing", action="store_true", help="drop annotations whose video file does not exist (counted in the manifest)"
+    )
     build.add_argument("--no-progress", action="store_true")
 
     merge = commands.add_parser("merge-manifest", help="join the per-unit records of a (cluster) build into manifest.json")
@@ -93,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             num_jobs=num_jobs,
             job_index=job_index,
             show_progress=not args.no_progress,
+            ignore_missing=args.ignore_missing,
         )
         records = load_annotations(args.annotations, args.format, args.split_file, args.split)
         report = build_shards(records, args.videos, Store(args.out), settings, options)

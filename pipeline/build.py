@@ -44,6 +44,7 @@ class BuildOptions:
     num_jobs: int = 1
     job_index: int = 0
     show_progress: bool = True
+    ignore_missing: bool = False  # drop annotations whose file is absent (a partial download)
 
     def __post_init__(self) -> None:
         if self.samples_per_shard < 1:
@@ -68,15 +69,24 @@ class PlannedVideo:
     record: VideoRecord
 
 
-def plan_units(records: list[VideoRecord], videos_root: str, samples_per_shard: int) -> list[list[PlannedVideo]]:
-    """Resolves files and keys, then cuts the ordered list into fixed-size units."""
+def plan_units(
+    records: list[VideoRecord], videos_root: str, samples_per_shard: int, ignore_missing: bool = False
+) -> tuple[list[list[PlannedVideo]], int]:
+    """Resolves files and keys, then cuts the ordered list into fixed-size units.
+
+    Returns the units and how many annotations were dropped by ``ignore_missing`` (files
+    that do not exist; a path escaping the videos folder is never dropped silently).
+    """
     index = VideoIndex(videos_root)
-    keys = unique_keys(record.video_id for record in records)
-    planned = [PlannedVideo(key, index.resolve(record)) for key, record in zip(keys, records, strict=True)]
-    return [planned[i : i + samples_per_shard] for i in range(0, len(planned), samples_per_shard)]
+    resolved = [index.resolve(record) for record in records]
+    kept = [r for r in resolved if not (ignore_missing and r.path is None and r.problem and "escapes" not in r.problem)]
+    keys = unique_keys(record.video_id for record in kept)
+    planned = [PlannedVideo(key, record) for key, record in zip(keys, kept, strict=True)]
+    units = [planned[i : i + samples_per_shard] for i in range(0, len(planned), samples_per_shard)]
+    return units, len(resolved) - len(kept)
 
 
-def build_plan_document(units: list[list[PlannedVideo]], settings: ExtractionSettings, options: BuildOptions) -> dict:
+def build_plan_document(units: list[list[PlannedVideo]], settings: ExtractionSettings, options: BuildOptions, ignored_missing: int) -> dict:
     entries = [(v.key, v.record.reference, v.record.captions, v.record.split) for unit in units for v in unit]
     return {
         "format": FORMAT_VERSION,
@@ -86,6 +96,7 @@ def build_plan_document(units: list[list[PlannedVideo]], settings: ExtractionSet
         "settings": settings.to_json(),
         "num_units": len(units),
         "num_videos": len(entries),
+        "ignored_missing": ignored_missing,
         "videos_digest": videos_digest(entries),
     }
 
@@ -193,8 +204,10 @@ def build_shards(
 ) -> BuildReport:
     """Builds this job's unfinished units; merges the manifest when it is the only job."""
     store.ensure_root()
-    units = plan_units(records, videos_root, options.samples_per_shard)
-    write_or_check_plan(store, build_plan_document(units, settings, options))
+    units, ignored = plan_units(records, videos_root, options.samples_per_shard, options.ignore_missing)
+    if not units:
+        raise ValueError(f"none of the {len(records)} annotated videos exist under {videos_root}")
+    write_or_check_plan(store, build_plan_document(units, settings, options, ignored))
     mine = units_for_job(len(units), options.num_jobs, options.job_index)
     finished = completed_units(store)
     todo = [u for u in mine if u not in finished]

@@ -255,7 +255,8 @@ def extract_video(path: str, settings: ExtractionSettings) -> ExtractedVideo:
         transcode_path = os.path.join(scratch, "transcode.mp4") if settings.keep_transcode else None
         args = build_command(path, settings, transcode_path)
         candidates, stderr_text, returncode = _run_ffmpeg(args, path, settings.timeout_s)
-        tail = "\n".join(stderr_text.splitlines()[-4:])
+        # drop ffmpeg's "[ctx @ 0x55...]" pointers so failure reports are the same on every run
+        tail = re.sub(r" @ 0x[0-9a-f]+", "", "\n".join(stderr_text.splitlines()[-4:]))
         if returncode != 0:
             raise VideoDecodeError(path, f"ffmpeg exited with code {returncode}", tail)
         if not candidates:

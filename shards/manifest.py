@@ -143,6 +143,7 @@ def merge_manifest(store: Store) -> dict:
         "settings": plan["settings"],
         "samples_per_shard": plan["samples_per_shard"],
         "num_videos": plan["num_videos"],
+        "ignored_missing": plan.get("ignored_missing", 0),
         "num_samples": len(seen_keys),
         "num_captions": num_captions,
         "num_failures": len(failures),

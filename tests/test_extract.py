@@ -115,9 +115,26 @@ def test_broken_inputs_raise_with_the_path(sample_dataset):
     assert "matches no streams" in caught.value.stderr_tail or "does not contain any stream" in caught.value.stderr_tail
 
 
-def test_timeout_kills_ffmpeg(time_coded_videos):
-    with pytest.raises(VideoDecodeError, match="timed out"):
-        extract_video(str(time_coded_videos["long"]), ExtractionSettings(timeout_s=0.05))
+def test_timeout_kills_a_hung_ffmpeg():
+    """An endless input stands in for a stalled network mount: the watchdog must end it."""
+    from pipeline.extract import _run_ffmpeg
+    from pipeline.ffmpeg_binary import ffmpeg_executable
+
+    endless = [
+        ffmpeg_executable(),
+        "-nostdin",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=64x64:rate=5",
+        "-f",
+        "image2pipe",
+        "-c:v",
+        "ppm",
+        "pipe:",
+    ]
+    with pytest.raises(VideoDecodeError, match="timed out after 0.5 s"):
+        _run_ffmpeg(endless, "endless-source", timeout_s=0.5)
 
 
 def test_parse_source_info_reads_the_input_section_only():
