@@ -256,7 +256,9 @@ def extract_video(path: str, settings: ExtractionSettings) -> ExtractedVideo:
         args = build_command(path, settings, transcode_path)
         candidates, stderr_text, returncode = _run_ffmpeg(args, path, settings.timeout_s)
         # drop ffmpeg's "[ctx @ 0x55...]" pointers so failure reports are the same on every run
-        tail = re.sub(r" @ 0x[0-9a-f]+", "", "\n".join(stderr_text.splitlines()[-4:]))
+        # (indented lines are the input banner, not the error)
+        errors = [line for line in stderr_text.splitlines() if line and not line[0].isspace()]
+        tail = re.sub(r" @ 0x[0-9a-f]+", "", "\n".join(errors[-4:]))
         if returncode != 0:
             raise VideoDecodeError(path, f"ffmpeg exited with code {returncode}", tail)
         if not candidates:
