@@ -26,6 +26,7 @@ from shards.manifest import (
     completed_units,
     merge_manifest,
     shard_name,
+    unit_record_name,
     videos_digest,
     write_or_check_plan,
     write_unit_record,
@@ -211,7 +212,8 @@ def build_shards(
     mine = units_for_job(len(units), options.num_jobs, options.job_index)
     finished = completed_units(store)
     todo = [u for u in mine if u not in finished]
-    store.remove_partials([shard_name(options.prefix, u, 0) for u in todo])
+    stems = [os.path.splitext(name)[0] for u in todo for name in (shard_name(options.prefix, u), unit_record_name(u))]
+    store.remove_partials(stems)
     tasks = [(v.record.path, settings) for u in todo for v in units[u] if v.record.path is not None]
     total_videos = sum(len(units[u]) for u in todo)
     workers = options.workers or os.cpu_count() or 1

@@ -113,23 +113,22 @@ class Store:
             if not self.is_local:
                 os.rmdir(os.path.dirname(local))
 
-    def remove_partials(self, names: list[str]) -> int:
-        """Deletes leftovers of killed local writes of ``names`` (``.NAME.partial-*``).
+    def remove_partials(self, stems: list[str]) -> int:
+        """Deletes leftovers of killed local writes (``.STEM.tar.partial-*``, ``.STEM-K.tar...``).
 
-        Only the given names: in cluster mode other jobs may be writing their own shards
-        into the same folder right now. S3 has no partial objects to clean.
+        Only for the given stems (folder/name without extension): in cluster mode other jobs
+        may be writing their own files into the same folder right now. S3 has no partial
+        objects to clean.
         """
         if not self.is_local:
             return 0
         removed = 0
-        for name in names:
-            target = self.path(name)
-            directory = os.path.dirname(target)
-            prefix = f".{os.path.basename(target)}.partial-"
+        for stem in stems:
+            directory, base = os.path.split(self.path(stem))
             if not os.path.isdir(directory):
                 continue
             for entry in os.listdir(directory):
-                if entry.startswith(prefix):
+                if ".partial-" in entry and (entry.startswith(f".{base}.") or entry.startswith(f".{base}-")):
                     os.remove(os.path.join(directory, entry))
                     removed += 1
         return removed

@@ -95,10 +95,14 @@ def test_unfinished_unit_is_redone(sample_dataset, tmp_path):
     (out / "_build" / "units" / "000001.json").unlink()
     (out / "shard-000001.tar").write_bytes(reference[:5000])  # a stale, truncated leftover
     (out / ".shard-000001.tar.partial-deadbeef").write_bytes(b"junk")
+    (out / ".shard-000001-1.tar.partial-deadbeef").write_bytes(b"junk")
+    (out / "_build" / "units" / ".000001.json.partial-deadbeef").write_bytes(b"junk")
+    (out / ".shard-000000.tar.partial-cafe").write_bytes(b"another job's write in progress")
     report = build(sample_dataset, str(out), samples_per_shard=4)
     assert report.units_built == 1
     assert (out / "shard-000001.tar").read_bytes() == reference
-    assert not (out / ".shard-000001.tar.partial-deadbeef").exists()
+    assert not [p.name for p in out.rglob("*partial-deadbeef")]
+    assert (out / ".shard-000000.tar.partial-cafe").exists()  # unit 0 was not ours to redo
 
 
 def test_cluster_jobs_cover_the_build_exactly_once(sample_dataset, tmp_path):
@@ -148,11 +152,15 @@ def test_build_killed_midway_then_rerun_loses_and_duplicates_nothing(sample_data
     )
     units = out / "_build" / "units"
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and (not units.is_dir() or len(list(units.iterdir())) < 3):
-        time.sleep(0.02)
+
+    def records() -> int:  # finished unit records; a killed write may leave a hidden partial
+        return len(list(units.glob("[0-9]*.json"))) if units.is_dir() else 0
+
+    while time.monotonic() < deadline and records() < 3:
+        time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    done_before = len(list(units.iterdir()))
+    done_before = records()
     assert 3 <= done_before < 13, "the kill must land mid-build"
     assert not (out / "manifest.json").exists()
     rerun = subprocess.run(_cli(sample_dataset, out, "--workers", "2"), cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
@@ -161,7 +169,7 @@ def test_build_killed_midway_then_rerun_loses_and_duplicates_nothing(sample_data
     samples = read_all(str(out))
     keys = [s["__key__"] for s in samples]
     assert sorted(keys) == sorted(GOOD) and len(keys) == len(set(keys))
-    assert not [p for p in out.iterdir() if ".partial-" in p.name]
+    assert not [p for p in out.rglob("*") if ".partial-" in p.name]
 
 
 def test_cli_reports_bad_input_clearly(tmp_path, capsys, sample_dataset):
