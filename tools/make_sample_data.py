@@ -57,15 +57,24 @@ class ClipSpec:
         ]
 
 
-def clip_specs(num_videos: int) -> list[ClipSpec]:
+def clip_specs(num_videos: int, durations: tuple[float, ...] = DURATIONS) -> list[ClipSpec]:
     combos = [(c, s, d) for d in DIRECTIONS for s in SHAPES for c in COLOURS]
     specs = []
     for i in range(num_videos):
         colour, shape, direction = combos[i % len(combos)]
         width, height = SIZES[i % len(SIZES)]
-        duration = DURATIONS[(i // len(SIZES)) % len(DURATIONS)]
+        duration = durations[(i // len(SIZES)) % len(durations)]
         specs.append(ClipSpec(f"clip{i:03d}", colour, shape, direction, width, height, duration))
     return specs
+
+
+def is_test_clip(index: int) -> bool:
+    """A quarter of the clips, chosen so that every test combination of colour, shape and
+    direction also occurs in training (as another clip, with another size and duration)
+    while, within the test set, each colour and shape appears with all four directions:
+    a model that cannot see the direction of motion cannot rank the test set perfectly."""
+    combos = len(COLOURS) * len(SHAPES) * len(DIRECTIONS)
+    return index % 4 == (3 + index // combos) % 4
 
 
 def render_frames(spec: ClipSpec, rng: np.random.Generator) -> np.ndarray:
@@ -121,15 +130,15 @@ def write_broken_inputs(videos: str, donor_mp4: str) -> list[dict]:
     return [{"video": name, "captions": ["a video that cannot be decoded"], "split": "train"} for name in names]
 
 
-def make_sample_data(out: str, num_videos: int = 48, seed: int = 0, broken: bool = True) -> list[dict]:
+def make_sample_data(out: str, num_videos: int = 48, seed: int = 0, broken: bool = True, durations: tuple[float, ...] = DURATIONS) -> list[dict]:
     videos = os.path.join(out, "videos")
     os.makedirs(videos, exist_ok=True)
     rng = np.random.default_rng(seed)
     entries = []
-    for i, spec in enumerate(clip_specs(num_videos)):
+    for i, spec in enumerate(clip_specs(num_videos, durations)):
         path = os.path.join(videos, f"{spec.name}.mp4")
         encode_mp4(render_frames(spec, rng), path)
-        split = "test" if i % 4 == 3 else "train"
+        split = "test" if is_test_clip(i) else "train"
         entries.append(
             {
                 "video": f"{spec.name}.mp4",

@@ -1,0 +1,1 @@
+"""Evaluation: encode a test split once, score text->video and video->text, report."""

@@ -1,0 +1,129 @@
+"""Encode a test split once: every video's frames and every caption, spread over DDP ranks.
+
+Each rank reads a disjoint share of the shards (rank, rank + world, ...), encodes it, and
+the features are all-gathered so every rank holds the whole split. Ranks may hold unequal
+numbers of videos; the only collective is the final gather, which all ranks reach after
+their own share, so none waits alone in a collective while another evaluates (CLIP4Clip
+evaluated on rank 0 only and let the others time out).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from shards.reader import ReadErrors, iter_samples
+from shards.sample_format import is_complete_sample, sample_metadata
+from train.data import decode_clip
+from train.distributed import is_distributed
+
+
+@dataclass
+class EncodedSplit:
+    keys: list[str]  # one per video, sorted
+    captions: list[str]  # every caption of every video, grouped by video in key order
+    caption_to_video: torch.Tensor  # (C,) video index of each caption
+    text: torch.Tensor  # (C, D)
+    video_pooled: torch.Tensor | None  # (N, D) for loose heads
+    video_frames: torch.Tensor  # (N, T, D)
+    video_mask: torch.Tensor  # (N, T)
+    skipped: dict
+
+
+def _autocast(device: torch.device):
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+@torch.no_grad()
+def encode_split(
+    model: torch.nn.Module,
+    urls: list[str],
+    tokenize: Callable,
+    device: torch.device,
+    max_frames: int = 12,
+    max_words: int = 32,
+    image_size: int = 224,
+    batch_size: int = 32,
+) -> EncodedSplit:
+    rank, world = (dist.get_rank(), dist.get_world_size()) if is_distributed() else (0, 1)
+    was_training = model.training
+    model.eval()
+    errors = ReadErrors()
+    local: dict[str, dict] = {}
+    skipped = {"incomplete": 0, "undecodable": 0, "no_caption": 0}
+    pending: list[tuple[str, list[str], torch.Tensor, torch.Tensor]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        frames = torch.stack([p[2] for p in pending]).to(device, non_blocking=True)
+        masks = torch.stack([p[3] for p in pending]).to(device)
+        captions = [c for p in pending for c in p[1]]
+        with _autocast(device):
+            video = model.encode_video(frames, masks)
+            text = torch.cat(
+                [
+                    model.encode_text(tokenize(captions[i : i + 256], context_length=max_words).to(device))
+                    for i in range(0, len(captions), 256)
+                ]
+            )
+        offset = 0
+        for i, (key, caps, _, mask) in enumerate(pending):
+            local[key] = {
+                "captions": caps,
+                "text": text[offset : offset + len(caps)].float().cpu(),
+                "pooled": None if video.pooled is None else video.pooled[i].float().cpu(),
+                "frames": video.frames[i].float().cpu(),
+                "mask": mask,
+            }
+            offset += len(caps)
+        pending.clear()
+
+    for sample in iter_samples(urls[rank::world], errors.handler):
+        if not is_complete_sample(sample):
+            skipped["incomplete"] += 1
+            continue
+        try:
+            captions = sample_metadata(sample)["captions"]
+            frames, mask = decode_clip(sample, max_frames, image_size)
+        except (RuntimeError, ValueError, KeyError):
+            skipped["undecodable"] += 1
+            continue
+        if not captions:
+            skipped["no_caption"] += 1
+            continue
+        pending.append((sample["__key__"], captions, frames, mask))
+        if len(pending) == batch_size:
+            flush()
+    flush()
+    skipped["unreadable_shards"] = [url for url, _ in errors.errors]
+    shares = [(local, skipped)]
+    if world > 1:
+        shares = [None] * world
+        dist.all_gather_object(shares, (local, skipped))
+    merged: dict[str, dict] = {}
+    total_skipped = {"incomplete": 0, "undecodable": 0, "no_caption": 0, "unreadable_shards": []}
+    for share, share_skipped in shares:
+        merged.update(share)
+        for name, value in share_skipped.items():
+            total_skipped[name] += value
+    if was_training:
+        model.train()
+    keys = sorted(merged)
+    if not keys:
+        raise ValueError(f"no readable samples in {len(urls)} shard(s); skipped: {total_skipped}")
+    items = [merged[k] for k in keys]
+    return EncodedSplit(
+        keys=keys,
+        captions=[c for item in items for c in item["captions"]],
+        caption_to_video=torch.tensor([i for i, item in enumerate(items) for _ in item["captions"]]),
+        text=torch.cat([item["text"] for item in items]),
+        video_pooled=None if items[0]["pooled"] is None else torch.stack([item["pooled"] for item in items]),
+        video_frames=torch.stack([item["frames"] for item in items]),
+        video_mask=torch.stack([item["mask"] for item in items]),
+        skipped=total_skipped,
+    )

@@ -1,0 +1,129 @@
+"""Trainer mechanics on CPU: 2-process gloo with uneven shards, SIGTERM/SIGKILL and resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.annotations import load_annotations
+from pipeline.build import BuildOptions, build_shards
+from pipeline.extract import ExtractionSettings
+from shards.manifest import read_manifest
+from shards.storage import Store
+from tests.conftest import REPO_ROOT
+from train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from train.data import ClipStream, StreamConfig, StreamConfigError
+
+TINY = ["--model", "tiny-ViT-112", "--max-frames", "6", "--workers", "1", "--log-every-steps", "1", "--lr", "1e-3", "--coef-lr", "1"]
+
+
+@pytest.fixture(scope="module")
+def uneven_shards(sample_dataset, tmp_path_factory):
+    """Two shards holding 7 and 1 samples (the second unit is mostly broken inputs)."""
+    out = tmp_path_factory.mktemp("uneven")
+    records = load_annotations(str(sample_dataset / "annotations.jsonl"))
+    build_shards(records, str(sample_dataset / "videos"), Store(str(out)), ExtractionSettings(short_side=112),
+                 BuildOptions(samples_per_shard=7, workers=2, show_progress=False))  # fmt: skip
+    assert [s["samples"] for s in read_manifest(Store(str(out)))["shards"]] == [7, 1]
+    return out
+
+
+def records(run: Path, kind: str = "train") -> list[dict]:
+    path = run / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [r for r in map(json.loads, path.read_text().splitlines()) if r["kind"] == kind]
+
+
+def test_two_process_gloo_with_uneven_shards_finishes_and_evaluates(uneven_shards, tmp_path):
+    run = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "train",
+               "--train-shards", str(uneven_shards), "--val-shards", str(uneven_shards), "--output-dir", str(run),
+               "--batch-size", "4", "--steps-per-epoch", "3", "--epochs", "2", "--no-resampled", *TINY]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=400, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = records(run, "config")[0]
+    assert config["world_size"] == 2
+    assert [r["step"] for r in records(run)] == [1, 2, 3, 4, 5, 6]
+    evals = records(run, "eval")
+    assert [e["step"] for e in evals] == [3, 6]
+    assert evals[-1]["num_videos"] == 8  # both ranks' shares gathered: 7 + 1
+    assert latest_checkpoint(str(run / "checkpoints")).endswith("step_00000006.pt")
+    assert (run / "curves.png").stat().st_size > 1000
+
+
+def test_unsplittable_shards_are_refused_without_resampling(uneven_shards):
+    config = StreamConfig(urls=(str(uneven_shards / "shard-000000.tar"), str(uneven_shards / "shard-000001.tar")),
+                          batch_size=2, resampled=False, workers=0)  # fmt: skip
+    stream = ClipStream(
+        config, lambda texts, context_length: torch.zeros(len(texts), context_length), rank=0, world_size=4, epoch=0, start_step=0
+    )
+    with pytest.raises(StreamConfigError, match="2 shards cannot be split over 4 ranks"):
+        next(iter(stream))
+
+
+def _train_command(shards: Path, run: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "train", "--train-shards", str(shards), "--output-dir", str(run), "--batch-size", "4",
+            "--steps-per-epoch", "4", "--epochs", "2", *TINY, *extra]  # fmt: skip
+
+
+def _wait_for(predicate, process: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert process.poll() is None, process.communicate()[1][-2000:]
+        assert time.monotonic() < deadline, "timed out waiting for the trainer"
+        time.sleep(0.05)
+
+
+def test_sigterm_saves_and_restart_continues(uneven_shards, tmp_path):
+    run = tmp_path / "term"
+    command = _train_command(uneven_shards, run, "--checkpoint-every-steps", "100")
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: len(records(run)) >= 2, process)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr[-2000:]
+    stopped_at = load_checkpoint(latest_checkpoint(str(run / "checkpoints")))["step"]
+    assert f"SIGTERM: saved step {stopped_at}" in stdout and 2 <= stopped_at < 8
+    resumed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"at step {stopped_at}" in resumed.stdout
+    steps = [r["step"] for r in records(run)]
+    assert steps == list(range(1, 9)), "steps continue without gaps or repeats"
+    final = load_checkpoint(latest_checkpoint(str(run / "checkpoints")))
+    assert final["step"] == 8 and final["data"] == {"epoch": 2, "step_in_epoch": 0, "seed": 42}
+    # the schedule continued where it stopped (warmup + cosine over 8 steps ends at 0)
+    assert records(run)[-1]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_sigkill_resumes_from_last_complete_checkpoint(uneven_shards, tmp_path):
+    run = tmp_path / "kill"
+    command = _train_command(uneven_shards, run, "--checkpoint-every-steps", "2")
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: latest_checkpoint(str(run / "checkpoints")) is not None and len(records(run)) >= 3, process)
+    process.kill()
+    process.communicate()
+    saved = load_checkpoint(latest_checkpoint(str(run / "checkpoints")))["step"]
+    resumed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"at step {saved}" in resumed.stdout
+    assert load_checkpoint(latest_checkpoint(str(run / "checkpoints")))["step"] == 8
+
+
+def test_half_written_checkpoint_is_never_loaded(tmp_path):
+    directory = tmp_path / "ckpt"
+    save_checkpoint(str(directory), {"step": 2, "w": torch.ones(3)}, step=2)
+    (directory / ".step_00000004.pt.partial-1234").write_bytes(b"half a checkpoint")
+    assert load_checkpoint(latest_checkpoint(str(directory)))["step"] == 2
+    save_checkpoint(str(directory), {"step": 4}, step=4)
+    save_checkpoint(str(directory), {"step": 6}, step=6)
+    assert sorted(p.name for p in directory.glob("step_*.pt")) == ["step_00000004.pt", "step_00000006.pt"]
+    (directory / "latest").write_text("step_00000009.pt\n")
+    with pytest.raises(RuntimeError, match="step_00000009.pt"):
+        latest_checkpoint(str(directory))

@@ -1,0 +1,34 @@
+"""``torchrun [--nnodes N --nproc-per-node G --rdzv-endpoint HOST:PORT] -m train ...``
+
+Also runs as ``python -m train ...`` (one process, no process group).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch.distributed as dist
+
+from shards.manifest import BuildStateError
+from shards.reader import ShardReadError
+from train.backbone import BackboneLoadError
+from train.config import parse_config
+from train.data import StreamConfigError
+from train.trainer import TrainingSetupError, train
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_config(argv)
+    try:
+        train(config)
+    except (BackboneLoadError, BuildStateError, ShardReadError, StreamConfigError, TrainingSetupError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

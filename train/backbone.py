@@ -1,0 +1,147 @@
+"""The open_clip backbone: loading it (names, tags, local OpenAI/state-dict files) and the
+two encoders as CLIP4Clip uses them.
+
+CLIP4Clip's text context is 32 tokens, not CLIP's 77: positional embedding and causal mask
+are *sliced* to the token length (never interpolated), and the feature is read at the end
+token. open_clip's ``encode_text`` always uses all 77 positions, so text encoding is done
+here on the model's own modules.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import open_clip
+import torch
+from open_clip.model import build_model_from_openai_state_dict
+from torch import nn
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_configs")
+open_clip.add_model_config(CONFIG_DIR)  # "tiny-ViT": a CPU-sized model for demos and tests
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class BackboneLoadError(RuntimeError):
+    """A --pretrained value that cannot become a CLIP model; names the file or tag."""
+
+
+def _is_openai_layout(state: dict) -> bool:
+    return "visual.proj" in state and "text_projection" in state and "visual.class_embedding" in state
+
+
+def _read_local_weights(path: str) -> tuple[dict[str, torch.Tensor], bool]:
+    """State dict from a TorchScript archive (OpenAI's release) or a torch.save'd dict.
+
+    Plain checkpoints load with ``weights_only=True``: a pickled file must not be able to
+    run code. The OpenAI release is a TorchScript archive, read with ``torch.jit.load``.
+    Returns the state dict and whether it came from a TorchScript archive.
+    """
+    try:
+        archive = torch.jit.load(path, map_location="cpu")
+    except (RuntimeError, ValueError):
+        archive = None
+    if archive is not None:
+        state = {k: v for k, v in archive.state_dict().items() if k not in ("input_resolution", "context_length", "vocab_size", "attn_mask")}
+        return state, True
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - unpickling errors have many types
+        raise BackboneLoadError(f"{path}: neither a TorchScript archive nor a weights-only torch checkpoint ({error})") from error
+    if isinstance(loaded, dict) and "state_dict" in loaded and isinstance(loaded["state_dict"], dict):
+        loaded = loaded["state_dict"]
+    if not isinstance(loaded, dict) or not loaded:
+        raise BackboneLoadError(f"{path}: no state dict inside")
+    return {k.removeprefix("module."): v for k, v in loaded.items()}, False
+
+
+def load_clip(model_name: str | None, pretrained: str | None, force_quick_gelu: bool = False) -> nn.Module:
+    """An fp32 open_clip CLIP model.
+
+    - ``pretrained`` a local file in OpenAI's key layout (e.g. ``ViT-B-32.pt``): the
+      architecture is read off the weights and QuickGELU is forced, as OpenAI trained with it
+      (building it with plain GELU runs but is silently worse).
+    - ``pretrained`` another local state dict: ``model_name`` gives the architecture.
+    - ``pretrained`` an open_clip tag (``openai``, ``laion2b_s34b_b79k``): open_clip's
+      registry (it downloads; this project's machines have no internet, so use files).
+    - no ``pretrained``: random initialisation of ``model_name``.
+    """
+    if pretrained and os.path.isfile(pretrained):
+        state, _ = _read_local_weights(pretrained)
+        if _is_openai_layout(state) and model_name is None:
+            try:
+                model = build_model_from_openai_state_dict(state, quick_gelu=True, cast_dtype=None).float()
+                # the builder rounds weights through fp16 (OpenAI's storage type); reload them in fp32
+                model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+            except (KeyError, RuntimeError) as error:
+                raise BackboneLoadError(f"{pretrained}: OpenAI-layout weights that do not form a CLIP model ({error})") from error
+            return model.train()
+        if model_name is None:
+            raise BackboneLoadError(f"{pretrained}: not in OpenAI layout; pass --model to say which architecture it holds")
+        model = open_clip.create_model(model_name, pretrained=None, force_quick_gelu=force_quick_gelu)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise BackboneLoadError(f"{pretrained}: does not match {model_name} (missing {missing[:5]}, unexpected {unexpected[:5]})")
+        return model.float().train()
+    if pretrained and (os.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))):
+        raise BackboneLoadError(f"{pretrained}: file not found")
+    if model_name is None:
+        raise BackboneLoadError("pass --model (an open_clip model name) or --pretrained FILE")
+    try:
+        model = open_clip.create_model(model_name, pretrained=pretrained, force_quick_gelu=force_quick_gelu)
+    except (RuntimeError, ValueError) as error:
+        raise BackboneLoadError(f"open_clip cannot build {model_name!r} with pretrained={pretrained!r}: {error}") from error
+    return model.float().train()
+
+
+@dataclass
+class TextFeatures:
+    pooled: torch.Tensor  # (B, D): projected feature at the end token
+    tokens: torch.Tensor  # (B, L, D): projected per-token features (token-level heads)
+    mask: torch.Tensor  # (B, L) bool: real tokens (start..end inclusive)
+
+
+def encode_text(clip: nn.Module, tokens: torch.Tensor) -> TextFeatures:
+    """CLIP4Clip text encoding: context sliced to ``tokens.shape[1]``, feature at the end token."""
+    length = tokens.shape[1]
+    if length > clip.positional_embedding.shape[0]:
+        raise ValueError(f"{length} tokens exceed the model's context of {clip.positional_embedding.shape[0]}")
+    x = clip.token_embedding(tokens) + clip.positional_embedding[:length]
+    x = clip.transformer(x, attn_mask=clip.attn_mask[:length, :length])
+    x = clip.ln_final(x)
+    projection = clip.text_projection
+    x = projection(x) if isinstance(projection, nn.Linear) else x @ projection
+    end = tokens.argmax(dim=-1)  # the end token has the largest id in CLIP's vocabulary
+    positions = torch.arange(length, device=tokens.device)
+    return TextFeatures(
+        pooled=x[torch.arange(x.shape[0], device=x.device), end],
+        tokens=x,
+        mask=positions[None, :] <= end[:, None],
+    )
+
+
+def normalize_frames(frames_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 (..., 3, H, W) -> CLIP-normalised float, on whatever device the frames are.
+
+    The data stream ships uint8 (4x smaller than float over worker queues and PCIe) and
+    normalisation happens on the accelerator.
+    """
+    mean = torch.tensor(CLIP_MEAN, device=frames_uint8.device).view(3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=frames_uint8.device).view(3, 1, 1)
+    return (frames_uint8.float() / 255.0 - mean) / std
+
+
+def encode_frames(clip: nn.Module, frames_uint8: torch.Tensor) -> torch.Tensor:
+    """(B, T, 3, H, W) uint8 -> (B, T, D) per-frame CLIP image features."""
+    batch, count = frames_uint8.shape[:2]
+    pixels = normalize_frames(frames_uint8.flatten(0, 1))
+    return clip.encode_image(pixels).view(batch, count, -1)
+
+
+def tokenizer_for(model_name: str | None):
+    """open_clip's tokenizer for the model; CLIP's BPE (shipped in the wheel) by default."""
+    if model_name:
+        return open_clip.get_tokenizer(model_name)
+    return open_clip.tokenizer.SimpleTokenizer()

@@ -1,0 +1,48 @@
+"""CLIP4Clip's optimiser recipe: two learning rates, decoupled weight decay, warmup + cosine."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+NO_DECAY_HINTS = ("bias", "ln_", "norm", "LayerNorm", "positional_embedding", "class_embedding", "logit_scale", "token_embedding")
+
+
+def parameter_groups(model: nn.Module, lr: float, coef_lr: float, weight_decay: float) -> list[dict]:
+    """New modules at ``lr``; CLIP weights at ``lr * coef_lr``. Biases, norms, embeddings and
+    the temperature get no weight decay (they are not weights that decay should shrink)."""
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        is_clip = name.startswith("clip.")
+        decays = parameter.ndim >= 2 and not any(hint in name for hint in NO_DECAY_HINTS)
+        groups.setdefault((is_clip, decays), []).append(parameter)
+    return [
+        {
+            "params": params,
+            "lr": lr * coef_lr if is_clip else lr,
+            "weight_decay": weight_decay if decays else 0.0,
+            "name": f"{'clip' if is_clip else 'new'}{'' if decays else '_no_decay'}",
+        }
+        for (is_clip, decays), params in sorted(groups.items())
+    ]
+
+
+def build_optimizer(model: nn.Module, lr: float, coef_lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(parameter_groups(model, lr, coef_lr, weight_decay), betas=(0.9, 0.98), eps=1e-6)
+
+
+def warmup_cosine(total_steps: int, warmup_fraction: float) -> callable:
+    """Multiplier for LambdaLR: linear warmup over the first fraction, cosine to 0 after."""
+    warmup = max(1, int(total_steps * warmup_fraction))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor

@@ -1,0 +1,236 @@
+"""The training loop: data, model, loss, optimiser and checkpoints wired together.
+
+Every rank runs exactly ``steps_per_epoch`` steps per epoch from an endless stream, so
+uneven shards cannot make one rank wait forever in a collective; SIGTERM is agreed on by
+all ranks (an all-reduced flag) before anyone saves and exits, for the same reason.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import signal
+import time
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from eval.encode import encode_split
+from eval.scoring import split_metrics
+from shards.manifest import MANIFEST_NAME, read_manifest
+from shards.reader import shard_urls
+from shards.storage import Store
+from train import backbone
+from train.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from train.config import TrainConfig
+from train.data import StreamConfig, make_loader
+from train.distributed import DistInfo, all_reduce_mean, barrier, gather_with_local_grad, init_distributed, is_distributed
+from train.loss import symmetric_cross_entropy
+from train.model import MAX_LOGIT_SCALE, CLIP4Clip, VideoFeatures
+from train.optim import build_optimizer, warmup_cosine
+from train.run_log import RunLog, plot_curves
+
+
+class TrainingSetupError(ValueError):
+    """Options that cannot work together; raised before any step runs."""
+
+
+class _StopFlag:
+    """Set by SIGTERM (Slurm/torchrun send it before SIGKILL); checked once per step."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame) -> None:  # noqa: ARG002
+        self.requested = True
+
+    def agreed(self, device: torch.device) -> bool:
+        return all_reduce_mean(1.0 if self.requested else 0.0, device) > 0
+
+
+class RetrievalStep(torch.nn.Module):
+    """The part of a step that DDP wraps: encoders + head features for one local batch."""
+
+    def __init__(self, model: CLIP4Clip) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor):
+        video = self.model.encode_video(frames, mask)
+        return self.model.encode_text(tokens), video.frames, video.pooled
+
+
+def _steps_per_epoch(config: TrainConfig) -> int:
+    if config.steps_per_epoch:
+        return config.steps_per_epoch
+    location = config.train_shards
+    if location.endswith(".tar") or "{" in location or not Store(location).exists(MANIFEST_NAME):
+        raise TrainingSetupError(f"{location}: no manifest.json to count samples; pass --steps-per-epoch")
+    manifest = read_manifest(Store(location))
+    items = manifest["num_captions"] if config.caption_mode == "expand" else manifest["num_samples"]
+    return max(1, items // config.batch_size)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_model(config: TrainConfig) -> CLIP4Clip:
+    clip = backbone.load_clip(config.model, config.pretrained, config.force_quick_gelu)
+    if config.grad_checkpointing:
+        clip.set_grad_checkpointing(True)
+    return CLIP4Clip(clip, config.sim_header, config.max_frames)
+
+
+def evaluate(model: CLIP4Clip, config: TrainConfig, info: DistInfo, tokenize) -> dict:
+    urls = shard_urls(config.val_shards)
+    split = encode_split(
+        model, urls, tokenize, info.device, config.max_frames, config.max_words, model.clip.visual.image_size[0], config.eval_batch_size
+    )
+    result = split_metrics(model, split, info.device)
+    return {
+        "t2v": result["t2v"],
+        "v2t": result["v2t"],
+        "num_videos": len(split.keys),
+        "num_captions": len(split.captions),
+        "skipped": split.skipped,
+    }
+
+
+def train(config: TrainConfig) -> dict:
+    info = init_distributed()
+    if config.batch_size % info.world_size:
+        raise TrainingSetupError(f"global batch {config.batch_size} is not divisible by world size {info.world_size}")
+    local_batch = config.batch_size // info.world_size
+    steps_per_epoch = _steps_per_epoch(config)
+    total_steps = steps_per_epoch * config.epochs
+    _seed_everything(config.seed)  # same initial weights on every rank
+
+    model = build_model(config).to(info.device)
+    image_size = model.clip.visual.image_size
+    image_size = image_size[0] if isinstance(image_size, tuple | list) else image_size
+    tokenize = backbone.tokenizer_for(config.model)
+    optimizer = build_optimizer(model, config.lr, config.coef_lr, config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, config.warmup_fraction))
+    step_module = RetrievalStep(model)
+    if is_distributed():
+        step_module = DistributedDataParallel(step_module, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
+    use_bf16 = config.precision == "bf16" or (config.precision == "auto" and info.device.type == "cuda")
+    autocast = (lambda: torch.autocast(info.device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
+
+    checkpoints = os.path.join(config.output_dir, "checkpoints")
+    log = RunLog(config.output_dir, info.is_main)
+    step = 0
+    resume = latest_checkpoint(checkpoints)
+    if resume:
+        state = load_checkpoint(resume)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step = state["step"]
+        set_rng_state(state["rng"])
+        if info.is_main:
+            print(f"resumed from {resume} at step {step}", flush=True)
+    else:
+        _seed_everything(config.seed + info.rank)
+
+    if info.is_main:
+        print(json.dumps({"config": config.to_json(), "world_size": info.world_size, "global_batch": config.batch_size, "local_batch": local_batch,
+                          "steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "device": str(info.device), "bf16": use_bf16}), flush=True)  # fmt: skip
+        log.write(
+            "config",
+            config=config.to_json(),
+            world_size=info.world_size,
+            steps_per_epoch=steps_per_epoch,
+            resumed_from=resume,
+            start_step=step,
+        )
+
+    def checkpoint_state() -> dict:
+        return {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "step": step,
+            "epoch": step // steps_per_epoch,
+            "data": {"epoch": step // steps_per_epoch, "step_in_epoch": step % steps_per_epoch, "seed": config.seed},
+            "rng": rng_state(),
+            "config": config.to_json(),
+        }
+
+    def save() -> None:
+        if info.is_main:
+            save_checkpoint(checkpoints, checkpoint_state(), step)
+        barrier()
+
+    stop = _StopFlag()
+    urls = tuple(shard_urls(config.train_shards))
+    stream = StreamConfig(urls=urls, batch_size=local_batch, max_frames=config.max_frames, max_words=config.max_words, image_size=image_size,
+                          caption_mode=config.caption_mode, shuffle_buffer=config.shuffle_buffer, resampled=config.resampled,
+                          seed=config.seed, workers=config.workers)  # fmt: skip
+    last_eval: dict | None = None
+    while step < total_steps:
+        epoch, start_in_epoch = divmod(step, steps_per_epoch)
+        batches = iter(make_loader(stream, tokenize, info.rank, info.world_size, epoch, start_in_epoch))
+        window_start, window_steps, skipped_by_worker = time.perf_counter(), 0, {}
+        for _ in range(start_in_epoch, steps_per_epoch):
+            batch = next(batches)
+            skipped_by_worker[batch["worker"]] = batch["skipped"]
+            tokens = batch["tokens"].to(info.device, non_blocking=True)
+            frames = batch["frames"].to(info.device, non_blocking=True)
+            mask = batch["mask"].to(info.device, non_blocking=True)
+            with autocast():
+                text, frame_features, pooled = step_module(tokens, frames, mask)
+                video = VideoFeatures(
+                    frames=gather_with_local_grad(frame_features) if not model.is_loose else frame_features,
+                    mask=gather_with_local_grad(mask) if not model.is_loose else mask,
+                    pooled=gather_with_local_grad(pooled) if pooled is not None else None,
+                )
+                logits = model.similarity(gather_with_local_grad(text), video)
+            loss = symmetric_cross_entropy(logits.float())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            with torch.no_grad():
+                model.clip.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+            step += 1
+            window_steps += 1
+            if not math.isfinite(loss.item()):
+                raise FloatingPointError(f"loss became {loss.item()} at step {step}; last batch keys {batch['keys'][:8]}")
+            if step % config.log_every_steps == 0 or step == total_steps:
+                elapsed = time.perf_counter() - window_start
+                skipped = {k: sum(s[k] for s in skipped_by_worker.values()) for k in next(iter(skipped_by_worker.values()))}
+                record = {"step": step, "epoch": epoch, "loss": all_reduce_mean(loss.item(), info.device), "lr": scheduler.get_last_lr()[-1],
+                          "clips_per_s": window_steps * config.batch_size / elapsed, "logit_scale": model.logit_scale().item(), "skipped_rank0": skipped}  # fmt: skip
+                if info.is_main:
+                    print(json.dumps(record), flush=True)
+                log.write("train", **record)
+                window_start, window_steps = time.perf_counter(), 0
+            at_epoch_end = step % steps_per_epoch == 0
+            if config.val_shards and (
+                (config.eval_every_steps and step % config.eval_every_steps == 0) or (not config.eval_every_steps and at_epoch_end)
+            ):
+                last_eval = evaluate(model, config, info, tokenize)
+                if info.is_main:
+                    print(json.dumps({"eval_step": step, **last_eval}), flush=True)
+                log.write("eval", step=step, **last_eval)
+            if stop.agreed(info.device):
+                save()
+                if info.is_main:
+                    print(f"SIGTERM: saved step {step}, exiting", flush=True)
+                return {"step": step, "stopped": True, "eval": last_eval}
+            if step % config.checkpoint_every_steps == 0 or step == total_steps:
+                save()
+    if info.is_main:
+        plot_curves(log.read(), os.path.join(config.output_dir, "curves.png"))
+    return {"step": step, "stopped": False, "eval": last_eval}
