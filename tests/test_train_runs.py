@@ -97,7 +97,7 @@ def test_sigterm_saves_and_restart_continues(uneven_shards, tmp_path):
     steps = [r["step"] for r in records(run)]
     assert steps == list(range(1, 9)), "steps continue without gaps or repeats"
     final = load_checkpoint(latest_checkpoint(str(run / "checkpoints")))
-    assert final["step"] == 8 and final["data"] == {"epoch": 2, "step_in_epoch": 0, "seed": 42}
+    assert final["step"] == 8 and final["epoch"] == 2 and final["data"] == {"start_step": 8, "seed": 42}
     # the schedule continued where it stopped (warmup + cosine over 8 steps ends at 0)
     assert records(run)[-1]["lr"] == pytest.approx(0.0, abs=1e-12)
 

@@ -57,13 +57,13 @@ class ClipSpec:
         ]
 
 
-def clip_specs(num_videos: int, durations: tuple[float, ...] = DURATIONS) -> list[ClipSpec]:
+def clip_specs(num_videos: int, durations: tuple[float, ...] = DURATIONS, sizes: tuple[tuple[int, int], ...] = SIZES) -> list[ClipSpec]:
     combos = [(c, s, d) for d in DIRECTIONS for s in SHAPES for c in COLOURS]
     specs = []
     for i in range(num_videos):
         colour, shape, direction = combos[i % len(combos)]
-        width, height = SIZES[i % len(SIZES)]
-        duration = durations[(i // len(SIZES)) % len(durations)]
+        width, height = sizes[i % len(sizes)]
+        duration = durations[(i // len(sizes)) % len(durations)]
         specs.append(ClipSpec(f"clip{i:03d}", colour, shape, direction, width, height, duration))
     return specs
 
@@ -130,12 +130,19 @@ def write_broken_inputs(videos: str, donor_mp4: str) -> list[dict]:
     return [{"video": name, "captions": ["a video that cannot be decoded"], "split": "train"} for name in names]
 
 
-def make_sample_data(out: str, num_videos: int = 48, seed: int = 0, broken: bool = True, durations: tuple[float, ...] = DURATIONS) -> list[dict]:
+def make_sample_data(
+    out: str,
+    num_videos: int = 48,
+    seed: int = 0,
+    broken: bool = True,
+    durations: tuple[float, ...] = DURATIONS,
+    sizes: tuple[tuple[int, int], ...] = SIZES,
+) -> list[dict]:
     videos = os.path.join(out, "videos")
     os.makedirs(videos, exist_ok=True)
     rng = np.random.default_rng(seed)
     entries = []
-    for i, spec in enumerate(clip_specs(num_videos, durations)):
+    for i, spec in enumerate(clip_specs(num_videos, durations, sizes)):
         path = os.path.join(videos, f"{spec.name}.mp4")
         encode_mp4(render_frames(spec, rng), path)
         split = "test" if is_test_clip(i) else "train"

@@ -44,7 +44,9 @@ def _read_local_weights(path: str) -> tuple[dict[str, torch.Tensor], bool]:
     except (RuntimeError, ValueError):
         archive = None
     if archive is not None:
-        state = {k: v for k, v in archive.state_dict().items() if k not in ("input_resolution", "context_length", "vocab_size", "attn_mask")}
+        state = {
+            k: v for k, v in archive.state_dict().items() if k not in ("input_resolution", "context_length", "vocab_size", "attn_mask")
+        }
         return state, True
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)

@@ -6,14 +6,16 @@ replacement, or this rank's share of shards is cycled), and the trainer takes ex
 number of steps, however unevenly samples are spread over shards.
 
 Why resuming is deterministic: each (rank, worker) stream is seeded from
-``(seed, epoch, start_step, rank, worker)``; the checkpoint stores epoch and step, so a
-restarted job rebuilds the same stream it would have had from that point on (a fresh
-draw, not a replay of the batches already consumed).
+``(seed, start_step, rank, worker)``; the checkpoint stores the step, so a restarted job
+rebuilds the same stream every time it restarts from that step (a fresh draw, not a replay
+of the batches consumed before the restart). With resampled shards an "epoch" is only a
+step count, so one loader serves the whole run and its workers are started once.
 """
 
 from __future__ import annotations
 
 import random
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -23,8 +25,13 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchvision.io import decode_jpeg
 
+
 from shards.reader import ShardReadError, iter_samples
 from shards.sample_format import frame_members, is_complete_sample, sample_metadata
+
+# torchvision 0.29 marks its JPEG decoder deprecated in favour of torchcodec; it is still the
+# fastest batched CPU/GPU JPEG path available here, so the per-process warning is silenced.
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision", category=DeprecationWarning)
 
 
 class StreamConfigError(ValueError):
@@ -90,10 +97,10 @@ def _shard_cycle(config: StreamConfig, rng: random.Random, rank: int, world_size
 class ClipStream(IterableDataset):
     """Endless batches for one rank; see the module docstring for the guarantees."""
 
-    def __init__(self, config: StreamConfig, tokenize: Callable, rank: int, world_size: int, epoch: int, start_step: int) -> None:
+    def __init__(self, config: StreamConfig, tokenize: Callable, rank: int, world_size: int, start_step: int) -> None:
         super().__init__()
         self.config, self.tokenize = config, tokenize
-        self.rank, self.world_size, self.epoch, self.start_step = rank, world_size, epoch, start_step
+        self.rank, self.world_size, self.start_step = rank, world_size, start_step
 
     def _items(self, samples: Iterable[dict], rng: random.Random, skipped: dict[str, int]) -> Iterator[tuple]:
         for sample in samples:
@@ -117,7 +124,7 @@ class ClipStream(IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info else (0, 1)
-        rng = random.Random(repr((self.config.seed, self.epoch, self.start_step, self.rank, worker)))
+        rng = random.Random(repr((self.config.seed, self.start_step, self.rank, worker)))
         skipped = {"incomplete": 0, "undecodable": 0, "no_caption": 0, "unreadable_shards": 0}
 
         def on_shard_error(error: ShardReadError) -> bool:
@@ -145,8 +152,8 @@ class ClipStream(IterableDataset):
                 batch = []
 
 
-def make_loader(config: StreamConfig, tokenize: Callable, rank: int, world_size: int, epoch: int, start_step: int) -> DataLoader:
-    stream = ClipStream(config, tokenize, rank, world_size, epoch, start_step)
+def make_loader(config: StreamConfig, tokenize: Callable, rank: int, world_size: int, start_step: int) -> DataLoader:
+    stream = ClipStream(config, tokenize, rank, world_size, start_step)
     return DataLoader(
         stream,
         batch_size=None,

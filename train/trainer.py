@@ -160,7 +160,7 @@ def train(config: TrainConfig) -> dict:
             "scheduler": scheduler.state_dict(),
             "step": step,
             "epoch": step // steps_per_epoch,
-            "data": {"epoch": step // steps_per_epoch, "step_in_epoch": step % steps_per_epoch, "seed": config.seed},
+            "data": {"start_step": step, "seed": config.seed},  # the stream is rebuilt from these
             "rng": rng_state(),
             "config": config.to_json(),
         }
@@ -176,61 +176,61 @@ def train(config: TrainConfig) -> dict:
                           caption_mode=config.caption_mode, shuffle_buffer=config.shuffle_buffer, resampled=config.resampled,
                           seed=config.seed, workers=config.workers)  # fmt: skip
     last_eval: dict | None = None
+    batches = iter(make_loader(stream, tokenize, info.rank, info.world_size, step))
+    window_start, window_steps, skipped_by_worker = time.perf_counter(), 0, {}
+    # one loop over steps: with resampled shards an epoch is a step count (train/data.py)
     while step < total_steps:
-        epoch, start_in_epoch = divmod(step, steps_per_epoch)
-        batches = iter(make_loader(stream, tokenize, info.rank, info.world_size, epoch, start_in_epoch))
-        window_start, window_steps, skipped_by_worker = time.perf_counter(), 0, {}
-        for _ in range(start_in_epoch, steps_per_epoch):
-            batch = next(batches)
-            skipped_by_worker[batch["worker"]] = batch["skipped"]
-            tokens = batch["tokens"].to(info.device, non_blocking=True)
-            frames = batch["frames"].to(info.device, non_blocking=True)
-            mask = batch["mask"].to(info.device, non_blocking=True)
-            with autocast():
-                text, frame_features, pooled = step_module(tokens, frames, mask)
-                video = VideoFeatures(
-                    frames=gather_with_local_grad(frame_features) if not model.is_loose else frame_features,
-                    mask=gather_with_local_grad(mask) if not model.is_loose else mask,
-                    pooled=gather_with_local_grad(pooled) if pooled is not None else None,
-                )
-                logits = model.similarity(gather_with_local_grad(text), video)
-            loss = symmetric_cross_entropy(logits.float())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            with torch.no_grad():
-                model.clip.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
-            step += 1
-            window_steps += 1
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"loss became {loss.item()} at step {step}; last batch keys {batch['keys'][:8]}")
-            if step % config.log_every_steps == 0 or step == total_steps:
-                elapsed = time.perf_counter() - window_start
-                skipped = {k: sum(s[k] for s in skipped_by_worker.values()) for k in next(iter(skipped_by_worker.values()))}
-                record = {"step": step, "epoch": epoch, "loss": all_reduce_mean(loss.item(), info.device), "lr": scheduler.get_last_lr()[-1],
-                          "clips_per_s": window_steps * config.batch_size / elapsed, "logit_scale": model.logit_scale().item(), "skipped_rank0": skipped}  # fmt: skip
-                if info.is_main:
-                    print(json.dumps(record), flush=True)
-                log.write("train", **record)
-                window_start, window_steps = time.perf_counter(), 0
-            at_epoch_end = step % steps_per_epoch == 0
-            if config.val_shards and (
-                (config.eval_every_steps and step % config.eval_every_steps == 0) or (not config.eval_every_steps and at_epoch_end)
-            ):
-                last_eval = evaluate(model, config, info, tokenize)
-                if info.is_main:
-                    print(json.dumps({"eval_step": step, **last_eval}), flush=True)
-                log.write("eval", step=step, **last_eval)
-            if stop.agreed(info.device):
-                save()
-                if info.is_main:
-                    print(f"SIGTERM: saved step {step}, exiting", flush=True)
-                return {"step": step, "stopped": True, "eval": last_eval}
-            if step % config.checkpoint_every_steps == 0 or step == total_steps:
-                save()
+        epoch = step // steps_per_epoch
+        batch = next(batches)
+        skipped_by_worker[batch["worker"]] = batch["skipped"]
+        tokens = batch["tokens"].to(info.device, non_blocking=True)
+        frames = batch["frames"].to(info.device, non_blocking=True)
+        mask = batch["mask"].to(info.device, non_blocking=True)
+        with autocast():
+            text, frame_features, pooled = step_module(tokens, frames, mask)
+            video = VideoFeatures(
+                frames=gather_with_local_grad(frame_features) if not model.is_loose else frame_features,
+                mask=gather_with_local_grad(mask) if not model.is_loose else mask,
+                pooled=gather_with_local_grad(pooled) if pooled is not None else None,
+            )
+            logits = model.similarity(gather_with_local_grad(text), video)
+        loss = symmetric_cross_entropy(logits.float())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        with torch.no_grad():
+            model.clip.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+        step += 1
+        window_steps += 1
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"loss became {loss.item()} at step {step}; last batch keys {batch['keys'][:8]}")
+        if step % config.log_every_steps == 0 or step == total_steps:
+            elapsed = time.perf_counter() - window_start
+            skipped = {k: sum(s[k] for s in skipped_by_worker.values()) for k in next(iter(skipped_by_worker.values()))}
+            record = {"step": step, "epoch": epoch, "loss": all_reduce_mean(loss.item(), info.device), "lr": scheduler.get_last_lr()[-1],
+                      "clips_per_s": window_steps * config.batch_size / elapsed, "logit_scale": model.logit_scale().item(), "skipped_rank0": skipped}  # fmt: skip
+            if info.is_main:
+                print(json.dumps(record), flush=True)
+            log.write("train", **record)
+            window_start, window_steps = time.perf_counter(), 0
+        at_epoch_end = step % steps_per_epoch == 0
+        if config.val_shards and (
+            (config.eval_every_steps and step % config.eval_every_steps == 0) or (not config.eval_every_steps and at_epoch_end)
+        ):
+            last_eval = evaluate(model, config, info, tokenize)
+            if info.is_main:
+                print(json.dumps({"eval_step": step, **last_eval}), flush=True)
+            log.write("eval", step=step, **last_eval)
+        if stop.agreed(info.device):
+            save()
+            if info.is_main:
+                print(f"SIGTERM: saved step {step}, exiting", flush=True)
+            return {"step": step, "stopped": True, "eval": last_eval}
+        if step % config.checkpoint_every_steps == 0 or step == total_steps:
+            save()
     if info.is_main:
         plot_curves(log.read(), os.path.join(config.output_dir, "curves.png"))
     return {"step": step, "stopped": False, "eval": last_eval}

@@ -1,0 +1,129 @@
+"""``python -m eval --checkpoint CKPT --shards URL [--out DIR]`` (also under torchrun).
+
+Encodes the split once (shards spread over ranks), scores text->video and video->text in
+blocks, and writes ``metrics.json`` (raw scores, plus dual/inverted softmax reported
+separately), ``report.html`` and ``rank_histogram.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import torch.distributed as dist
+
+from eval.encode import encode_split
+from eval.metrics import summarize, t2v_ranks, v2t_ranks
+from eval.postprocess import normalised_blocks
+from eval.report import write_rank_histogram, write_report
+from eval.scoring import score_blocks
+from shards.manifest import BuildStateError
+from shards.reader import ShardReadError, shard_urls
+from train import backbone
+from train.checkpoint import latest_checkpoint, load_checkpoint
+from train.distributed import init_distributed
+from train.restore import restore_model
+
+
+def resolve_checkpoint(path: str) -> str:
+    """A checkpoint file, or a run/checkpoints folder (its ``latest``)."""
+    if os.path.isdir(path):
+        for folder in (path, os.path.join(path, "checkpoints")):
+            found = latest_checkpoint(folder) if os.path.isdir(folder) else None
+            if found:
+                return found
+        raise FileNotFoundError(f"{path}: no checkpoints/latest inside")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    return path
+
+
+def run(args: argparse.Namespace) -> dict:
+    info = init_distributed()
+    checkpoint = resolve_checkpoint(args.checkpoint)
+    state = load_checkpoint(checkpoint)
+    model, config = restore_model(state)
+    model.to(info.device)
+    image_size = model.clip.visual.image_size
+    image_size = image_size[0] if isinstance(image_size, tuple | list) else image_size
+    urls = shard_urls(args.shards)
+    split = encode_split(
+        model, urls, backbone.tokenizer_for(config.model), info.device, config.max_frames, config.max_words, image_size, args.batch_size
+    )
+    text_block, video_block = score_blocks(model, split, info.device)
+    num_videos, caption_to_video = len(split.keys), split.caption_to_video
+    ranks = {
+        "t2v": t2v_ranks(text_block, caption_to_video, args.block_size),
+        "v2t": v2t_ranks(video_block, caption_to_video, num_videos, args.block_size),
+    }
+    result = {
+        "checkpoint": os.path.abspath(checkpoint),
+        "step": state["step"],
+        "model": {"name": config.model, "pretrained": config.pretrained, "sim_header": config.sim_header},
+        "settings": {
+            "max_frames": config.max_frames,
+            "max_words": config.max_words,
+            "image_size": image_size,
+            "tie_rule": "ground truth wins ties",
+        },
+        "shards": args.shards,
+        "num_videos": num_videos,
+        "num_captions": len(split.captions),
+        "skipped": split.skipped,
+        "raw": {name: summarize(values) for name, values in ranks.items()},
+    }
+    temperature = 1.0 / model.logit_scale().item() if model.is_loose else 1.0
+    for method in args.post:
+        t_block, v_block = normalised_blocks(text_block, video_block, len(split.captions), method, temperature, args.block_size)
+        result[method] = {
+            "t2v": summarize(t2v_ranks(t_block, caption_to_video, args.block_size)),
+            "v2t": summarize(v2t_ranks(v_block, caption_to_video, num_videos, args.block_size)),
+        }
+    if info.is_main and args.out:
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "metrics.json"), "w") as handle:
+            json.dump(result, handle, indent=1)
+        write_rank_histogram(os.path.join(args.out, "rank_histogram.png"), ranks)
+        title = f"{config.sim_header} @ step {state['step']} on {args.shards}"
+        write_report(
+            os.path.join(args.out, "report.html"),
+            split,
+            text_block,
+            ranks["t2v"],
+            urls,
+            result["raw"],
+            title,
+            args.report_queries,
+            args.seed,
+        )
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="checkpoint file, or a run folder (uses checkpoints/latest)")
+    parser.add_argument("--shards", required=True, help="test split: build folder / s3:// prefix with manifest, or brace pattern")
+    parser.add_argument("--out", help="folder for metrics.json, report.html, rank_histogram.png")
+    parser.add_argument("--batch-size", type=int, default=32, help="videos encoded per forward pass")
+    parser.add_argument("--block-size", type=int, default=1024, help="query rows scored at a time (bounds memory)")
+    parser.add_argument("--post", nargs="*", default=["dual_softmax", "inverted_softmax"], choices=["dual_softmax", "inverted_softmax"])
+    parser.add_argument("--report-queries", type=int, default=12)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        result = run(args)
+    except (FileNotFoundError, RuntimeError, ShardReadError, BuildStateError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        print(json.dumps({k: result[k] for k in ("raw", *args.post) if k in result}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""A page a person can check: sampled text queries with their top-5 videos as frame strips.
+
+The page is a single self-contained HTML file (thumbnails inlined as base64 JPEG) so it can
+be copied off a cluster or opened from a bucket; the ground-truth video is outlined green.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import random
+
+import numpy as np
+import torch
+from PIL import Image
+
+from eval.encode import EncodedSplit
+from eval.metrics import ScoreBlock
+from shards.reader import ReadErrors, iter_samples
+from shards.sample_format import frame_members
+
+
+def pick_queries(num_captions: int, count: int, seed: int) -> list[int]:
+    rows = list(range(num_captions))
+    random.Random(seed).shuffle(rows)
+    return sorted(rows[:count])
+
+
+def top_videos(text_block: ScoreBlock, rows: list[int], k: int) -> dict[int, list[tuple[int, float]]]:
+    result = {}
+    for row in rows:
+        scores = text_block(row, row + 1)[0].float().cpu()
+        values, indices = torch.topk(scores, min(k, scores.numel()))
+        result[row] = list(zip(indices.tolist(), values.tolist(), strict=True))
+    return result
+
+
+def frame_strips(urls: list[str], keys: set[str], frames_per_strip: int = 4, height: int = 72) -> dict[str, str]:
+    """key -> base64 JPEG of ``frames_per_strip`` evenly spaced frames side by side."""
+    strips = {}
+    for sample in iter_samples(urls, ReadErrors().handler):
+        if sample["__key__"] not in keys:
+            continue
+        names = frame_members(sample)
+        chosen = [names[int(i)] for i in np.linspace(0, len(names) - 1, min(frames_per_strip, len(names)))]
+        images = [Image.open(io.BytesIO(sample[name])).convert("RGB") for name in chosen]
+        images = [im.resize((max(1, round(im.width * height / im.height)), height)) for im in images]
+        strip = Image.new("RGB", (sum(im.width for im in images) + 2 * (len(images) - 1), height), "white")
+        x = 0
+        for image in images:
+            strip.paste(image, (x, 0))
+            x += image.width + 2
+        buffer = io.BytesIO()
+        strip.save(buffer, format="JPEG", quality=80)
+        strips[sample["__key__"]] = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return strips
+
+
+def write_report(path: str, split: EncodedSplit, text_block: ScoreBlock, t2v_ranks: np.ndarray, urls: list[str], metrics: dict, title: str,
+                 num_queries: int = 12, seed: int = 0) -> None:  # fmt: skip
+    rows = pick_queries(len(split.captions), num_queries, seed)
+    tops = top_videos(text_block, rows, 5)
+    needed = {split.keys[v] for hits in tops.values() for v, _ in hits} | {split.keys[int(split.caption_to_video[r])] for r in rows}
+    strips = frame_strips(urls, needed)
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>" + html.escape(title) + "</title><style>",
+        "body{font-family:system-ui,sans-serif;margin:24px;color:#222} table{border-collapse:collapse}",
+        "td{vertical-align:top;padding:6px;border-bottom:1px solid #ddd} .hit{display:inline-block;margin:0 8px 4px 0;text-align:center;font-size:12px}",
+        ".hit img{display:block;border:3px solid transparent} .gt img{border-color:#1a7f37} .gt{font-weight:bold;color:#1a7f37}",
+        ".metrics td,.metrics th{padding:4px 10px;border:1px solid #ccc}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        "<table class='metrics'><tr><th></th><th>R@1</th><th>R@5</th><th>R@10</th><th>MdR</th><th>MnR</th><th>N</th></tr>",
+    ]
+    for name, values in metrics.items():
+        parts.append(
+            f"<tr><th>{html.escape(name)}</th>"
+            + "".join(f"<td>{values[k]:.1f}</td>" for k in ("R1", "R5", "R10", "MdR", "MnR"))
+            + f"<td>{values['N']}</td></tr>"
+        )
+    parts.append("</table><h2>Sampled text queries: top 5 videos (ground truth outlined green)</h2><table>")
+    for row in rows:
+        truth = int(split.caption_to_video[row])
+        parts.append(f"<tr><td style='width:260px'><b>{html.escape(split.captions[row])}</b><br>ground truth: {html.escape(split.keys[truth])}"
+                     f"<br>rank of ground truth: {int(t2v_ranks[row]) + 1}</td><td>")  # fmt: skip
+        for position, (video, score) in enumerate(tops[row], start=1):
+            key = split.keys[video]
+            image = (
+                f"<img src='data:image/jpeg;base64,{strips[key]}' alt='{html.escape(key)}'>"
+                if key in strips
+                else "<i>frames unavailable</i>"
+            )
+            css = "hit gt" if video == truth else "hit"
+            parts.append(f"<div class='{css}'>{image}#{position} {html.escape(key)} ({score:.3f})</div>")
+        parts.append("</td></tr>")
+    parts.append("</table><h2>Rank histogram</h2><img src='rank_histogram.png' alt='rank histogram'></body></html>")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(parts))
+
+
+def write_rank_histogram(path: str, ranks: dict[str, np.ndarray]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(ranks), figsize=(5 * len(ranks), 3.5), squeeze=False)
+    for axis, (name, values) in zip(axes[0], ranks.items(), strict=True):
+        top = max(int(values.max()) + 2, 2) if len(values) else 2
+        bins = np.unique(np.round(np.geomspace(1, top, 30)).astype(int))
+        axis.hist(np.asarray(values) + 1, bins=bins)
+        axis.set_xscale("log")
+        axis.set(title=f"{name}: rank of the ground truth", xlabel="rank (1 = best)", ylabel="queries")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

@@ -1,0 +1,80 @@
+"""The evaluator end to end on a briefly trained tiny model: files, numbers, report."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from eval.__main__ import main as eval_main
+from eval.encode import encode_split
+from eval.metrics import metrics_from_matrix
+from pipeline.annotations import load_annotations
+from pipeline.build import BuildOptions, build_shards
+from pipeline.extract import ExtractionSettings
+from shards.reader import shard_urls
+from shards.storage import Store
+from train.backbone import tokenizer_for
+from train.checkpoint import latest_checkpoint, load_checkpoint
+from train.config import parse_config
+from train.restore import restore_model
+from train.trainer import train
+
+
+@pytest.fixture(scope="module")
+def trained(sample_dataset, tmp_path_factory):
+    root = tmp_path_factory.mktemp("evalrun")
+    records = load_annotations(str(sample_dataset / "annotations.jsonl"))
+    build_shards(records, str(sample_dataset / "videos"), Store(str(root / "shards")), ExtractionSettings(short_side=112),
+                 BuildOptions(samples_per_shard=3, workers=2, show_progress=False))  # fmt: skip
+    config = parse_config(["--train-shards", str(root / "shards"), "--output-dir", str(root / "run"), "--model", "tiny-ViT-112",
+                           "--sim-header", "seqTransf", "--batch-size", "4", "--steps-per-epoch", "3", "--epochs", "1",
+                           "--max-frames", "8", "--workers", "0", "--lr", "1e-3", "--coef-lr", "1"])  # fmt: skip
+    train(config)
+    return root
+
+
+def test_eval_writes_metrics_report_and_histogram(trained, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert (
+        eval_main(["--checkpoint", str(trained / "run"), "--shards", str(trained / "shards"), "--out", str(out), "--block-size", "5"]) == 0
+    )
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert printed["raw"] == metrics["raw"]
+    assert metrics["num_videos"] == 8 and metrics["num_captions"] == 24  # 3 captions per clip: multi-caption protocol
+    assert metrics["raw"]["t2v"]["N"] == 24 and metrics["raw"]["v2t"]["N"] == 8
+    assert set(metrics) >= {"dual_softmax", "inverted_softmax", "checkpoint", "model", "settings", "step"}
+    assert metrics["model"]["sim_header"] == "seqTransf" and metrics["step"] == 3
+    page = (out / "report.html").read_text()
+    assert page.count("rank of ground truth: ") == 12  # 12 sampled text queries
+    assert page.count("class='hit") == 12 * 5  # top 5 videos each
+    assert len(re.findall(r"data:image/jpeg;base64,", page)) == 12 * 5  # every hit shows its frames
+    ground_truth_ranks = [int(r) for r in re.findall(r"rank of ground truth: (\d+)", page)]
+    assert page.count("class='hit gt'") == sum(rank <= 5 for rank in ground_truth_ranks)
+    assert (out / "rank_histogram.png").stat().st_size > 1000
+
+
+def test_eval_numbers_equal_dense_reference(trained):
+    state = load_checkpoint(latest_checkpoint(str(trained / "run" / "checkpoints")))
+    model, config = restore_model(state)
+    split = encode_split(
+        model, shard_urls(str(trained / "shards")), tokenizer_for(config.model), torch.device("cpu"), config.max_frames, image_size=112
+    )
+    dense = (split.text @ split.video_pooled.T).numpy()
+    expected = metrics_from_matrix(dense, split.caption_to_video.numpy())
+    out_dir = trained / "eval_dense"
+    assert eval_main(["--checkpoint", str(trained / "run"), "--shards", str(trained / "shards"), "--out", str(out_dir), "--post"]) == 0
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    for direction in ("t2v", "v2t"):
+        for key, value in expected[direction].items():
+            assert metrics["raw"][direction][key] == pytest.approx(value)
+    assert np.isfinite(dense).all()
+
+
+def test_eval_bad_inputs_are_clear(tmp_path, trained, capsys):
+    assert eval_main(["--checkpoint", str(tmp_path / "none.pt"), "--shards", str(trained / "shards")]) == 2
+    assert "none.pt" in capsys.readouterr().err
+    assert eval_main(["--checkpoint", str(trained / "run"), "--shards", str(tmp_path / "noshards")]) == 2
+    assert "noshards" in capsys.readouterr().err
