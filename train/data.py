@@ -25,7 +25,6 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchvision.io import decode_jpeg
 
-
 from shards.reader import ShardReadError, iter_samples
 from shards.sample_format import frame_members, is_complete_sample, sample_metadata
 
