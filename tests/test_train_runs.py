@@ -61,9 +61,7 @@ def test_two_process_gloo_with_uneven_shards_finishes_and_evaluates(uneven_shard
 def test_unsplittable_shards_are_refused_without_resampling(uneven_shards):
     config = StreamConfig(urls=(str(uneven_shards / "shard-000000.tar"), str(uneven_shards / "shard-000001.tar")),
                           batch_size=2, resampled=False, workers=0)  # fmt: skip
-    stream = ClipStream(
-        config, lambda texts, context_length: torch.zeros(len(texts), context_length), rank=0, world_size=4, epoch=0, start_step=0
-    )
+    stream = ClipStream(config, lambda texts, context_length: torch.zeros(len(texts), context_length), rank=0, world_size=4, start_step=0)
     with pytest.raises(StreamConfigError, match="2 shards cannot be split over 4 ranks"):
         next(iter(stream))
 
