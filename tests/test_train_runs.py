@@ -125,3 +125,20 @@ def test_half_written_checkpoint_is_never_loaded(tmp_path):
     (directory / "latest").write_text("step_00000009.pt\n")
     with pytest.raises(RuntimeError, match="step_00000009.pt"):
         latest_checkpoint(str(directory))
+
+
+def test_train_and_evaluate_from_an_s3_bucket(sample_dataset, s3_bucket, tmp_path, capsys):
+    from eval.__main__ import main as eval_main
+    from train.config import parse_config
+    from train.trainer import train
+
+    url = f"s3://{s3_bucket}/shapes"
+    records = load_annotations(str(sample_dataset / "annotations.jsonl"))
+    build_shards(records, str(sample_dataset / "videos"), Store(url), ExtractionSettings(short_side=112),
+                 BuildOptions(samples_per_shard=4, workers=1, show_progress=False))  # fmt: skip
+    config = parse_config(["--train-shards", url, "--val-shards", url, "--output-dir", str(tmp_path / "run"), "--model", "tiny-ViT-112",
+                           "--batch-size", "4", "--steps-per-epoch", "2", "--epochs", "1", "--max-frames", "6", "--workers", "1"])  # fmt: skip
+    result = train(config)
+    assert result["step"] == 2 and result["eval"]["num_videos"] == 8
+    assert eval_main(["--checkpoint", str(tmp_path / "run"), "--shards", url, "--out", str(tmp_path / "eval"), "--post"]) == 0
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["num_videos"] == 8
