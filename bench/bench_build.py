@@ -22,15 +22,14 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import tempfile
 import time
 
 import cv2
 from PIL import Image
 
+from bench.clip4clip_baseline import compress_3fps, frames_each_second
 from pipeline.extract import ExtractionSettings, extract_video
-from pipeline.ffmpeg_binary import ffmpeg_executable
 from pipeline.sampling import SlicePosition, select_frames
 from tools.make_sample_data import make_sample_data
 
@@ -38,24 +37,8 @@ from tools.make_sample_data import make_sample_data
 def clip4clip_two_step(path: str, scratch: str, max_frames: int = 12, quality: int = 95) -> int:
     """Compress to 3 fps mp4, decode with OpenCV, sample, JPEG-encode. Returns frames kept."""
     compressed = os.path.join(scratch, "compressed.mp4")
-    scale = "scale='if(gte(iw,ih),-2,224)':'if(gte(iw,ih),224,-2)'"
-    subprocess.run(
-        [ffmpeg_executable(), "-nostdin", "-y", "-loglevel", "error", "-i", path, "-filter:v", scale, "-map", "0:v", "-r", "3"]
-        + [compressed],
-        check=True,
-    )
-    capture = cv2.VideoCapture(compressed)
-    fps = int(capture.get(cv2.CAP_PROP_FPS))
-    frame_count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-    seconds = (frame_count + fps - 1) // fps
-    frames = []
-    for second in range(seconds + 1):
-        capture.set(cv2.CAP_PROP_POS_FRAMES, second * fps)
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-    capture.release()
+    compress_3fps(path, compressed)
+    frames = frames_each_second(compressed)
     kept = select_frames(len(frames), max_frames, SlicePosition.UNIFORM)
     for index in kept:
         buffer = io.BytesIO()

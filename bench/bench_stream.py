@@ -22,7 +22,6 @@ import glob
 import json
 import os
 import statistics
-import subprocess
 import tempfile
 import time
 
@@ -31,10 +30,10 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
+from bench.clip4clip_baseline import compress_3fps, frames_each_second
 from pipeline.annotations import load_annotations
 from pipeline.build import BuildOptions, build_shards
 from pipeline.extract import ExtractionSettings
-from pipeline.ffmpeg_binary import ffmpeg_executable
 from pipeline.sampling import SlicePosition, select_frames
 from shards.reader import iter_samples, shard_urls
 from shards.storage import Store
@@ -51,26 +50,8 @@ CLIP4CLIP_TRANSFORM = transforms.Compose(
 )
 
 
-def compress_3fps(source: str, target: str) -> None:
-    scale = "scale='if(gte(iw,ih),-2,224)':'if(gte(iw,ih),224,-2)'"
-    subprocess.run(
-        [ffmpeg_executable(), "-nostdin", "-y", "-loglevel", "error", "-i", source, "-filter:v", scale, "-map", "0:v", "-r", "3", target],
-        check=True,
-    )
-
-
 def clip4clip_load(path: str, max_frames: int = 12) -> tuple[torch.Tensor, torch.Tensor]:
-    capture = cv2.VideoCapture(path)
-    fps = int(capture.get(cv2.CAP_PROP_FPS))
-    seconds = (int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) + fps - 1) // fps
-    images = []
-    for second in range(seconds + 1):
-        capture.set(cv2.CAP_PROP_POS_FRAMES, second * fps)
-        ok, frame = capture.read()
-        if not ok:
-            break
-        images.append(CLIP4CLIP_TRANSFORM(Image.fromarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))))
-    capture.release()
+    images = [CLIP4CLIP_TRANSFORM(Image.fromarray(frame)) for frame in frames_each_second(path)]
     kept = select_frames(len(images), max_frames, SlicePosition.UNIFORM)
     video = torch.zeros(max_frames, 3, 224, 224)
     video[: len(kept)] = torch.stack([images[i] for i in kept])
