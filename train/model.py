@@ -37,6 +37,9 @@ class CLIP4Clip(nn.Module):
         width = clip.text_projection.shape[1] if isinstance(clip.text_projection, torch.Tensor) else clip.text_projection.out_features
         if head == "tightTransf":
             self.cross = CrossEncoderScore(clip, width, max_frames)
+            # the cross encoder's score is the logit: the temperature takes no part, and a
+            # parameter without a gradient would stall DDP's gradient reduction
+            clip.logit_scale.requires_grad_(False)
         else:
             self.pool = build_video_pooling(head, clip, width, max_frames)
 
