@@ -46,8 +46,7 @@ def run(args: argparse.Namespace) -> dict:
     state = load_checkpoint(checkpoint)
     model, config = restore_model(state)
     model.to(info.device)
-    image_size = model.clip.visual.image_size
-    image_size = image_size[0] if isinstance(image_size, tuple | list) else image_size
+    image_size = backbone.input_size(model.clip)
     urls = shard_urls(args.shards)
     split = encode_split(
         model, urls, backbone.tokenizer_for(config.model), info.device, config.max_frames, config.max_words, image_size, args.batch_size

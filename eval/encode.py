@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 
 from shards.reader import ReadErrors, iter_samples
-from shards.sample_format import is_complete_sample, sample_metadata
+from shards.sample_format import usable_captions
 from train.data import decode_clip
 from train.distributed import is_distributed
 
@@ -84,17 +84,14 @@ def encode_split(
         pending.clear()
 
     for sample in iter_samples(urls[rank::world], errors.handler):
-        if not is_complete_sample(sample):
-            skipped["incomplete"] += 1
+        captions, problem = usable_captions(sample)
+        if problem:
+            skipped[problem] += 1
             continue
         try:
-            captions = sample_metadata(sample)["captions"]
             frames, mask = decode_clip(sample, max_frames, image_size)
-        except (RuntimeError, ValueError, KeyError):
+        except (RuntimeError, ValueError):
             skipped["undecodable"] += 1
-            continue
-        if not captions:
-            skipped["no_caption"] += 1
             continue
         pending.append((sample["__key__"], captions, frames, mask))
         if len(pending) == batch_size:

@@ -42,16 +42,31 @@ def sample_metadata(sample: dict) -> dict:
     return json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
 
 
-def is_complete_sample(sample: dict) -> bool:
-    """True when the metadata is present and every frame it lists is too.
+def complete_metadata(sample: dict) -> dict | None:
+    """The sample's metadata when it and every frame it lists are present, else None.
 
     A shard cut off mid-sample (truncated upload, disk full) yields a sample missing its
     last members; such a sample must be skipped, never padded.
     """
     if "json" not in sample:
-        return False
+        return None
     try:
-        expected = sample_metadata(sample)["frames"]["count"]
+        metadata = sample_metadata(sample)
+        expected = metadata["frames"]["count"]
     except (ValueError, KeyError, TypeError):
-        return False
-    return len(frame_members(sample)) == expected
+        return None
+    return metadata if len(frame_members(sample)) == expected else None
+
+
+def is_complete_sample(sample: dict) -> bool:
+    return complete_metadata(sample) is not None
+
+
+def usable_captions(sample: dict) -> tuple[list[str], str | None]:
+    """(captions, None) for a sample a model can use, or ([], reason) with the skip counter
+    to bump: "incomplete" or "no_caption". Parses the metadata once, for the hot path."""
+    metadata = complete_metadata(sample)
+    if metadata is None:
+        return [], "incomplete"
+    captions = metadata.get("captions") or []
+    return (captions, None) if captions else ([], "no_caption")

@@ -135,6 +135,12 @@ def normalize_frames(frames_uint8: torch.Tensor) -> torch.Tensor:
     return (frames_uint8.float() / 255.0 - mean) / std
 
 
+def input_size(clip: nn.Module) -> int:
+    """Side of the square image the vision tower takes (open_clip stores an int or a pair)."""
+    size = clip.visual.image_size
+    return int(size[0] if isinstance(size, tuple | list) else size)
+
+
 def encode_frames(clip: nn.Module, frames_uint8: torch.Tensor) -> torch.Tensor:
     """(B, T, 3, H, W) uint8 -> (B, T, D) per-frame CLIP image features."""
     batch, count = frames_uint8.shape[:2]

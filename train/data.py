@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchvision.io import decode_jpeg
 
 from shards.reader import ShardReadError, iter_samples
-from shards.sample_format import frame_members, is_complete_sample, sample_metadata
+from shards.sample_format import frame_members, usable_captions
 
 # torchvision 0.29 marks its JPEG decoder deprecated in favour of torchcodec; it is still the
 # fastest batched CPU/GPU JPEG path available here, so the per-process warning is silenced.
@@ -116,17 +116,9 @@ class ClipStream(IterableDataset):
         """(sample, caption) pairs, still as JPEG bytes: the shuffle buffer holds compressed
         samples (about 0.2 MB each instead of 1.8 MB decoded)."""
         for sample in samples:
-            if not is_complete_sample(sample):
-                skipped["incomplete"] += 1
-                continue
-            try:
-                captions = sample_metadata(sample)["captions"]
-            except (ValueError, KeyError) as error:
-                skipped["undecodable"] += 1
-                print(f"skipping sample {sample['__key__']} of {sample['__url__']}: {error}", flush=True)
-                continue
-            if not captions:
-                skipped["no_caption"] += 1
+            captions, problem = usable_captions(sample)
+            if problem:
+                skipped[problem] += 1
                 continue
             chosen = captions if self.config.caption_mode == "expand" else [rng.choice(captions)]
             for caption in chosen:

@@ -92,7 +92,7 @@ def build_model(config: TrainConfig) -> CLIP4Clip:
 def evaluate(model: CLIP4Clip, config: TrainConfig, info: DistInfo, tokenize) -> dict:
     urls = shard_urls(config.val_shards)
     split = encode_split(
-        model, urls, tokenize, info.device, config.max_frames, config.max_words, model.clip.visual.image_size[0], config.eval_batch_size
+        model, urls, tokenize, info.device, config.max_frames, config.max_words, backbone.input_size(model.clip), config.eval_batch_size
     )
     result = split_metrics(model, split, info.device)
     return {
@@ -114,8 +114,7 @@ def train(config: TrainConfig) -> dict:
     _seed_everything(config.seed)  # same initial weights on every rank
 
     model = build_model(config).to(info.device)
-    image_size = model.clip.visual.image_size
-    image_size = image_size[0] if isinstance(image_size, tuple | list) else image_size
+    image_size = backbone.input_size(model.clip)
     tokenize = backbone.tokenizer_for(config.model)
     optimizer = build_optimizer(model, config.lr, config.coef_lr, config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, config.warmup_fraction))
