@@ -161,6 +161,17 @@ def _failure(video: PlannedVideo, unit: int, error: str) -> dict:
     }
 
 
+def _needs_decoding(video: PlannedVideo) -> bool:
+    """Only videos that exist and have a caption go to ffmpeg; the rest fail without work."""
+    return video.record.path is not None and bool(video.record.captions)
+
+
+def _unusable(video: PlannedVideo) -> VideoDecodeError:
+    if video.record.path is None:
+        return VideoDecodeError(video.record.reference, video.record.problem or "missing")
+    return VideoDecodeError(video.record.reference, "annotation has no non-empty caption")
+
+
 class _UnitWriter:
     """Writes one unit's samples, starting a new part when ``max_shard_bytes`` would be passed."""
 
@@ -214,7 +225,7 @@ def build_shards(
     todo = [u for u in mine if u not in finished]
     stems = [os.path.splitext(name)[0] for u in todo for name in (shard_name(options.prefix, u), unit_record_name(u))]
     store.remove_partials(stems)
-    tasks = [(v.record.path, settings) for u in todo for v in units[u] if v.record.path is not None]
+    tasks = [(v.record.path, settings) for u in todo for v in units[u] if _needs_decoding(v)]
     total_videos = sum(len(units[u]) for u in todo)
     workers = options.workers or os.cpu_count() or 1
     samples_written = failures = 0
@@ -227,14 +238,7 @@ def build_shards(
             splits: Counter[str] = Counter()
             try:
                 for video in units[unit]:
-                    if video.record.path is None:
-                        result: ExtractedVideo | VideoDecodeError = VideoDecodeError(
-                            video.record.reference, video.record.problem or "missing"
-                        )
-                    else:
-                        result = next(decoded)
-                    if isinstance(result, ExtractedVideo) and not video.record.captions:
-                        result = VideoDecodeError(video.record.reference, "annotation has no non-empty caption")
+                    result = next(decoded) if _needs_decoding(video) else _unusable(video)
                     if isinstance(result, VideoDecodeError):
                         record.failures.append(
                             _failure(video, unit, result.reason if not result.stderr_tail else f"{result.reason}: {result.stderr_tail}")

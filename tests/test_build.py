@@ -224,3 +224,21 @@ def test_s3_unreachable_bucket_is_a_clear_error(sample_dataset, s3_endpoint):
     with pytest.raises(StorageError, match="no-such-bucket"):
         build(sample_dataset, "s3://no-such-bucket/x", samples_per_shard=4)
     assert os.environ["AWS_ENDPOINT_URL"] == s3_endpoint
+
+
+def test_annotation_without_captions_is_a_recorded_failure(sample_dataset, tmp_path):
+    annotations = tmp_path / "ann.jsonl"
+    annotations.write_text(
+        json.dumps({"video": "clip000.mp4", "captions": ["", "   "]})
+        + "\n"
+        + json.dumps({"video": "clip001.mp4", "captions": ["a clip"]})
+        + "\n"
+    )
+    records = load_annotations(str(annotations))
+    out = tmp_path / "out"
+    build_shards(
+        records, str(sample_dataset / "videos"), Store(str(out)), ExtractionSettings(), BuildOptions(workers=1, show_progress=False)
+    )
+    failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
+    assert [(f["video_id"], f["error"]) for f in failures] == [("clip000", "annotation has no non-empty caption")]
+    assert [s["__key__"] for s in read_all(str(out))] == ["clip001"]
