@@ -22,7 +22,7 @@ from shards.reader import shard_urls
 from train import backbone
 from train.data import StreamConfig, make_loader
 from train.loss import symmetric_cross_entropy
-from train.model import CLIP4Clip, VideoFeatures
+from train.model import CLIP4Clip, TextFeatures, VideoFeatures
 from train.optim import build_optimizer
 from train.trainer import RetrievalStep
 
@@ -66,8 +66,8 @@ def main() -> None:
         frames = batch["frames"].to(device, non_blocking=True)
         mask = batch["mask"].to(device, non_blocking=True)
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            text, frame_features, pooled = step_module(tokens, frames, mask)
-            logits = model.similarity(text, VideoFeatures(frame_features, mask, pooled))
+            text_pooled, _, _, frame_features, pooled = step_module(tokens, frames, mask)
+            logits = model.similarity(TextFeatures(text_pooled), VideoFeatures(frame_features, mask, pooled))
         loss = symmetric_cross_entropy(logits.float())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -28,6 +28,8 @@ class EncodedSplit:
     captions: list[str]  # every caption of every video, grouped by video in key order
     caption_to_video: torch.Tensor  # (C,) video index of each caption
     text: torch.Tensor  # (C, D)
+    text_tokens: torch.Tensor | None  # (C, L, D) per-token features, for token interaction (DRL)
+    text_mask: torch.Tensor | None  # (C, L)
     video_pooled: torch.Tensor | None  # (N, D) for loose heads
     video_frames: torch.Tensor  # (N, T, D)
     video_mask: torch.Tensor  # (N, T)
@@ -65,17 +67,18 @@ def encode_split(
         captions = [c for p in pending for c in p[1]]
         with _autocast(device):
             video = model.encode_video(frames, masks)
-            text = torch.cat(
-                [
-                    model.encode_text(tokenize(captions[i : i + 256], context_length=max_words).to(device))
-                    for i in range(0, len(captions), 256)
-                ]
-            )
+            texts = [model.encode_text(tokenize(captions[i : i + 256], context_length=max_words).to(device)) for i in range(0, len(captions), 256)]
+        text = torch.cat([t.pooled for t in texts])
+        tokens = torch.cat([t.tokens for t in texts]) if texts[0].tokens is not None else None
+        token_mask = torch.cat([t.mask for t in texts]) if texts[0].mask is not None else None
         offset = 0
         for i, (key, caps, _, mask) in enumerate(pending):
+            span = slice(offset, offset + len(caps))
             local[key] = {
                 "captions": caps,
-                "text": text[offset : offset + len(caps)].float().cpu(),
+                "text": text[span].float().cpu(),
+                "tokens": None if tokens is None else tokens[span].float().cpu(),
+                "token_mask": None if token_mask is None else token_mask[span].cpu(),
                 "pooled": None if video.pooled is None else video.pooled[i].float().cpu(),
                 "frames": video.frames[i].float().cpu(),
                 "mask": mask,
@@ -119,6 +122,8 @@ def encode_split(
         captions=[c for item in items for c in item["captions"]],
         caption_to_video=torch.tensor([i for i, item in enumerate(items) for _ in item["captions"]]),
         text=torch.cat([item["text"] for item in items]),
+        text_tokens=None if items[0]["tokens"] is None else torch.cat([item["tokens"] for item in items]),
+        text_mask=None if items[0]["token_mask"] is None else torch.cat([item["token_mask"] for item in items]),
         video_pooled=None if items[0]["pooled"] is None else torch.stack([item["pooled"] for item in items]),
         video_frames=torch.stack([item["frames"] for item in items]),
         video_mask=torch.stack([item["mask"] for item in items]),

@@ -1,4 +1,12 @@
-"""Score an encoded split in blocks, for any head, and turn it into metrics."""
+"""Score an encoded split in blocks, for any head and similarity, and turn it into metrics.
+
+``SplitScorer`` prepares each side once (EMCL's transform, DRL's normalised and weighted
+token sets, coarse vectors) and then scores any rectangle of captions x videos, or any list of
+explicit (caption, video) pairs, in chunks small enough that memory stays bounded however
+large the split: token interaction materialises (texts, videos, tokens, frames) and the
+cross encoder (texts x videos) sequences, so neither may see a whole block at once.
+Rescoring a query's candidates never copies the query once per candidate.
+"""
 
 from __future__ import annotations
 
@@ -6,37 +14,95 @@ import torch
 
 from eval.encode import EncodedSplit
 from eval.metrics import summarize, t2v_ranks, v2t_ranks
-from train.model import VideoFeatures
+from train.heads import masked_mean_pool
+from train.interaction import all_pairs, text_against_candidates, video_against_candidates
+from train.model import CLIP4Clip, TextFeatures, VideoFeatures
 
 
-def score_blocks(model: torch.nn.Module, split: EncodedSplit, device: torch.device, video_chunk: int = 256):
-    """Two block functions over the split: captions a..b x all videos, videos a..b x all captions.
-
-    Loose heads: cosine of normalised features (the logit scale is a monotone factor and
-    does not change ranks). Tight head: the cross encoder on every pair in the block,
-    ``video_chunk`` videos at a time so memory stays bounded.
-    """
-    text = split.text.to(device)
-    if split.video_pooled is not None:
-        videos = split.video_pooled.to(device)
-        return (lambda a, b: text[a:b] @ videos.T), (lambda a, b: videos[a:b] @ text.T)
-    frames, mask = split.video_frames.to(device), split.video_mask.to(device)
+class SplitScorer:
+    def __init__(self, model: CLIP4Clip, split: EncodedSplit, device: torch.device, text_chunk: int = 64, video_chunk: int = 256) -> None:
+        self.model, self.device = model, device
+        # the cross encoder runs texts x videos sequences per chunk: fewer texts at a time
+        self.text_chunk, self.video_chunk = (text_chunk if model.is_loose else min(text_chunk, 16)), video_chunk
+        self.num_texts, self.num_videos = len(split.captions), len(split.keys)
+        with torch.no_grad():
+            frames, mask = split.video_frames.to(device), split.video_mask.to(device)
+            text = split.text.to(device)
+            pooled = split.video_pooled.to(device) if split.video_pooled is not None else masked_mean_pool(frames, mask)
+            self.coarse_text = torch.nn.functional.normalize(text, dim=-1)
+            self.coarse_video = pooled
+            if model.uses_tokens:
+                self.text_set, self.video_set = model.token_sides(
+                    TextFeatures(text, split.text_tokens.to(device), split.text_mask.to(device)), VideoFeatures(frames, mask, pooled)
+                )
+            elif model.is_loose:
+                self.text_vectors, self.video_vectors = model.retrieval_vectors(text, split.video_pooled.to(device))
+            else:
+                self.text, self.frames, self.mask = text, frames, mask
 
     @torch.no_grad()
-    def tight(texts: torch.Tensor, first: int, last: int) -> torch.Tensor:
-        parts = [
-            model.similarity(
-                texts, VideoFeatures(frames[v : min(v + video_chunk, last)], mask[v : min(v + video_chunk, last)], None)
-            ).float()
-            for v in range(first, last, video_chunk)
-        ]
-        return torch.cat(parts, dim=1)
+    def coarse(self, texts: slice, videos: slice) -> torch.Tensor:
+        """EERCF's first stage: caption vector vs text-agnostic video vector."""
+        return (self.coarse_text[texts] @ self.coarse_video[videos].T).float()
 
-    num_videos = frames.shape[0]
-    return (lambda a, b: tight(text[a:b], 0, num_videos)), (lambda a, b: tight(text, a, b).T)
+    @torch.no_grad()
+    def fine(self, texts: slice, videos: slice) -> torch.Tensor:
+        """The model's own similarity (without the logit scale: it does not change ranks)."""
+        if self.model.is_loose and not self.model.uses_tokens:
+            return (self.text_vectors[texts] @ self.video_vectors[videos].T).float()
+        text_ids = torch.arange(self.num_texts, device=self.device)[texts]
+        video_ids = torch.arange(self.num_videos, device=self.device)[videos]
+        rows = []
+        for t in range(0, len(text_ids), self.text_chunk):
+            row_texts = text_ids[t : t + self.text_chunk]
+            parts = []
+            for v in range(0, len(video_ids), self.video_chunk):
+                chunk_videos = video_ids[v : v + self.video_chunk]
+                if self.model.uses_tokens:
+                    parts.append(all_pairs(self.text_set.select(row_texts), self.video_set.select(chunk_videos)).float())
+                else:
+                    pairs = (row_texts[:, None].expand(-1, len(chunk_videos)), chunk_videos[None].expand(len(row_texts), -1))
+                    parts.append(self._cross_pairs(*pairs))
+            rows.append(torch.cat(parts, dim=1))
+        return torch.cat(rows, dim=0)
+
+    def _cross_pairs(self, text_index: torch.Tensor, video_index: torch.Tensor, pairs_per_pass: int = 4096) -> torch.Tensor:
+        """The cross encoder on explicit pairs (any shape), a bounded number of sequences at a time."""
+        flat_texts, flat_videos = text_index.reshape(-1), video_index.reshape(-1)
+        scores = []
+        for start in range(0, flat_texts.numel(), pairs_per_pass):
+            texts, videos = flat_texts[start : start + pairs_per_pass], flat_videos[start : start + pairs_per_pass]
+            pair_video = VideoFeatures(self.frames[videos], self.mask[videos], None)
+            scores.append(self.model.pair_scores(TextFeatures(self.text[texts]), pair_video).float())
+        return torch.cat(scores).view(text_index.shape)
+
+    @torch.no_grad()
+    def fine_for_texts(self, text_ids: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """Fine scores of each caption text_ids[i] against its own videos candidates[i] -> (A, k)."""
+        if self.model.uses_tokens:
+            return text_against_candidates(self.text_set.select(text_ids), self.video_set.select(candidates)).float()
+        if self.model.is_loose:
+            return torch.einsum("ad,akd->ak", self.text_vectors[text_ids], self.video_vectors[candidates]).float()
+        return self._cross_pairs(text_ids[:, None].expand_as(candidates), candidates)
+
+    @torch.no_grad()
+    def fine_for_videos(self, video_ids: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """Fine scores of each video video_ids[i] against its own captions candidates[i] -> (B, k)."""
+        if self.model.uses_tokens:
+            return video_against_candidates(self.video_set.select(video_ids), self.text_set.select(candidates)).float()
+        if self.model.is_loose:
+            return torch.einsum("bd,bkd->bk", self.video_vectors[video_ids], self.text_vectors[candidates]).float()
+        return self._cross_pairs(candidates, video_ids[:, None].expand_as(candidates))
 
 
-def split_metrics(model: torch.nn.Module, split: EncodedSplit, device: torch.device, block_size: int = 1024) -> dict:
+def score_blocks(model: CLIP4Clip, split: EncodedSplit, device: torch.device):
+    """Two block functions over the split: captions a..b x all videos, videos a..b x all captions."""
+    scorer = SplitScorer(model, split, device)
+    every_video, every_text = slice(0, scorer.num_videos), slice(0, scorer.num_texts)
+    return (lambda a, b: scorer.fine(slice(a, b), every_video)), (lambda a, b: scorer.fine(every_text, slice(a, b)).T)
+
+
+def split_metrics(model: CLIP4Clip, split: EncodedSplit, device: torch.device, block_size: int = 1024) -> dict:
     text_block, video_block = score_blocks(model, split, device)
     t2v = t2v_ranks(text_block, split.caption_to_video, block_size)
     v2t = v2t_ranks(video_block, split.caption_to_video, len(split.keys), block_size)

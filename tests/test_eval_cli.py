@@ -78,3 +78,21 @@ def test_eval_bad_inputs_are_clear(tmp_path, trained, capsys):
     assert "none.pt" in capsys.readouterr().err
     assert eval_main(["--checkpoint", str(trained / "run"), "--shards", str(tmp_path / "noshards")]) == 2
     assert "noshards" in capsys.readouterr().err
+
+
+def test_eval_reports_coarse_to_fine_for_a_token_interaction_model(trained, tmp_path, capsys):
+    run = tmp_path / "wti"
+    config = parse_config(["--train-shards", str(trained / "shards"), "--output-dir", str(run), "--model", "tiny-ViT-112",
+                           "--sim-header", "seqTransf", "--interaction", "wti", "--coarse-weight", "1", "--batch-size", "4",
+                           "--steps-per-epoch", "2", "--epochs", "1", "--max-frames", "8", "--workers", "0"])  # fmt: skip
+    train(config)
+    out = tmp_path / "eval"
+    assert eval_main(["--checkpoint", str(run), "--shards", str(trained / "shards"), "--out", str(out), "--rerank-topk", "3", "--post"]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    metrics = json.loads((out / "metrics.json").read_text())
+    stages = metrics["coarse_to_fine"]
+    assert printed["coarse_to_fine"]["topk"] == 3 == stages["topk"]
+    assert stages["fine_all"]["t2v"] == metrics["raw"]["t2v"] and stages["fine_all"]["v2t"] == metrics["raw"]["v2t"]
+    assert stages["two_stage"]["t2v"]["N"] == 24 and stages["coarse_only"]["v2t"]["N"] == 8
+    assert all(stages[name]["seconds"] > 0 for name in ("coarse_only", "fine_all", "two_stage"))
+    assert metrics["model"]["interaction"] == "wti"

@@ -10,7 +10,7 @@ from eval.metrics import metrics_from_matrix
 from train.backbone import load_clip
 from train.heads import HEADS
 from train.loss import symmetric_cross_entropy
-from train.model import CLIP4Clip, VideoFeatures
+from train.model import CLIP4Clip, TextFeatures, VideoFeatures
 
 
 @pytest.fixture(scope="module")
@@ -25,12 +25,12 @@ def test_padded_frames_never_change_the_result(tiny_clip, head):
     torch.manual_seed(1)
     frames = torch.randn(3, 6, 64)
     mask = torch.tensor([[1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1]], dtype=torch.bool)
-    text = F.normalize(torch.randn(2, 64), dim=-1)
-    pooled = model.pool(frames, mask) if model.is_loose else None
+    text = TextFeatures(F.normalize(torch.randn(2, 64), dim=-1))
+    pooled = model.pool(frames, mask)[1] if model.is_loose else None
     scores = model.similarity(text, VideoFeatures(frames, mask, pooled))
     altered = frames.clone()
     altered[~mask] = torch.randn(int((~mask).sum()), 64) * 100
-    pooled_altered = model.pool(altered, mask) if model.is_loose else None
+    pooled_altered = model.pool(altered, mask)[1] if model.is_loose else None
     assert torch.allclose(scores, model.similarity(text, VideoFeatures(altered, mask, pooled_altered)), atol=1e-5)
     assert scores.shape == (2, 3) and torch.isfinite(scores).all()
     if model.is_loose:
@@ -58,7 +58,7 @@ def train_on_direction(tiny_clip, head: str, steps: int = 250) -> float:
 
     def scores(frames: torch.Tensor) -> torch.Tensor:
         text = F.normalize(trajectory(ids % 8) + direction(ids // 8), dim=-1)
-        video = F.normalize(model.pool(frames, mask), dim=-1)
+        video = F.normalize(model.pool(frames, mask)[1], dim=-1)
         return 20.0 * text @ video.T
 
     for step in range(steps):

@@ -7,15 +7,22 @@ claim tested here; the ability to tell motion direction apart is tested at the h
 in test_heads.py.
 """
 
+import json
+
+import open_clip
 import pytest
+import torch
 
 from pipeline.annotations import load_annotations
 from pipeline.build import BuildOptions, build_shards
 from pipeline.extract import ExtractionSettings
 from shards.storage import Store
 from tools.make_sample_data import make_sample_data
+from train import trainer
+from train.checkpoint import latest_checkpoint, load_checkpoint
 from train.config import parse_config
 from train.heads import HEADS
+from train.restore import restore_model
 from train.trainer import train
 
 
@@ -29,16 +36,78 @@ def shapes_shards(tmp_path_factory):
     return root / "shards"
 
 
-@pytest.mark.parametrize("head", HEADS)
-def test_head_beats_chance_by_a_wide_margin(shapes_shards, tmp_path, head):
-    config = parse_config(["--train-shards", str(shapes_shards), "--val-shards", str(shapes_shards), "--output-dir", str(tmp_path / head),
-                           "--model", "tiny-ViT-112", "--sim-header", head, "--batch-size", "16", "--steps-per-epoch", "100",
+def train_briefly(shards, output_dir, *extra: str, steps: int = 100) -> dict:
+    config = parse_config(["--train-shards", str(shards), "--val-shards", str(shards), "--output-dir", str(output_dir),
+                           "--model", "tiny-ViT-112", "--batch-size", "16", "--steps-per-epoch", str(steps),
                            "--epochs", "1", "--max-frames", "6", "--workers", "1", "--lr", "2e-3", "--coef-lr", "1",
-                           "--warmup-fraction", "0.05", "--log-every-steps", "50"])  # fmt: skip
-    result = train(config)
+                           "--warmup-fraction", "0.05", "--log-every-steps", "50", *extra])  # fmt: skip
+    return train(config)
+
+
+def assert_beats_chance(result: dict) -> None:
     t2v = result["eval"]["t2v"]
     videos = result["eval"]["num_videos"]
     assert videos == 48 and t2v["N"] == 144
     chance_r5, chance_mnr = 500 / videos, (videos + 1) / 2
     assert t2v["R5"] >= 2.5 * chance_r5, t2v
     assert t2v["MnR"] <= 0.5 * chance_mnr, t2v
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_head_beats_chance_by_a_wide_margin(shapes_shards, tmp_path, head):
+    result = train_briefly(shapes_shards, tmp_path / head, "--sim-header", head)
+    assert_beats_chance(result)
+
+
+METHODS = {
+    "drl_wti_cdcr_coarse": ["--sim-header", "seqTransf", "--interaction", "wti", "--cdcr-weight", "0.001", "--coarse-weight", "1"],
+    "drl_ti": ["--sim-header", "meanP", "--interaction", "ti"],
+    "emcl": ["--sim-header", "meanP", "--emcl", "--emcl-bases", "8", "--emcl-iterations", "3"],
+}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_method_beats_chance_by_a_wide_margin(shapes_shards, tmp_path, method):
+    assert_beats_chance(train_briefly(shapes_shards, tmp_path / method, *METHODS[method]))
+
+
+def test_peft_trains_prompts_and_lora_on_a_frozen_clip(shapes_shards, tmp_path, monkeypatch):
+    torch.manual_seed(3)
+    base = open_clip.create_model("tiny-ViT-112")
+    base_file = tmp_path / "base.pt"
+    torch.save(base.state_dict(), base_file)
+    built = []
+    original_build = trainer.build_model
+    monkeypatch.setattr(trainer, "build_model", lambda config: built.append(original_build(config)) or built[-1])
+    result = train_briefly(shapes_shards, tmp_path / "peft", "--pretrained", str(base_file), "--peft", "prompts+lora",
+                           "--lora-rank", "4", "--prompt-tokens", "4", "--lr", "5e-3")  # fmt: skip
+    assert_beats_chance(result)
+
+    model = built[0]
+    frozen = {name: p for name, p in model.clip.named_parameters() if not p.requires_grad}
+    expected = base.state_dict()
+    for name, parameter in frozen.items():
+        key = name.replace("parametrizations.", "").replace(".original", "").replace("ln_pre.ln_pre.", "ln_pre.")
+        assert torch.equal(parameter.detach().cpu(), expected[key]), name  # bit-identical after training
+    assert len(frozen) == len(expected)
+
+    state = load_checkpoint(latest_checkpoint(str(tmp_path / "peft" / "checkpoints")))
+    assert not any(name.startswith("clip.") and not ("lora_" in name or "visual_prompts" in name) for name in state["model"])
+    assert state["base"]["sha256"] and state["base"]["pretrained"] == str(base_file)
+    log = [json.loads(line) for line in (tmp_path / "peft" / "metrics.jsonl").read_text().splitlines()]
+    config_record = next(r for r in log if r["kind"] == "config")
+    assert 0 < config_record["trainable_parameters"] < 0.05 * config_record["total_parameters"]
+
+    restored, _ = restore_model(state)
+    with torch.no_grad():
+        tokens = torch.randint(1, 49000, (2, 32))
+        assert torch.allclose(restored.encode_text(tokens).pooled, model.cpu().eval().encode_text(tokens).pooled, atol=1e-6)
+    other = tmp_path / "other.pt"
+    torch.save(open_clip.create_model("tiny-ViT-112").state_dict(), other)
+    with pytest.raises(RuntimeError, match="not the base"):
+        restore_model(state, str(other))
+    moved = tmp_path / "moved.pt"
+    base_file.rename(moved)
+    with pytest.raises(FileNotFoundError, match="--base-weights"):
+        restore_model(state)
+    restore_model(state, str(moved))

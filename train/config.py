@@ -6,6 +6,8 @@ import argparse
 from dataclasses import asdict, dataclass, fields
 
 from train.heads import HEADS
+from train.interaction import INTERACTIONS
+from train.peft import PEFT_MODES
 
 
 @dataclass
@@ -38,6 +40,25 @@ class TrainConfig:
     eval_batch_size: int = 32
     checkpoint_every_steps: int = 500
     log_every_steps: int = 10
+    # DRL: token interaction instead of the pooled cosine, and its optional regulariser
+    interaction: str = "cosine"
+    cdcr_weight: float = 0.0
+    cdcr_alpha1: float = 0.11
+    cdcr_alpha2: float = 0.0
+    # EERCF: train the cheap video-level cosine next to the fine similarity (two-stage retrieval)
+    coarse_weight: float = 0.0
+    # EMCL: EM subspace reconstruction of the pooled embeddings
+    emcl: bool = False
+    emcl_bases: int = 32
+    emcl_iterations: int = 9
+    emcl_beta: float = 3.0
+    emcl_momentum: float = 0.9
+    emcl_temperature: float = 0.1
+    # parameter-efficient tuning of a frozen CLIP
+    peft: str = "none"
+    prompt_tokens: int = 8
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -54,6 +75,13 @@ def parse_config(argv: list[str] | None = None) -> TrainConfig:
         "sim_header": f"one of {HEADS}",
         "caption_mode": "random: one random caption per video per visit; expand: every caption is a sample",
         "resampled": "draw shards with replacement (never uneven across ranks); --no-resampled splits shards",
+        "interaction": f"one of {INTERACTIONS}: cosine of pooled vectors, or DRL's weighted (wti) / uniform (ti) token interaction",
+        "cdcr_weight": "DRL's channel decorrelation loss weight (DRL uses 0.001; needs --interaction wti/ti)",
+        "coarse_weight": "weight of a pooled-cosine loss added to a fine similarity's, so EERCF's first stage is trained (e.g. 1.0)",
+        "emcl": "EMCL: EM subspace reconstruction of the pooled video/text embeddings (cosine heads)",
+        "emcl_temperature": "lambda of EMCL's E-step softmax over bases (embeddings here are unit norm)",
+        "peft": f"one of {PEFT_MODES}: freeze CLIP and train visual prompts and/or LoRA (needs --pretrained)",
+        "lora_alpha": "LoRA update scale is alpha / rank",
     }
     for field in fields(TrainConfig):
         name = "--" + field.name.replace("_", "-")
@@ -70,4 +98,26 @@ def parse_config(argv: list[str] | None = None) -> TrainConfig:
         parser.error(f"--sim-header must be one of {HEADS}")
     if config.model in ("", "none", "None"):
         config.model = None
+    problem = config_problem(config)
+    if problem:
+        parser.error(problem)
     return config
+
+
+def config_problem(config: TrainConfig) -> str | None:
+    """Combinations that cannot work, said before a model is built."""
+    if config.interaction not in INTERACTIONS:
+        return f"--interaction must be one of {INTERACTIONS}"
+    if config.peft not in PEFT_MODES:
+        return f"--peft must be one of {PEFT_MODES}"
+    if config.peft != "none" and not config.pretrained:
+        return "--peft freezes CLIP: pass the weights to freeze with --pretrained (a frozen random CLIP learns nothing useful)"
+    if config.sim_header == "tightTransf" and (config.interaction != "cosine" or config.emcl):
+        return "tightTransf scores pairs with its own cross encoder; --interaction wti/ti and --emcl need meanP, seqLSTM or seqTransf"
+    if config.emcl and config.interaction != "cosine":
+        return "--emcl reconstructs pooled embeddings for the cosine; it does not combine with --interaction wti/ti"
+    if config.cdcr_weight and config.interaction == "cosine":
+        return "--cdcr-weight regularises token interaction: add --interaction wti (or ti)"
+    if config.coarse_weight and not (config.interaction != "cosine" or config.sim_header == "tightTransf"):
+        return "--coarse-weight trains a coarse stage under a fine similarity: use it with --interaction wti/ti or tightTransf"
+    return None

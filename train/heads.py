@@ -48,8 +48,11 @@ def _text_layers_like(clip: nn.Module, width: int, layers: int) -> tuple[nn.Modu
 
 
 class MeanPooling(nn.Module):
-    def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return masked_mean_pool(frames, mask)
+    """meanP. Like every loose head it returns (per-frame sequence, pooled vector): the
+    sequence is what token interaction (DRL) compares caption tokens with."""
+
+    def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return frames, masked_mean_pool(frames, mask)
 
 
 class LSTMPooling(nn.Module):
@@ -59,13 +62,14 @@ class LSTMPooling(nn.Module):
         super().__init__()
         self.lstm = nn.LSTM(width, width, num_layers=1, batch_first=True)
 
-    def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         lengths = mask.sum(1).clamp(min=1).cpu()
         packed = pack_padded_sequence(frames.float(), lengths, batch_first=True, enforce_sorted=False)
         self.lstm.flatten_parameters()
         output, _ = self.lstm(packed)
         output, _ = pad_packed_sequence(output, batch_first=True, total_length=frames.shape[1])
-        return masked_mean_pool(output.to(frames.dtype) + frames, mask)
+        sequence = output.to(frames.dtype) + frames
+        return sequence, masked_mean_pool(sequence, mask)
 
 
 class TransformerPooling(nn.Module):
@@ -83,13 +87,14 @@ class TransformerPooling(nn.Module):
             nn.init.normal_(self.frame_position.weight, std=0.01)
         self.blocks, self.heads = _text_layers_like(clip, width, layers)
 
-    def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         positions = torch.arange(frames.shape[1], device=frames.device)
         x = frames + self.frame_position(positions)[None]
         attn_mask = key_padding_attn_mask(mask, self.heads, x.dtype)
         for block in self.blocks:
             x = block(x, attn_mask=attn_mask)
-        return masked_mean_pool(x + frames, mask)
+        sequence = x + frames
+        return sequence, masked_mean_pool(sequence, mask)
 
 
 class CrossEncoderScore(nn.Module):
@@ -111,18 +116,24 @@ class CrossEncoderScore(nn.Module):
         self.score = nn.Linear(width, 1)
 
     def forward(self, text: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Every text against every video: (A, D) x (V, T, D) -> (A, V)."""
         num_texts, (num_videos, count, width) = text.shape[0], frames.shape
-        text_tokens = text[:, None, None, :].expand(num_texts, num_videos, 1, width)
-        video_tokens = frames[None].expand(num_texts, num_videos, count, width)
-        x = torch.cat([text_tokens, video_tokens], dim=2).reshape(num_texts * num_videos, count + 1, width)
+        text_rows = text[:, None, :].expand(num_texts, num_videos, width).reshape(-1, width)
+        video_rows = frames[None].expand(num_texts, num_videos, count, width).reshape(-1, count, width)
+        mask_rows = mask[None].expand(num_texts, num_videos, count).reshape(-1, count)
+        return self.pairs(text_rows, video_rows, mask_rows).view(num_texts, num_videos)
+
+    def pairs(self, text: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Explicit pairs: text i with video i, (P, D) x (P, T, D) -> (P,)."""
+        count = frames.shape[1]
+        x = torch.cat([text[:, None, :], frames], dim=1)
         types = torch.cat([torch.zeros(1, dtype=torch.long), torch.ones(count, dtype=torch.long)]).to(x.device)
         x = x + self.modality(types)[None] + self.position(torch.arange(count + 1, device=x.device))[None]
-        pair_mask = torch.cat([torch.ones(num_videos, 1, dtype=torch.bool, device=mask.device), mask], dim=1)
-        pair_mask = pair_mask[None].expand(num_texts, num_videos, count + 1).reshape(-1, count + 1)
+        pair_mask = torch.cat([torch.ones(mask.shape[0], 1, dtype=torch.bool, device=mask.device), mask], dim=1)
         attn_mask = key_padding_attn_mask(pair_mask, self.heads, x.dtype)
         for block in self.blocks:
             x = block(x, attn_mask=attn_mask)
-        return self.score(x[:, 0]).view(num_texts, num_videos)
+        return self.score(x[:, 0]).squeeze(-1)
 
 
 def build_video_pooling(head: str, clip: nn.Module, width: int, max_frames: int) -> nn.Module:

@@ -1,8 +1,19 @@
-"""CLIP4Clip: an open_clip backbone, a similarity head, and the learnable temperature.
+"""CLIP4Clip and the methods built on it: an open_clip backbone, a video head, a similarity.
 
 The model exposes the two halves separately (``encode_text``, ``encode_video``) and
 ``similarity`` on their outputs, because training all-gathers the halves across ranks
 before scoring and evaluation encodes each side once and scores in blocks.
+
+Similarities, chosen by options rather than by subclasses so that every method shares the
+data stream, trainer and evaluator:
+
+- ``cosine`` of pooled vectors (CLIP4Clip's loose heads), optionally through EMCL's
+  subspace reconstruction (``emcl``);
+- ``wti`` / ``ti`` (DRL): caption tokens against the head's per-frame features;
+- the tightTransf cross encoder (``head="tightTransf"``).
+
+``coarse_similarity`` is the cheap video-level cosine EERCF ranks every video with before the
+fine similarity rescores the top candidates (eval/rerank.py).
 """
 
 from __future__ import annotations
@@ -15,25 +26,41 @@ import torch.nn.functional as F
 from torch import nn
 
 from train import backbone
-from train.heads import HEADS, CrossEncoderScore, build_video_pooling
+from train.emcl import EMSubspace
+from train.heads import HEADS, CrossEncoderScore, build_video_pooling, masked_mean_pool
+from train.interaction import INTERACTIONS, TokenInteraction, TokenSet, all_pairs
 
 MAX_LOGIT_SCALE = math.log(100.0)
 
 
 @dataclass
+class TextFeatures:
+    pooled: torch.Tensor  # (B, D) end-token feature (normalised for loose heads)
+    tokens: torch.Tensor | None = None  # (B, L, D) per-token features (token interaction only)
+    mask: torch.Tensor | None = None  # (B, L) bool, real tokens
+
+
+@dataclass
 class VideoFeatures:
-    frames: torch.Tensor  # (B, T, D) per-frame features from CLIP
+    frames: torch.Tensor  # (B, T, D) per-frame features: the loose head's sequence output, or CLIP's for tightTransf
     mask: torch.Tensor  # (B, T) bool
     pooled: torch.Tensor | None  # (B, D) normalised video vector (loose heads only)
 
 
 class CLIP4Clip(nn.Module):
-    def __init__(self, clip: nn.Module, head: str = "meanP", max_frames: int = 12) -> None:
+    def __init__(self, clip: nn.Module, head: str = "meanP", max_frames: int = 12, interaction: str = "cosine", emcl: dict | None = None) -> None:
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"unknown head {head!r}; choose from {HEADS}")
+        if interaction not in INTERACTIONS:
+            raise ValueError(f"unknown interaction {interaction!r}; choose from {INTERACTIONS}")
+        if head == "tightTransf" and (interaction != "cosine" or emcl):
+            raise ValueError("tightTransf scores pairs with its own cross encoder; --interaction and --emcl need a loose head")
+        if emcl and interaction != "cosine":
+            raise ValueError("EMCL reconstructs pooled embeddings for the cosine; it does not combine with --interaction wti/ti")
         self.clip = clip
         self.head = head
+        self.interaction_name = interaction
         width = clip.text_projection.shape[1] if isinstance(clip.text_projection, torch.Tensor) else clip.text_projection.out_features
         if head == "tightTransf":
             self.cross = CrossEncoderScore(clip, width, max_frames)
@@ -42,29 +69,75 @@ class CLIP4Clip(nn.Module):
             clip.logit_scale.requires_grad_(False)
         else:
             self.pool = build_video_pooling(head, clip, width, max_frames)
+        if interaction != "cosine":
+            self.interaction = TokenInteraction(width, weighted=interaction == "wti")
+        if emcl:
+            self.emcl = EMSubspace(width, **emcl)
 
     @property
     def is_loose(self) -> bool:
         return self.head != "tightTransf"
 
+    @property
+    def uses_tokens(self) -> bool:
+        """Whether the similarity needs per-token text features (DRL's interaction)."""
+        return self.interaction_name != "cosine"
+
+    @property
+    def has_fine_stage(self) -> bool:
+        """Whether the similarity is finer (and costlier) than the pooled cosine: EERCF reranks only then."""
+        return self.uses_tokens or not self.is_loose
+
     def new_parameters(self) -> list[nn.Parameter]:
-        """Parameters CLIP4Clip trains at the full learning rate (everything outside CLIP)."""
+        """Parameters outside CLIP (head, interaction weights): CLIP4Clip trains them at the full learning rate."""
         return [p for name, p in self.named_parameters() if not name.startswith("clip.")]
 
-    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
-        features = backbone.encode_text(self.clip, tokens).pooled
-        return F.normalize(features, dim=-1) if self.is_loose else features
+    def encode_text(self, tokens: torch.Tensor) -> TextFeatures:
+        features = backbone.encode_text(self.clip, tokens)
+        pooled = F.normalize(features.pooled, dim=-1) if self.is_loose else features.pooled
+        if self.uses_tokens:
+            return TextFeatures(pooled, features.tokens, features.mask)
+        return TextFeatures(pooled)
 
     def encode_video(self, frames_uint8: torch.Tensor, mask: torch.Tensor) -> VideoFeatures:
         frames = backbone.encode_frames(self.clip, frames_uint8)
-        pooled = self.pool(frames, mask) if self.is_loose else None
-        return VideoFeatures(frames=frames, mask=mask, pooled=pooled)
+        if not self.is_loose:
+            return VideoFeatures(frames=frames, mask=mask, pooled=None)
+        sequence, pooled = self.pool(frames, mask)
+        return VideoFeatures(frames=sequence, mask=mask, pooled=pooled)
 
     def logit_scale(self) -> torch.Tensor:
         return self.clip.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
 
-    def similarity(self, text: torch.Tensor, video: VideoFeatures) -> torch.Tensor:
-        """(texts, videos) logits: scaled cosine for loose heads, the cross-encoder score for tight."""
+    def token_sides(self, text: TextFeatures, video: VideoFeatures) -> tuple[TokenSet, TokenSet]:
+        """Both sides prepared for token interaction (normalised, weighted)."""
+        return self.interaction.text_side(text.tokens, text.mask), self.interaction.video_side(video.frames, video.mask)
+
+    def retrieval_vectors(self, text: torch.Tensor, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pooled vectors as the cosine compares them at test time (EMCL's transform applied)."""
+        if hasattr(self, "emcl"):
+            return self.emcl.transform(text), self.emcl.transform(video)
+        return text, video
+
+    def similarity(self, text: TextFeatures, video: VideoFeatures, sides: tuple[TokenSet, TokenSet] | None = None) -> torch.Tensor:
+        """(texts, videos) logits for the training loss."""
+        if not self.is_loose:
+            return self.cross(text.pooled, video.frames, video.mask)
+        if self.uses_tokens:
+            return self.logit_scale() * all_pairs(*(sides or self.token_sides(text, video)))
+        text_vectors, video_vectors = text.pooled, video.pooled
+        if hasattr(self, "emcl"):
+            video_vectors, text_vectors = self.emcl(video_vectors, text_vectors)
+        return self.logit_scale() * text_vectors @ video_vectors.T
+
+    def coarse_similarity(self, text: torch.Tensor, video: VideoFeatures) -> torch.Tensor:
+        """Text-agnostic video vector vs caption vector: the cheap first stage of EERCF."""
+        pooled = video.pooled if video.pooled is not None else masked_mean_pool(video.frames, video.mask)
+        return F.normalize(text, dim=-1) @ pooled.T
+
+    def pair_scores(self, text: TextFeatures, video: VideoFeatures) -> torch.Tensor:
+        """Cross-encoder scores of explicit (text i, video i) pairs: (P, D) x (P, T, D) -> (P,).
+        Token-interaction models score candidates through train/interaction.py instead."""
         if self.is_loose:
-            return self.logit_scale() * text @ video.pooled.T
-        return self.cross(text, video.frames, video.mask)
+            raise ValueError("pair_scores is the tightTransf cross encoder; loose heads score with vectors or token sets")
+        return self.cross.pairs(text.pooled, video.frames, video.mask)

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from train.peft import is_trainable_backbone_name
+
 NO_DECAY_HINTS = ("bias", "ln_", "norm", "LayerNorm", "positional_embedding", "class_embedding", "logit_scale", "token_embedding")
 
 
@@ -17,7 +19,7 @@ def parameter_groups(model: nn.Module, lr: float, coef_lr: float, weight_decay: 
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        is_clip = name.startswith("clip.")
+        is_clip = name.startswith("clip.") and not is_trainable_backbone_name(name)  # PEFT modules train at lr
         decays = parameter.ndim >= 2 and not any(hint in name for hint in NO_DECAY_HINTS)
         groups.setdefault((is_clip, decays), []).append(parameter)
     return [

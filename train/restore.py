@@ -1,24 +1,40 @@
-"""Rebuild a trained CLIP4Clip from its checkpoint alone (no network, no original weight file)."""
+"""Rebuild a trained model from its checkpoint (no network).
+
+Full runs carry every weight, and the architecture comes from the stored config: an
+open_clip name, or, for runs started from an OpenAI-layout file, the shapes of the stored CLIP
+weights themselves. PEFT runs carry only their trainable part and a reference to the frozen
+base file, which is loaded (and its SHA-256 checked) first.
+"""
 
 from __future__ import annotations
 
 import open_clip
 from open_clip.model import build_model_from_openai_state_dict
 
+from train import backbone
 from train.config import TrainConfig
 from train.model import CLIP4Clip
+from train.model_factory import assemble_model
+from train.peft import check_base, load_trainable_state
 
 
-def restore_model(state: dict) -> tuple[CLIP4Clip, TrainConfig]:
-    """The architecture comes from the stored config: an open_clip name, or, for runs started
-    from an OpenAI-layout file, from the shapes of the stored CLIP weights themselves."""
+def restore_model(state: dict, base_weights: str | None = None) -> tuple[CLIP4Clip, TrainConfig]:
+    """``base_weights`` overrides where a PEFT checkpoint's frozen base is read from (moved files)."""
     config = TrainConfig(**state["config"])
     weights = state["model"]
+    base = state.get("base")
+    if base:
+        path = base_weights or base["pretrained"]
+        check_base(base, path)
+        clip = backbone.load_clip(config.model, path, config.force_quick_gelu)
+        model = assemble_model(clip, config)
+        load_trainable_state(model, weights)
+        return model.eval(), config
     if config.model:
         clip = open_clip.create_model(config.model, pretrained=None, force_quick_gelu=config.force_quick_gelu)
     else:
         clip_state = {k.removeprefix("clip."): v for k, v in weights.items() if k.startswith("clip.")}
         clip = build_model_from_openai_state_dict(clip_state, quick_gelu=True, cast_dtype=None)
-    model = CLIP4Clip(clip.float(), config.sim_header, config.max_frames)
+    model = assemble_model(clip.float(), config)
     model.load_state_dict(weights)
     return model.eval(), config

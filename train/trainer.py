@@ -29,9 +29,11 @@ from train.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save
 from train.config import TrainConfig
 from train.data import StreamConfig, make_loader
 from train.distributed import DistInfo, all_reduce_mean, barrier, gather_with_local_grad, init_distributed, is_distributed
-from train.loss import symmetric_cross_entropy
-from train.model import MAX_LOGIT_SCALE, CLIP4Clip, VideoFeatures
+from train.model import MAX_LOGIT_SCALE, CLIP4Clip, TextFeatures, VideoFeatures
+from train.model_factory import assemble_model
+from train.objective import retrieval_loss
 from train.optim import build_optimizer, warmup_cosine
+from train.peft import base_reference, count_parameters, load_trainable_state, trainable_state
 from train.run_log import RunLog, plot_curves
 
 
@@ -61,8 +63,27 @@ class RetrievalStep(torch.nn.Module):
         self.model = model
 
     def forward(self, tokens: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor):
+        # plain tensors (or None) out: DDP walks its outputs, and dataclasses are opaque to it
         video = self.model.encode_video(frames, mask)
-        return self.model.encode_text(tokens), video.frames, video.pooled
+        text = self.model.encode_text(tokens)
+        return text.pooled, text.tokens, text.mask, video.frames, video.pooled
+
+
+def gather_batch(model: CLIP4Clip, outputs: tuple, mask: torch.Tensor) -> tuple[TextFeatures, VideoFeatures]:
+    """The global batch's features, each all-gathered only if the similarity reads it."""
+    text_pooled, text_tokens, text_mask, frames, pooled = outputs
+    needs_frames = model.uses_tokens or not model.is_loose
+    text = TextFeatures(
+        gather_with_local_grad(text_pooled),
+        gather_with_local_grad(text_tokens) if text_tokens is not None else None,
+        gather_with_local_grad(text_mask) if text_mask is not None else None,
+    )
+    video = VideoFeatures(
+        frames=gather_with_local_grad(frames) if needs_frames else frames,
+        mask=gather_with_local_grad(mask) if needs_frames else mask,
+        pooled=gather_with_local_grad(pooled) if pooled is not None else None,
+    )
+    return text, video
 
 
 def _steps_per_epoch(config: TrainConfig) -> int:
@@ -86,7 +107,7 @@ def build_model(config: TrainConfig) -> CLIP4Clip:
     clip = backbone.load_clip(config.model, config.pretrained, config.force_quick_gelu)
     if config.grad_checkpointing:
         clip.set_grad_checkpointing(True)
-    return CLIP4Clip(clip, config.sim_header, config.max_frames)
+    return assemble_model(clip, config)
 
 
 def evaluate(model: CLIP4Clip, config: TrainConfig, info: DistInfo, tokenize) -> dict:
@@ -128,9 +149,14 @@ def train(config: TrainConfig) -> dict:
     log = RunLog(config.output_dir, info.is_main)
     step = 0
     resume = latest_checkpoint(checkpoints)
+    is_peft = config.peft != "none"
+    base = base_reference(config.pretrained) if is_peft else None
     if resume:
         state = load_checkpoint(resume)
-        model.load_state_dict(state["model"])
+        if is_peft:
+            load_trainable_state(model, state["model"])
+        else:
+            model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step = state["step"]
@@ -140,9 +166,11 @@ def train(config: TrainConfig) -> dict:
     else:
         _seed_everything(config.seed + info.rank)
 
+    trainable, total = count_parameters(model)
     if info.is_main:
         print(json.dumps({"config": config.to_json(), "world_size": info.world_size, "global_batch": config.batch_size, "local_batch": local_batch,
-                          "steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "device": str(info.device), "bf16": use_bf16}), flush=True)  # fmt: skip
+                          "steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "device": str(info.device), "bf16": use_bf16,
+                          "trainable_parameters": trainable, "total_parameters": total}), flush=True)  # fmt: skip
         log.write(
             "config",
             config=config.to_json(),
@@ -150,11 +178,15 @@ def train(config: TrainConfig) -> dict:
             steps_per_epoch=steps_per_epoch,
             resumed_from=resume,
             start_step=step,
+            trainable_parameters=trainable,
+            total_parameters=total,
         )
 
     def checkpoint_state() -> dict:
         return {
-            "model": model.state_dict(),
+            # PEFT runs store only what trains, plus where the frozen base lives (and its hash)
+            "model": trainable_state(model) if is_peft else model.state_dict(),
+            "base": base,
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "step": step,
@@ -186,14 +218,8 @@ def train(config: TrainConfig) -> dict:
         frames = batch["frames"].to(info.device, non_blocking=True)
         mask = batch["mask"].to(info.device, non_blocking=True)
         with autocast():
-            text, frame_features, pooled = step_module(tokens, frames, mask)
-            video = VideoFeatures(
-                frames=gather_with_local_grad(frame_features) if not model.is_loose else frame_features,
-                mask=gather_with_local_grad(mask) if not model.is_loose else mask,
-                pooled=gather_with_local_grad(pooled) if pooled is not None else None,
-            )
-            logits = model.similarity(gather_with_local_grad(text), video)
-        loss = symmetric_cross_entropy(logits.float())
+            text, video = gather_batch(model, step_module(tokens, frames, mask), mask)
+            loss, loss_parts = retrieval_loss(model, text, video, config)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip > 0:
@@ -211,6 +237,8 @@ def train(config: TrainConfig) -> dict:
             skipped = {k: sum(s[k] for s in skipped_by_worker.values()) for k in next(iter(skipped_by_worker.values()))}
             record = {"step": step, "epoch": epoch, "loss": all_reduce_mean(loss.item(), info.device), "lr": scheduler.get_last_lr()[-1],
                       "clips_per_s": window_steps * config.batch_size / elapsed, "logit_scale": model.logit_scale().item(), "skipped_rank0": skipped}  # fmt: skip
+            if len(loss_parts) > 1:
+                record["loss_parts"] = {name: value.item() for name, value in loss_parts.items()}
             if info.is_main:
                 print(json.dumps(record), flush=True)
             log.write("train", **record)

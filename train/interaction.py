@@ -1,0 +1,139 @@
+"""DRL's token interaction: a caption and a video scored token by frame, not vector by vector.
+
+Text tokens and (seqTransf-contextualised) frame features are L2-normalised and compared
+pairwise. Text-to-video sums, over real tokens, each token's best frame; video-to-text sums,
+over real frames, each frame's best token; the score is the mean of both directions. WTI
+weighs tokens and frames by a masked softmax of a small MLP (so "the", "a" and blank frames
+can count for little); TI weighs them uniformly.
+
+One reduction serves every shape the system needs (all pairs of a text block against a video
+block in training and full scoring; each query against its own k candidates when the
+coarse-to-fine evaluator rescores); only the token-frame product differs, each written so
+that no side is copied once per partner.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+INTERACTIONS = ("cosine", "wti", "ti")
+
+
+def masked_softmax(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last dimension that gives padded positions exactly zero weight."""
+    return torch.softmax(logits.masked_fill(~mask, float("-inf")), dim=-1)
+
+
+def reduce_interaction(
+    similarity: torch.Tensor,
+    text_mask: torch.Tensor,
+    text_weights: torch.Tensor,
+    frame_mask: torch.Tensor,
+    frame_weights: torch.Tensor,
+) -> torch.Tensor:
+    """(..., L, T) token-frame cosines -> (...) scores; masks/weights broadcast as (..., L) / (..., T).
+
+    Padded frames never win a token's max and padded tokens never win a frame's max (they
+    are set to -inf first), so clips shorter than max_frames and captions shorter than
+    max_words score the same as if the padding did not exist.
+    """
+    best_frame = similarity.masked_fill(~frame_mask.unsqueeze(-2), float("-inf")).amax(dim=-1)  # (..., L)
+    best_token = similarity.masked_fill(~text_mask.unsqueeze(-1), float("-inf")).amax(dim=-2)  # (..., T)
+    # padded tokens/frames have weight 0 but their max may be -inf: zero them explicitly
+    text_to_video = (text_weights * best_frame.masked_fill(~text_mask, 0.0)).sum(-1)
+    video_to_text = (frame_weights * best_token.masked_fill(~frame_mask, 0.0)).sum(-1)
+    return (text_to_video + video_to_text) / 2
+
+
+class TokenWeights(nn.Module):
+    """DRL's weight branch: Linear-ReLU-Linear to one logit per token, masked softmax."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(width, 2 * width), nn.ReLU(inplace=True), nn.Linear(2 * width, 1))
+
+    def forward(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return masked_softmax(self.mlp(features).squeeze(-1).float(), mask)
+
+
+@dataclass
+class TokenSet:
+    """One side ready for interaction: normalised (N, S, D) features, (N, S) mask and weights."""
+
+    features: torch.Tensor
+    mask: torch.Tensor
+    weights: torch.Tensor
+
+    def select(self, index: torch.Tensor) -> TokenSet:
+        """Rows ``index`` (any shape): how the reranker pairs each query with its candidates."""
+        return TokenSet(self.features[index], self.mask[index], self.weights[index])
+
+    def to(self, device: torch.device) -> TokenSet:
+        return TokenSet(self.features.to(device), self.mask.to(device), self.weights.to(device))
+
+
+class TokenInteraction(nn.Module):
+    """WTI (learned weights) or TI (uniform weights) between text tokens and frames.
+
+    Each side is prepared once (normalised, weighted), then scored against many partners;
+    the weights of a caption do not depend on the video it is compared with.
+    """
+
+    def __init__(self, width: int, weighted: bool) -> None:
+        super().__init__()
+        self.weighted = weighted
+        if weighted:
+            self.text_weights = TokenWeights(width)
+            self.frame_weights = TokenWeights(width)
+
+    def _side(self, features: torch.Tensor, mask: torch.Tensor, weigh: nn.Module | None) -> TokenSet:
+        if weigh is not None:
+            weights = weigh(features, mask)
+        else:
+            weights = mask.float() / mask.sum(-1, keepdim=True).clamp(min=1)
+        return TokenSet(F.normalize(features.float(), dim=-1), mask, weights)
+
+    def text_side(self, tokens: torch.Tensor, mask: torch.Tensor) -> TokenSet:
+        return self._side(tokens, mask, self.text_weights if self.weighted else None)
+
+    def video_side(self, frames: torch.Tensor, mask: torch.Tensor) -> TokenSet:
+        return self._side(frames, mask, self.frame_weights if self.weighted else None)
+
+
+def all_pairs(text: TokenSet, video: TokenSet) -> torch.Tensor:
+    """(A, L) texts x (V, T) videos -> (A, V) scores in [-1, 1].
+
+    One (A*L, D) x (D, V*T) matrix product instead of a broadcast batched matmul, which would
+    first copy every text and video A x V times; same result as ``paired`` on every pair.
+    """
+    (count_a, length, width), (count_v, frames) = text.features.shape, video.mask.shape
+    similarity = (text.features.reshape(-1, width) @ video.features.reshape(-1, width).T).view(count_a, length, count_v, frames)
+    best_frame = similarity.masked_fill(~video.mask[None, None], float("-inf")).amax(dim=-1)  # (A, L, V)
+    best_token = similarity.masked_fill(~text.mask[:, :, None, None], float("-inf")).amax(dim=1)  # (A, V, T)
+    text_to_video = (text.weights[:, :, None] * best_frame.masked_fill(~text.mask[:, :, None], 0.0)).sum(1)
+    video_to_text = (video.weights[None] * best_token.masked_fill(~video.mask[None], 0.0)).sum(-1)
+    return (text_to_video + video_to_text) / 2
+
+
+def paired(text: TokenSet, video: TokenSet) -> torch.Tensor:
+    """Texts with their own videos, same leading shape on both sides -> scores of that shape."""
+    similarity = text.features @ video.features.transpose(-1, -2)
+    return reduce_interaction(similarity, text.mask, text.weights, video.mask, video.weights)
+
+
+def text_against_candidates(text: TokenSet, videos: TokenSet) -> torch.Tensor:
+    """(A, L) texts, each against its own (A, k, T) candidate videos -> (A, k).
+
+    einsum contracts as one batched product per text; the text is never copied k times."""
+    similarity = torch.einsum("ald,aktd->aklt", text.features, videos.features)
+    return reduce_interaction(similarity, text.mask[:, None], text.weights[:, None], videos.mask, videos.weights)
+
+
+def video_against_candidates(video: TokenSet, texts: TokenSet) -> torch.Tensor:
+    """(B, T) videos, each against its own (B, k, L) candidate texts -> (B, k)."""
+    similarity = torch.einsum("bkld,btd->bklt", texts.features, video.features)
+    return reduce_interaction(similarity, texts.mask, texts.weights, video.mask[:, None], video.weights[:, None])
