@@ -21,7 +21,7 @@ from eval.report import write_rank_histogram, write_report
 from eval.rerank import compare_coarse_to_fine
 from eval.scoring import SplitScorer, score_blocks
 from shards.manifest import BuildStateError
-from shards.reader import ShardReadError, shard_urls
+from shards.reader import ReadPolicy, ShardReadError, shard_urls
 from train import backbone
 from train.checkpoint import latest_checkpoint, load_checkpoint
 from train.distributed import init_distributed
@@ -49,9 +49,9 @@ def run(args: argparse.Namespace) -> dict:
     model.to(info.device)
     image_size = backbone.input_size(model.clip)
     urls = shard_urls(args.shards)
-    split = encode_split(
-        model, urls, backbone.tokenizer_for(config.model), info.device, config.max_frames, config.max_words, image_size, args.batch_size
-    )
+    policy = ReadPolicy(retries=args.read_retries, timeout_s=args.read_timeout)
+    split = encode_split(model, urls, backbone.tokenizer_for(config.model), info.device, config.max_frames, config.max_words, image_size,
+                         args.batch_size, policy)  # fmt: skip
     text_block, video_block = score_blocks(model, split, info.device)
     num_videos, caption_to_video = len(split.keys), split.caption_to_video
     ranks = {
@@ -117,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="EERCF two-stage scoring for models with a fine similarity (wti/ti, tightTransf): "
                         "coarse rank all, rescore the top k; reports accuracy and time next to fine-on-all (0: off)")
     parser.add_argument("--base-weights", help="where the frozen base of a PEFT checkpoint is now, if it moved")
+    parser.add_argument("--read-retries", type=int, default=5, help="attempts after a failed shard read before the shard is skipped")
+    parser.add_argument("--read-timeout", type=float, default=60.0, help="seconds before a stalled object-store read counts as failed")
     parser.add_argument("--report-queries", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

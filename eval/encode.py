@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from shards.reader import ReadErrors, iter_samples
+from shards.reader import ReadErrors, ReadPolicy, iter_samples
 from shards.sample_format import usable_captions
 from train.data import decode_clip
 from train.distributed import is_distributed
@@ -50,6 +50,7 @@ def encode_split(
     max_words: int = 32,
     image_size: int = 224,
     batch_size: int = 32,
+    read_policy: ReadPolicy | None = None,
 ) -> EncodedSplit:
     rank, world = (dist.get_rank(), dist.get_world_size()) if is_distributed() else (0, 1)
     was_training = model.training
@@ -86,7 +87,7 @@ def encode_split(
             offset += len(caps)
         pending.clear()
 
-    for sample in iter_samples(urls[rank::world], errors.handler):
+    for sample in iter_samples(urls[rank::world], errors.handler, read_policy):
         captions, problem = usable_captions(sample)
         if problem:
             skipped[problem] += 1

@@ -40,6 +40,8 @@ class TrainConfig:
     eval_batch_size: int = 32
     checkpoint_every_steps: int = 500
     log_every_steps: int = 10
+    read_retries: int = 5
+    read_timeout: float = 60.0
     # DRL: token interaction instead of the pooled cosine, and its optional regulariser
     interaction: str = "cosine"
     cdcr_weight: float = 0.0
@@ -75,6 +77,8 @@ def parse_config(argv: list[str] | None = None) -> TrainConfig:
         "sim_header": f"one of {HEADS}",
         "caption_mode": "random: one random caption per video per visit; expand: every caption is a sample",
         "resampled": "draw shards with replacement (never uneven across ranks); --no-resampled splits shards",
+        "read_retries": "attempts after a failed shard read (reopened at the byte it stopped), then the shard is skipped and named",
+        "read_timeout": "seconds a stalled object-store connection may wait before it counts as failed",
         "interaction": f"one of {INTERACTIONS}: cosine of pooled vectors, or DRL's weighted (wti) / uniform (ti) token interaction",
         "cdcr_weight": "DRL's channel decorrelation loss weight (DRL uses 0.001; needs --interaction wti/ti)",
         "coarse_weight": "weight of a pooled-cosine loss added to a fine similarity's, so EERCF's first stage is trained (e.g. 1.0)",

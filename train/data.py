@@ -25,7 +25,7 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchvision.io import decode_jpeg
 
-from shards.reader import ShardReadError, iter_samples
+from shards.reader import ReadPolicy, ShardReadError, iter_samples
 from shards.sample_format import frame_members, usable_captions
 
 # torchvision 0.29 marks its JPEG decoder deprecated in favour of torchcodec; it is still the
@@ -51,6 +51,7 @@ class StreamConfig:
     resampled: bool = True
     seed: int = 0
     workers: int = 2
+    read_policy: ReadPolicy = ReadPolicy()
 
     def __post_init__(self) -> None:
         if self.caption_mode not in ("random", "expand"):
@@ -157,7 +158,7 @@ class ClipStream(IterableDataset):
             return True
 
         shards = _shard_cycle(self.config, rng, self.rank, self.world_size, worker, num_workers)
-        items = self._items(iter_samples(shards, on_shard_error), rng, skipped)
+        items = self._items(iter_samples(shards, on_shard_error, self.config.read_policy), rng, skipped)
         shuffle = wds.shuffle(bufsize=self.config.shuffle_buffer, initial=min(100, self.config.shuffle_buffer), rng=rng)
         pending: list[tuple[dict, str]] = []
         for item in shuffle(items):

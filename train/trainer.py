@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from eval.encode import encode_split
 from eval.scoring import split_metrics
 from shards.manifest import MANIFEST_NAME, read_manifest
-from shards.reader import shard_urls
+from shards.reader import ReadPolicy, shard_urls
 from shards.storage import Store
 from train import backbone
 from train.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -97,6 +97,10 @@ def _steps_per_epoch(config: TrainConfig) -> int:
     return max(1, items // config.batch_size)
 
 
+def read_policy(config: TrainConfig) -> ReadPolicy:
+    return ReadPolicy(retries=config.read_retries, timeout_s=config.read_timeout)
+
+
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -112,9 +116,8 @@ def build_model(config: TrainConfig) -> CLIP4Clip:
 
 def evaluate(model: CLIP4Clip, config: TrainConfig, info: DistInfo, tokenize) -> dict:
     urls = shard_urls(config.val_shards)
-    split = encode_split(
-        model, urls, tokenize, info.device, config.max_frames, config.max_words, backbone.input_size(model.clip), config.eval_batch_size
-    )
+    split = encode_split(model, urls, tokenize, info.device, config.max_frames, config.max_words, backbone.input_size(model.clip),
+                         config.eval_batch_size, read_policy(config))  # fmt: skip
     result = split_metrics(model, split, info.device)
     return {
         "t2v": result["t2v"],
@@ -205,7 +208,7 @@ def train(config: TrainConfig) -> dict:
     urls = tuple(shard_urls(config.train_shards))
     stream = StreamConfig(urls=urls, batch_size=local_batch, max_frames=config.max_frames, max_words=config.max_words, image_size=image_size,
                           caption_mode=config.caption_mode, shuffle_buffer=config.shuffle_buffer, resampled=config.resampled,
-                          seed=config.seed, workers=config.workers)  # fmt: skip
+                          seed=config.seed, workers=config.workers, read_policy=read_policy(config))  # fmt: skip
     last_eval: dict | None = None
     batches = iter(make_loader(stream, tokenize, info.rank, info.world_size, step))
     window_start, window_steps, skipped_by_worker = time.perf_counter(), 0, {}
