@@ -100,6 +100,14 @@ def metrics_from_matrix(similarity: np.ndarray | torch.Tensor, caption_to_video:
     return {"t2v": summarize(t2v), "v2t": summarize(v2t)}
 
 
+def _load_array(path: str) -> np.ndarray:
+    """A plain numeric .npy (pickled object arrays are refused: loading them could run code)."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path}: not a numeric .npy array ({error})") from error
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m eval.metrics", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -109,8 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--block-size", type=int, default=1024)
     args = parser.parse_args(argv)
     try:
-        similarity = np.load(args.similarity)
-        mapping = np.load(args.caption_to_video) if args.caption_to_video else None
+        similarity = _load_array(args.similarity)
+        mapping = _load_array(args.caption_to_video) if args.caption_to_video else None
         result = metrics_from_matrix(similarity, mapping, args.block_size)
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -19,6 +19,7 @@ import csv
 import json
 import os
 import pickle
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -40,13 +41,29 @@ class VideoRecord:
     extra: dict = field(default_factory=dict)
 
 
+_INVISIBLE = ("Cc", "Cf", "Cs")  # control, format (zero-width, bidi overrides), lone surrogates
+
+
 def clean_captions(captions: Iterable[object]) -> list[str]:
-    """Strips whitespace and drops empty or non-string captions (they train nothing)."""
+    """NFC-normalises, removes invisible control/format characters, collapses whitespace, and
+    drops captions left empty or not strings (they train nothing). Accents, CJK and emoji stay."""
     cleaned = []
     for caption in captions:
-        if isinstance(caption, str) and caption.strip():
-            cleaned.append(" ".join(caption.split()))
+        if not isinstance(caption, str):
+            continue
+        visible = "".join(ch for ch in unicodedata.normalize("NFC", caption) if unicodedata.category(ch) not in _INVISIBLE or ch in "\t\n\r")
+        text = " ".join(visible.split())
+        if text:
+            cleaned.append(text)
     return cleaned
+
+
+class _PlainDataUnpickler(pickle.Unpickler):
+    """MSVD's captions pickle holds only dicts, lists and strings; refusing every class
+    lookup means a crafted file cannot run code while it is read."""
+
+    def find_class(self, module: str, name: str):
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only plain dicts, lists and strings are expected")
 
 
 def _read_csv_rows(path: str) -> list[dict[str, str]]:
@@ -123,7 +140,7 @@ def load_msvd(captions_pkl: str, split_list: str | None, split: str | None) -> l
     """MSVD: every caption of a video is kept (all are queries in multi-sentence eval)."""
     try:
         with open(captions_pkl, "rb") as handle:
-            raw = pickle.load(handle)  # noqa: S301 - the dataset's own published format
+            raw = _PlainDataUnpickler(handle).load()
     except (pickle.UnpicklingError, EOFError) as error:
         raise AnnotationError(f"{captions_pkl}: not a pickle file ({error!r})") from error
     if not isinstance(raw, dict):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -145,7 +146,9 @@ def _cli(dataset: Path, out: Path, *extra: str) -> list[str]:
             "--videos", str(dataset / "videos"), "--out", str(out), "--samples-per-shard", "1", "--no-progress", *extra]  # fmt: skip
 
 
-def test_build_killed_midway_then_rerun_loses_and_duplicates_nothing(sample_dataset, tmp_path):
+@pytest.mark.parametrize("units_before_kill,seed", [(0, 1), (1, 2), (3, 3), (6, 4)])
+def test_build_killed_midway_then_rerun_loses_and_duplicates_nothing(sample_dataset, tmp_path, units_before_kill, seed):
+    """Killed at a random moment after N finished units (N = 0: possibly before the plan exists)."""
     out = tmp_path / "out"
     process = subprocess.Popen(
         _cli(sample_dataset, out, "--workers", "1"), cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -156,16 +159,18 @@ def test_build_killed_midway_then_rerun_loses_and_duplicates_nothing(sample_data
     def records() -> int:  # finished unit records; a killed write may leave a hidden partial
         return len(list(units.glob("[0-9]*.json"))) if units.is_dir() else 0
 
-    while time.monotonic() < deadline and records() < 3:
+    while time.monotonic() < deadline and records() < units_before_kill:
         time.sleep(0.01)
+    time.sleep(random.Random(seed).uniform(0.0, 0.5))  # anywhere inside the next unit: ffmpeg, JPEG, tar, publish
     process.send_signal(signal.SIGKILL)
     process.wait()
     done_before = records()
-    assert 3 <= done_before < 13, "the kill must land mid-build"
+    assert units_before_kill <= done_before < 13, "the kill must land mid-build"
     assert not (out / "manifest.json").exists()
     rerun = subprocess.run(_cli(sample_dataset, out, "--workers", "2"), cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
-    assert f"skipped {done_before} already done" in rerun.stdout
+    if done_before:
+        assert f"skipped {done_before} already done" in rerun.stdout
     samples = read_all(str(out))
     keys = [s["__key__"] for s in samples]
     assert sorted(keys) == sorted(GOOD) and len(keys) == len(set(keys))

@@ -178,6 +178,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-broken", action="store_true", help="skip the deliberately broken inputs")
     args = parser.parse_args(argv)
+    if args.num_videos < 1:
+        parser.error(f"--num-videos must be at least 1, got {args.num_videos}")
     entries = make_sample_data(args.out, args.num_videos, args.seed, broken=not args.no_broken)
     print(f"wrote {len(entries)} annotation entries and videos under {args.out}")
 

@@ -12,6 +12,7 @@ import torch.distributed as dist
 from shards.manifest import BuildStateError
 from shards.reader import ShardReadError
 from train.backbone import BackboneLoadError
+from train.checkpoint import CheckpointError
 from train.config import parse_config
 from train.data import StreamConfigError
 from train.trainer import TrainingSetupError, train
@@ -21,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     config = parse_config(argv)
     try:
         train(config)
-    except (BackboneLoadError, BuildStateError, ShardReadError, StreamConfigError, TrainingSetupError) as error:
+    except (BackboneLoadError, BuildStateError, CheckpointError, ShardReadError, StreamConfigError, TrainingSetupError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     finally:

@@ -10,6 +10,7 @@ here on the model's own modules.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 
 import open_clip
@@ -40,7 +41,9 @@ def _read_local_weights(path: str) -> tuple[dict[str, torch.Tensor], bool]:
     Returns the state dict and whether it came from a TorchScript archive.
     """
     try:
-        archive = torch.jit.load(path, map_location="cpu")
+        with warnings.catch_warnings():  # OpenAI ships TorchScript; torch's deprecation notice is not the user's concern
+            warnings.simplefilter("ignore", FutureWarning)
+            archive = torch.jit.load(path, map_location="cpu")
     except (RuntimeError, ValueError):
         archive = None
     if archive is not None:

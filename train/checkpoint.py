@@ -84,5 +84,18 @@ def latest_checkpoint(directory: str) -> str | None:
     return path
 
 
+class CheckpointError(RuntimeError):
+    """A file that is not one of this project's checkpoints; names the file."""
+
+
 def load_checkpoint(path: str) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # noqa: BLE001 - unpickling and zip errors have many types
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint ({first_line})") from error
+    if not isinstance(state, dict) or not {"model", "config", "step"} <= set(state):
+        raise CheckpointError(f"{path}: not a checkpoint of this project (expected model, config and step entries)")
+    return state
