@@ -55,3 +55,31 @@ def test_samples_cut_short_are_skipped(tmp_path):
     batches = iter(ClipStream(config, fake_tokenize, rank=0, world_size=1, start_step=0))
     keys = [next(batches)["keys"][0] for _ in range(4)]
     assert set(keys) == {"whole"}
+
+
+def test_device_decoding_gives_the_worker_frames_and_full_batches_without_broken_clips(tmp_path):
+    """--decode-on device, run on the CPU here: same pixels as worker decoding, corrupt clips
+    dropped and counted, every batch still batch_size clips."""
+    from train.device_decode import DeviceDecodedBatches
+
+    shard = tmp_path / "s.tar"
+    write_shard(shard, [("good1", [jpeg(40, (150, 112)), jpeg(80, (112, 150))]), ("broken", [jpeg(40), b"\xff\xd8 not a jpeg"]),
+                        ("good2", [jpeg(200, (224, 160))]), ("good3", [jpeg(120), jpeg(10), jpeg(250)])])  # fmt: skip
+    common = {"urls": (str(shard),), "batch_size": 3, "max_frames": 3, "image_size": 112, "shuffle_buffer": 1, "workers": 0}
+    reference = {}
+    worker_batches = iter(ClipStream(StreamConfig(**common), fake_tokenize, rank=0, world_size=1, start_step=0))
+    for _ in range(4):
+        batch = next(worker_batches)
+        for i, key in enumerate(batch["keys"]):
+            reference[key] = (batch["frames"][i], batch["mask"][i])
+    packed = iter(ClipStream(StreamConfig(**common, decode_on="device"), fake_tokenize, rank=0, world_size=1, start_step=0))
+    decoded = DeviceDecodedBatches(packed, 3, 3, 112, torch.device("cpu"))
+    for _ in range(4):
+        batch = next(decoded)
+        assert batch["frames"].shape == (3, 3, 3, 112, 112) and batch["tokens"].shape == (3, 32)
+        for i, key in enumerate(batch["keys"]):
+            frames, mask = reference[key]
+            assert torch.equal(batch["mask"][i], mask)
+            assert (batch["frames"][i].int() - frames.int()).abs().max() <= 1  # same decoder, same resize/crop
+    assert decoded.undecodable >= 1 and batch["skipped_on_device"] == decoded.undecodable
+    assert "broken" not in reference

@@ -41,12 +41,22 @@ def records(run: Path, kind: str = "train") -> list[dict]:
     return [r for r in map(json.loads, path.read_text().splitlines()) if r["kind"] == kind]
 
 
-@pytest.mark.parametrize("head", ["meanP", "tightTransf"])  # tight: its parameters are used outside the DDP forward
-def test_two_process_gloo_with_uneven_shards_finishes_and_evaluates(uneven_shards, tmp_path, head):
+DDP_CASES = {
+    "meanP": ["--sim-header", "meanP"],
+    "tightTransf": ["--sim-header", "tightTransf"],  # its parameters are used outside the DDP forward
+    # token interaction gathers text tokens and frames; WTI weights live outside the forward too
+    "wti_cdcr_coarse_device_decode": ["--sim-header", "seqTransf", "--interaction", "wti", "--cdcr-weight", "0.001",
+                                      "--coarse-weight", "1", "--decode-on", "device"],  # fmt: skip
+    "emcl": ["--sim-header", "meanP", "--emcl", "--emcl-bases", "4"],  # running bases are buffers
+}
+
+
+@pytest.mark.parametrize("case", DDP_CASES)
+def test_two_process_gloo_with_uneven_shards_finishes_and_evaluates(uneven_shards, tmp_path, case):
     run = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "train",
                "--train-shards", str(uneven_shards), "--val-shards", str(uneven_shards), "--output-dir", str(run),
-               "--batch-size", "4", "--steps-per-epoch", "3", "--epochs", "2", "--no-resampled", "--sim-header", head, *TINY]  # fmt: skip
+               "--batch-size", "4", "--steps-per-epoch", "3", "--epochs", "2", "--no-resampled", *DDP_CASES[case], *TINY]  # fmt: skip
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=400, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     config = records(run, "config")[0]

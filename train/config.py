@@ -41,6 +41,7 @@ class TrainConfig:
     checkpoint_every_steps: int = 500
     log_every_steps: int = 10
     read_retries: int = 5
+    decode_on: str = "worker"
     read_timeout: float = 60.0
     # DRL: token interaction instead of the pooled cosine, and its optional regulariser
     interaction: str = "cosine"
@@ -79,6 +80,8 @@ def parse_config(argv: list[str] | None = None) -> TrainConfig:
         "resampled": "draw shards with replacement (never uneven across ranks); --no-resampled splits shards",
         "read_retries": "attempts after a failed shard read (reopened at the byte it stopped), then the shard is skipped and named",
         "read_timeout": "seconds a stalled object-store connection may wait before it counts as failed",
+        "decode_on": "worker: CPU JPEG decoding in the data workers (default); device: workers ship JPEG bytes and the "
+        "training device decodes each batch (nvJPEG on a GPU), for GPUs with few CPU cores",
         "interaction": f"one of {INTERACTIONS}: cosine of pooled vectors, or DRL's weighted (wti) / uniform (ti) token interaction",
         "cdcr_weight": "DRL's channel decorrelation loss weight (DRL uses 0.001; needs --interaction wti/ti)",
         "coarse_weight": "weight of a pooled-cosine loss added to a fine similarity's, so EERCF's first stage is trained (e.g. 1.0)",
@@ -110,6 +113,8 @@ def parse_config(argv: list[str] | None = None) -> TrainConfig:
 
 def config_problem(config: TrainConfig) -> str | None:
     """Combinations that cannot work, said before a model is built."""
+    if config.decode_on not in ("worker", "device"):
+        return "--decode-on must be 'worker' or 'device'"
     if config.interaction not in INTERACTIONS:
         return f"--interaction must be one of {INTERACTIONS}"
     if config.peft not in PEFT_MODES:

@@ -52,12 +52,15 @@ class StreamConfig:
     seed: int = 0
     workers: int = 2
     read_policy: ReadPolicy = ReadPolicy()
+    decode_on: str = "worker"  # or "device": workers ship JPEG bytes, train/device_decode.py decodes
 
     def __post_init__(self) -> None:
         if self.caption_mode not in ("random", "expand"):
             raise StreamConfigError(f"caption_mode must be 'random' or 'expand', not {self.caption_mode!r}")
         if not self.urls:
             raise StreamConfigError("no shard URLs")
+        if self.decode_on not in ("worker", "device"):
+            raise StreamConfigError(f"decode_on must be 'worker' or 'device', not {self.decode_on!r}")
 
 
 def decode_clip_into(sample: dict, out: torch.Tensor) -> int:
@@ -87,6 +90,17 @@ def decode_clip(sample: dict, max_frames: int, image_size: int) -> tuple[torch.T
     mask = torch.zeros(max_frames, dtype=torch.bool)
     mask[:count] = True
     return frames, mask
+
+
+def packed_jpegs(samples: list[dict], max_frames: int) -> dict[str, torch.Tensor]:
+    """A batch's JPEG frames as one byte tensor plus offsets: three tensors cross the worker
+    queue instead of batch x frames small ones (each would cost a shared-memory handle)."""
+    frames = [sample[name] for sample in samples for name in frame_members(sample)[:max_frames]]
+    counts = [min(len(frame_members(sample)), max_frames) for sample in samples]
+    offsets = torch.zeros(len(frames) + 1, dtype=torch.int64)
+    offsets[1:] = torch.tensor([len(f) for f in frames], dtype=torch.int64).cumsum(0)
+    data = torch.frombuffer(bytearray(b"".join(frames)), dtype=torch.uint8) if frames else torch.zeros(0, dtype=torch.uint8)
+    return {"jpeg_bytes": data, "jpeg_offsets": offsets, "frame_counts": torch.tensor(counts, dtype=torch.int64)}
 
 
 def _shard_cycle(config: StreamConfig, rng: random.Random, rank: int, world_size: int, worker: int, num_workers: int) -> Iterator[str]:
@@ -164,6 +178,12 @@ class ClipStream(IterableDataset):
         for item in shuffle(items):
             pending.append(item)
             if len(pending) < self.config.batch_size:
+                continue
+            if self.config.decode_on == "device":
+                yield {**packed_jpegs([sample for sample, _ in pending], self.config.max_frames),
+                       "tokens": self.tokenize([caption for _, caption in pending], context_length=self.config.max_words),
+                       "keys": [sample["__key__"] for sample, _ in pending], "worker": worker, "skipped": dict(skipped)}  # fmt: skip
+                pending = []
                 continue
             batch, pending = self._batch(pending, skipped)
             if batch is None:

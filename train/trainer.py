@@ -28,6 +28,7 @@ from train import backbone
 from train.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from train.config import TrainConfig
 from train.data import StreamConfig, make_loader
+from train.device_decode import DeviceDecodedBatches
 from train.distributed import DistInfo, all_reduce_mean, barrier, gather_with_local_grad, init_distributed, is_distributed
 from train.model import MAX_LOGIT_SCALE, CLIP4Clip, TextFeatures, VideoFeatures
 from train.model_factory import assemble_model
@@ -208,15 +209,19 @@ def train(config: TrainConfig) -> dict:
     urls = tuple(shard_urls(config.train_shards))
     stream = StreamConfig(urls=urls, batch_size=local_batch, max_frames=config.max_frames, max_words=config.max_words, image_size=image_size,
                           caption_mode=config.caption_mode, shuffle_buffer=config.shuffle_buffer, resampled=config.resampled,
-                          seed=config.seed, workers=config.workers, read_policy=read_policy(config))  # fmt: skip
+                          seed=config.seed, workers=config.workers, read_policy=read_policy(config), decode_on=config.decode_on)  # fmt: skip
     last_eval: dict | None = None
     batches = iter(make_loader(stream, tokenize, info.rank, info.world_size, step))
+    if config.decode_on == "device":
+        batches = DeviceDecodedBatches(batches, local_batch, config.max_frames, image_size, info.device)
     window_start, window_steps, skipped_by_worker = time.perf_counter(), 0, {}
     # one loop over steps: with resampled shards an epoch is a step count (train/data.py)
     while step < total_steps:
         epoch = step // steps_per_epoch
         batch = next(batches)
         skipped_by_worker[batch["worker"]] = batch["skipped"]
+        if "skipped_on_device" in batch:
+            skipped_by_worker["device"] = {**dict.fromkeys(batch["skipped"], 0), "undecodable": batch["skipped_on_device"]}
         tokens = batch["tokens"].to(info.device, non_blocking=True)
         frames = batch["frames"].to(info.device, non_blocking=True)
         mask = batch["mask"].to(info.device, non_blocking=True)
