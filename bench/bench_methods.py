@@ -46,7 +46,16 @@ METHODS = {
     "EERCF-trained (seqTransf + WTI + coarse loss)": ["--sim-header", "seqTransf", "--interaction", "wti", "--coarse-weight", "1"],
     "EMCL (meanP + EM subspace)": ["--sim-header", "meanP", "--emcl"],
     "PEFT LoRA r4, frozen random CLIP": ["--sim-header", "meanP", "--peft", "lora", "--lora-rank", "4", "--pretrained", "BASE"],
-    "PEFT prompts+LoRA, frozen random CLIP": ["--sim-header", "meanP", "--peft", "prompts+lora", "--lora-rank", "4", "--pretrained", "BASE"],
+    "PEFT prompts+LoRA, frozen random CLIP": [
+        "--sim-header",
+        "meanP",
+        "--peft",
+        "prompts+lora",
+        "--lora-rank",
+        "4",
+        "--pretrained",
+        "BASE",
+    ],
 }
 
 

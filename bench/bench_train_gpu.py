@@ -21,6 +21,7 @@ import torch
 from shards.reader import shard_urls
 from train import backbone
 from train.data import StreamConfig, make_loader
+from train.device_decode import DeviceDecodedBatches
 from train.loss import symmetric_cross_entropy
 from train.model import CLIP4Clip, TextFeatures, VideoFeatures
 from train.optim import build_optimizer
@@ -50,6 +51,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--decode-on", choices=["worker", "device"], default="worker", help="device: batched nvJPEG in the main process")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the two encoders")
     args = parser.parse_args()
     device = torch.device("cuda")
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -57,6 +60,9 @@ def main() -> None:
     model = CLIP4Clip(clip, args.head, args.frames).to(device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if args.compile:
+        model.clip.visual = torch.compile(model.clip.visual)
+        model.clip.transformer = torch.compile(model.clip.transformer)
     step_module = RetrievalStep(model)
     optimizer = build_optimizer(model, 1e-4, 1e-3, 0.2)
     tokenize = backbone.tokenizer_for(args.model)
@@ -86,9 +92,16 @@ def main() -> None:
 
     ceiling = timed_steps(step, repeat(), args.steps, args.warmup, args.batch_size)
     config = StreamConfig(
-        urls=tuple(shard_urls(args.shards)), batch_size=args.batch_size, max_frames=args.frames, workers=args.workers, shuffle_buffer=256
+        urls=tuple(shard_urls(args.shards)),
+        batch_size=args.batch_size,
+        max_frames=args.frames,
+        workers=args.workers,
+        shuffle_buffer=256,
+        decode_on=args.decode_on,
     )
     loader = iter(make_loader(config, tokenize, 0, 1, 0))
+    if args.decode_on == "device":
+        loader = DeviceDecodedBatches(loader, args.batch_size, args.frames, 224, device)
     streamed = timed_steps(step, loader, args.steps, args.warmup, args.batch_size)
     result = {
         "device": torch.cuda.get_device_name(),
@@ -97,6 +110,9 @@ def main() -> None:
         "batch_size": args.batch_size,
         "frames": args.frames,
         "workers": args.workers,
+        "decode_on": args.decode_on,
+        "compile": args.compile,
+        "channels_last": args.channels_last,
         "cpu_count": os.cpu_count(),
         "synthetic_ceiling": ceiling,
         "streamed": streamed,

@@ -61,8 +61,14 @@ def run(args: argparse.Namespace) -> dict:
     result = {
         "checkpoint": os.path.abspath(checkpoint),
         "step": state["step"],
-        "model": {"name": config.model, "pretrained": config.pretrained, "sim_header": config.sim_header, "interaction": config.interaction,
-                  "emcl": config.emcl, "peft": config.peft},
+        "model": {
+            "name": config.model,
+            "pretrained": config.pretrained,
+            "sim_header": config.sim_header,
+            "interaction": config.interaction,
+            "emcl": config.emcl,
+            "peft": config.peft,
+        },
         "settings": {
             "max_frames": config.max_frames,
             "max_words": config.max_words,
@@ -113,9 +119,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32, help="videos encoded per forward pass")
     parser.add_argument("--block-size", type=int, default=1024, help="query rows scored at a time (bounds memory)")
     parser.add_argument("--post", nargs="*", default=["dual_softmax", "inverted_softmax"], choices=["dual_softmax", "inverted_softmax"])
-    parser.add_argument("--rerank-topk", type=int, default=50,
-                        help="EERCF two-stage scoring for models with a fine similarity (wti/ti, tightTransf): "
-                        "coarse rank all, rescore the top k; reports accuracy and time next to fine-on-all (0: off)")
+    parser.add_argument(
+        "--rerank-topk",
+        type=int,
+        default=50,
+        help="EERCF two-stage scoring for models with a fine similarity (wti/ti, tightTransf): "
+        "coarse rank all, rescore the top k; reports accuracy and time next to fine-on-all (0: off)",
+    )
     parser.add_argument("--base-weights", help="where the frozen base of a PEFT checkpoint is now, if it moved")
     parser.add_argument("--read-retries", type=int, default=5, help="attempts after a failed shard read before the shard is skipped")
     parser.add_argument("--read-timeout", type=float, default=60.0, help="seconds before a stalled object-store read counts as failed")

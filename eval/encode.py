@@ -68,7 +68,10 @@ def encode_split(
         captions = [c for p in pending for c in p[1]]
         with _autocast(device):
             video = model.encode_video(frames, masks)
-            texts = [model.encode_text(tokenize(captions[i : i + 256], context_length=max_words).to(device)) for i in range(0, len(captions), 256)]
+            texts = [
+                model.encode_text(tokenize(captions[i : i + 256], context_length=max_words).to(device))
+                for i in range(0, len(captions), 256)
+            ]
         text = torch.cat([t.pooled for t in texts])
         tokens = torch.cat([t.tokens for t in texts]) if texts[0].tokens is not None else None
         token_mask = torch.cat([t.mask for t in texts]) if texts[0].mask is not None else None

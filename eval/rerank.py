@@ -54,7 +54,9 @@ def two_stage_blocks(scorer: SplitScorer, topk: int):
     return text_block, video_block
 
 
-def _timed_ranks(text_block, video_block, caption_to_video: torch.Tensor, num_videos: int, block_size: int, device: torch.device) -> tuple[dict, float]:
+def _timed_ranks(
+    text_block, video_block, caption_to_video: torch.Tensor, num_videos: int, block_size: int, device: torch.device
+) -> tuple[dict, float]:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     start = time.perf_counter()

@@ -76,11 +76,22 @@ class SplitScorer:
             scores.append(self.model.pair_scores(TextFeatures(self.text[texts]), pair_video).float())
         return torch.cat(scores).view(text_index.shape)
 
+    def _candidate_rows(self, candidates: torch.Tensor, per_candidate: int) -> int:
+        """Queries per pass so that gathered candidate features stay near 16M floats (64 MB):
+        large gathers cost page faults, not arithmetic."""
+        return max(1, (16 << 20) // max(1, candidates.shape[1] * per_candidate))
+
     @torch.no_grad()
     def fine_for_texts(self, text_ids: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """Fine scores of each caption text_ids[i] against its own videos candidates[i] -> (A, k)."""
         if self.model.uses_tokens:
-            return text_against_candidates(self.text_set.select(text_ids), self.video_set.select(candidates)).float()
+            step = self._candidate_rows(candidates, self.video_set.features[0].numel())
+            return torch.cat(
+                [
+                    text_against_candidates(self.text_set.select(text_ids[r : r + step]), self.video_set.select(candidates[r : r + step]))
+                    for r in range(0, len(text_ids), step)
+                ]
+            ).float()
         if self.model.is_loose:
             return torch.einsum("ad,akd->ak", self.text_vectors[text_ids], self.video_vectors[candidates]).float()
         return self._cross_pairs(text_ids[:, None].expand_as(candidates), candidates)
@@ -89,7 +100,13 @@ class SplitScorer:
     def fine_for_videos(self, video_ids: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """Fine scores of each video video_ids[i] against its own captions candidates[i] -> (B, k)."""
         if self.model.uses_tokens:
-            return video_against_candidates(self.video_set.select(video_ids), self.text_set.select(candidates)).float()
+            step = self._candidate_rows(candidates, self.text_set.features[0].numel())
+            return torch.cat(
+                [
+                    video_against_candidates(self.video_set.select(video_ids[r : r + step]), self.text_set.select(candidates[r : r + step]))
+                    for r in range(0, len(video_ids), step)
+                ]
+            ).float()
         if self.model.is_loose:
             return torch.einsum("bd,bkd->bk", self.video_vectors[video_ids], self.text_vectors[candidates]).float()
         return self._cross_pairs(candidates, video_ids[:, None].expand_as(candidates))

@@ -51,7 +51,9 @@ def clean_captions(captions: Iterable[object]) -> list[str]:
     for caption in captions:
         if not isinstance(caption, str):
             continue
-        visible = "".join(ch for ch in unicodedata.normalize("NFC", caption) if unicodedata.category(ch) not in _INVISIBLE or ch in "\t\n\r")
+        visible = "".join(
+            ch for ch in unicodedata.normalize("NFC", caption) if unicodedata.category(ch) not in _INVISIBLE or ch in "\t\n\r"
+        )
         text = " ".join(visible.split())
         if text:
             cleaned.append(text)

@@ -223,10 +223,14 @@ def _run_ffmpeg(args: list[str], path: str, timeout_s: float) -> tuple[list[np.n
     watchdog = threading.Timer(timeout_s, kill)
     drainer.start()
     watchdog.start()
+    read_error: VideoDecodeError | None = None
+    frames: list[np.ndarray] = []
     try:
         assert process.stdout is not None
         try:
             frames = _read_ppm_frames(process.stdout, path)
+        except VideoDecodeError as error:  # may only be the kill cutting a frame in half
+            read_error = error
         finally:
             process.stdout.close()
         returncode = process.wait()
@@ -236,8 +240,10 @@ def _run_ffmpeg(args: list[str], path: str, timeout_s: float) -> tuple[list[np.n
             process.kill()
             process.wait()
         drainer.join(timeout=5)
-    if timed_out.is_set():
-        raise VideoDecodeError(path, f"ffmpeg timed out after {timeout_s:g} s")
+    if timed_out.is_set():  # the watchdog's kill explains whatever the reader saw
+        raise VideoDecodeError(path, f"ffmpeg timed out after {timeout_s:g} s") from read_error
+    if read_error is not None:
+        raise read_error
     return frames, "\n".join(header_lines + list(tail_lines)), returncode
 
 

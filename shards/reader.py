@@ -166,7 +166,9 @@ def _files(urls: list[str], handler: Callable[[ShardReadError], bool], policy: R
         yield {}
 
 
-def iter_samples(urls: list[str], handler: Callable[[ShardReadError], bool] | None = None, policy: ReadPolicy | None = None) -> Iterator[dict]:
+def iter_samples(
+    urls: list[str], handler: Callable[[ShardReadError], bool] | None = None, policy: ReadPolicy | None = None
+) -> Iterator[dict]:
     """Samples as dicts of raw bytes (``__key__``, ``__url__``, ``00.jpg``..., ``json``).
 
     Without a handler the first problem raises ShardReadError naming the shard; pass

@@ -161,7 +161,7 @@ def test_build_killed_midway_then_rerun_loses_and_duplicates_nothing(sample_data
 
     while time.monotonic() < deadline and records() < units_before_kill:
         time.sleep(0.01)
-    time.sleep(random.Random(seed).uniform(0.0, 0.5))  # anywhere inside the next unit: ffmpeg, JPEG, tar, publish
+    time.sleep(random.Random(seed).uniform(0.0, 0.03))  # somewhere inside the next unit: ffmpeg, JPEG, tar, publish
     process.send_signal(signal.SIGKILL)
     process.wait()
     done_before = records()

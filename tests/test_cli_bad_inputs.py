@@ -135,7 +135,11 @@ def test_make_sample_data_refuses_a_negative_count(tmp_path):
 
 
 def _python_sources() -> list[Path]:
-    return [p for p in REPO_ROOT.rglob("*.py") if not any(part.startswith(".") or part in ("tests", "demo_out", "bench_out") for part in p.relative_to(REPO_ROOT).parts)]
+    return [
+        p
+        for p in REPO_ROOT.rglob("*.py")
+        if not any(part.startswith(".") or part in ("tests", "demo_out", "bench_out") for part in p.relative_to(REPO_ROOT).parts)
+    ]
 
 
 def test_no_unsafe_loading_and_no_shell_strings_in_the_code():
@@ -146,5 +150,13 @@ def test_no_unsafe_loading_and_no_shell_strings_in_the_code():
         text = path.read_text()
         for call in re.finditer(r"torch\.load\(([^)]*)\)", text):
             assert "weights_only=True" in call.group(1), f"{path}: {call.group(0)}"
-        for pattern in (r"shell\s*=\s*True", r"os\.system\(", r"os\.popen\(", r"pickle\.loads?\(", r"allow_pickle\s*=\s*True", r"(?<![\w.])eval\(", r"(?<![\w.])exec\("):
+        for pattern in (
+            r"shell\s*=\s*True",
+            r"os\.system\(",
+            r"os\.popen\(",
+            r"pickle\.loads?\(",
+            r"allow_pickle\s*=\s*True",
+            r"(?<![\w.])eval\(",
+            r"(?<![\w.])exec\(",
+        ):
             assert not re.search(pattern, text), f"{path}: matches {pattern}"

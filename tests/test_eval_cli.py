@@ -87,7 +87,9 @@ def test_eval_reports_coarse_to_fine_for_a_token_interaction_model(trained, tmp_
                            "--steps-per-epoch", "2", "--epochs", "1", "--max-frames", "8", "--workers", "0"])  # fmt: skip
     train(config)
     out = tmp_path / "eval"
-    assert eval_main(["--checkpoint", str(run), "--shards", str(trained / "shards"), "--out", str(out), "--rerank-topk", "3", "--post"]) == 0
+    assert (
+        eval_main(["--checkpoint", str(run), "--shards", str(trained / "shards"), "--out", str(out), "--rerank-topk", "3", "--post"]) == 0
+    )
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     metrics = json.loads((out / "metrics.json").read_text())
     stages = metrics["coarse_to_fine"]

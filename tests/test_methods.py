@@ -213,7 +213,9 @@ def test_token_models_carry_frames_and_tokens_through_similarity(tiny_clip):
     model = CLIP4Clip(copy.deepcopy(tiny_clip), "meanP", 6, "wti")
     frames, frame_mask, tokens, token_mask = short_clips_and_captions()
     sequence, pooled = model.pool(frames, frame_mask)
-    logits = model.similarity(TextFeatures(F.normalize(tokens[:, 0], dim=-1), tokens, token_mask), VideoFeatures(sequence, frame_mask, pooled))
+    logits = model.similarity(
+        TextFeatures(F.normalize(tokens[:, 0], dim=-1), tokens, token_mask), VideoFeatures(sequence, frame_mask, pooled)
+    )
     assert logits.shape == (4, 3)
     logits.sum().backward()
     assert model.interaction.text_weights.mlp[0].weight.grad is not None

@@ -45,8 +45,18 @@ DDP_CASES = {
     "meanP": ["--sim-header", "meanP"],
     "tightTransf": ["--sim-header", "tightTransf"],  # its parameters are used outside the DDP forward
     # token interaction gathers text tokens and frames; WTI weights live outside the forward too
-    "wti_cdcr_coarse_device_decode": ["--sim-header", "seqTransf", "--interaction", "wti", "--cdcr-weight", "0.001",
-                                      "--coarse-weight", "1", "--decode-on", "device"],  # fmt: skip
+    "wti_cdcr_coarse_device_decode": [
+        "--sim-header",
+        "seqTransf",
+        "--interaction",
+        "wti",
+        "--cdcr-weight",
+        "0.001",
+        "--coarse-weight",
+        "1",
+        "--decode-on",
+        "device",
+    ],  # fmt: skip
     "emcl": ["--sim-header", "meanP", "--emcl", "--emcl-bases", "4"],  # running bases are buffers
 }
 
@@ -127,11 +137,15 @@ def test_sigkill_resumes_from_last_complete_checkpoint(uneven_shards, tmp_path):
 
 def test_half_written_checkpoint_is_never_loaded(tmp_path):
     directory = tmp_path / "ckpt"
-    save_checkpoint(str(directory), {"step": 2, "w": torch.ones(3)}, step=2)
+
+    def state(step: int) -> dict:
+        return {"step": step, "model": {"w": torch.ones(3)}, "config": {}}
+
+    save_checkpoint(str(directory), state(2), step=2)
     (directory / ".step_00000004.pt.partial-1234").write_bytes(b"half a checkpoint")
     assert load_checkpoint(latest_checkpoint(str(directory)))["step"] == 2
-    save_checkpoint(str(directory), {"step": 4}, step=4)
-    save_checkpoint(str(directory), {"step": 6}, step=6)
+    save_checkpoint(str(directory), state(4), step=4)
+    save_checkpoint(str(directory), state(6), step=6)
     assert sorted(p.name for p in directory.glob("step_*.pt")) == ["step_00000004.pt", "step_00000006.pt"]
     (directory / "latest").write_text("step_00000009.pt\n")
     with pytest.raises(RuntimeError, match="step_00000009.pt"):

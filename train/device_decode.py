@@ -24,7 +24,9 @@ def _decode_frames(jpegs: list[torch.Tensor], device: torch.device) -> list[torc
     return decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=device)
 
 
-def decode_clips_on_device(clips: list[list[torch.Tensor]], max_frames: int, image_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+def decode_clips_on_device(
+    clips: list[list[torch.Tensor]], max_frames: int, image_size: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """Clips of JPEG byte tensors -> uint8 (B', T, 3, S, S) on ``device``, masks, and the
     indices of the clips that decoded (B' of them). One batched call when all frames decode;
     if any fails, clip by clip to find which."""

@@ -20,7 +20,9 @@ from torch import nn
 
 
 class EMSubspace(nn.Module):
-    def __init__(self, width: int, bases: int = 32, iterations: int = 9, beta: float = 3.0, momentum: float = 0.9, temperature: float = 0.1) -> None:
+    def __init__(
+        self, width: int, bases: int = 32, iterations: int = 9, beta: float = 3.0, momentum: float = 0.9, temperature: float = 0.1
+    ) -> None:
         super().__init__()
         self.iterations, self.beta, self.momentum, self.temperature = iterations, beta, momentum, temperature
         generator = torch.Generator().manual_seed(0)  # same bases on every rank without a broadcast

@@ -48,7 +48,9 @@ class VideoFeatures:
 
 
 class CLIP4Clip(nn.Module):
-    def __init__(self, clip: nn.Module, head: str = "meanP", max_frames: int = 12, interaction: str = "cosine", emcl: dict | None = None) -> None:
+    def __init__(
+        self, clip: nn.Module, head: str = "meanP", max_frames: int = 12, interaction: str = "cosine", emcl: dict | None = None
+    ) -> None:
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"unknown head {head!r}; choose from {HEADS}")

@@ -16,7 +16,9 @@ from train.loss import symmetric_cross_entropy
 from train.model import CLIP4Clip, TextFeatures, VideoFeatures
 
 
-def retrieval_loss(model: CLIP4Clip, text: TextFeatures, video: VideoFeatures, config: TrainConfig) -> tuple[torch.Tensor, dict[str, float]]:
+def retrieval_loss(
+    model: CLIP4Clip, text: TextFeatures, video: VideoFeatures, config: TrainConfig
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Total loss and its parts (as floats, for the log). Inputs are the gathered global batch."""
     sides = model.token_sides(text, video) if model.uses_tokens else None
     loss = symmetric_cross_entropy(model.similarity(text, video, sides).float())

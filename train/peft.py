@@ -124,7 +124,9 @@ def check_base(reference: dict, path: str) -> None:
         raise FileNotFoundError(f"{path}: base weights of this PEFT checkpoint not found; pass --base-weights PATH")
     actual = file_sha256(path)
     if actual != reference["sha256"]:
-        raise RuntimeError(f"{path}: sha256 {actual[:12]}... is not the base this checkpoint was trained on ({reference['sha256'][:12]}...)")
+        raise RuntimeError(
+            f"{path}: sha256 {actual[:12]}... is not the base this checkpoint was trained on ({reference['sha256'][:12]}...)"
+        )
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
