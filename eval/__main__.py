@@ -19,7 +19,7 @@ from eval.metrics import summarize, t2v_ranks, v2t_ranks
 from eval.postprocess import normalised_blocks
 from eval.report import write_rank_histogram, write_report
 from eval.rerank import compare_coarse_to_fine
-from eval.scoring import SplitScorer, score_blocks
+from eval.scoring import SplitScorer, fine_blocks
 from shards.manifest import BuildStateError
 from shards.reader import ReadPolicy, ShardReadError, shard_urls
 from train import backbone
@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> dict:
     policy = ReadPolicy(retries=args.read_retries, timeout_s=args.read_timeout)
     split = encode_split(model, urls, backbone.tokenizer_for(config.model), info.device, config.max_frames, config.max_words, image_size,
                          args.batch_size, policy)  # fmt: skip
-    text_block, video_block = score_blocks(model, split, info.device)
+    scorer = SplitScorer(model, split, info.device)
+    text_block, video_block = fine_blocks(scorer)
     num_videos, caption_to_video = len(split.keys), split.caption_to_video
     ranks = {
         "t2v": t2v_ranks(text_block, caption_to_video, args.block_size),
@@ -82,7 +83,6 @@ def run(args: argparse.Namespace) -> dict:
         "raw": {name: summarize(values) for name, values in ranks.items()},
     }
     if model.has_fine_stage and args.rerank_topk > 0:
-        scorer = SplitScorer(model, split, info.device)
         result["coarse_to_fine"] = compare_coarse_to_fine(scorer, caption_to_video, args.rerank_topk, args.block_size)
     temperature = 1.0 / model.logit_scale().item() if model.is_loose else 1.0
     for method in args.post:

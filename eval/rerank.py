@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from eval.metrics import summarize, t2v_ranks, v2t_ranks
-from eval.scoring import SplitScorer
+from eval.scoring import SplitScorer, fine_blocks
 
 
 def _two_stage_rows(coarse: torch.Tensor, topk: int, fine_pairs) -> torch.Tensor:
@@ -72,7 +72,7 @@ def compare_coarse_to_fine(scorer: SplitScorer, caption_to_video: torch.Tensor, 
     every_video, every_text = slice(0, scorer.num_videos), slice(0, scorer.num_texts)
     stages = {
         "coarse_only": (lambda a, b: scorer.coarse(slice(a, b), every_video), lambda a, b: scorer.coarse(every_text, slice(a, b)).T),
-        "fine_all": (lambda a, b: scorer.fine(slice(a, b), every_video), lambda a, b: scorer.fine(every_text, slice(a, b)).T),
+        "fine_all": fine_blocks(scorer),
         "two_stage": two_stage_blocks(scorer, topk),
     }
     result: dict = {"topk": topk}

@@ -114,7 +114,11 @@ class SplitScorer:
 
 def score_blocks(model: CLIP4Clip, split: EncodedSplit, device: torch.device):
     """Two block functions over the split: captions a..b x all videos, videos a..b x all captions."""
-    scorer = SplitScorer(model, split, device)
+    return fine_blocks(SplitScorer(model, split, device))
+
+
+def fine_blocks(scorer: SplitScorer):
+    """``score_blocks`` for a scorer already built (its prepared sides are reused)."""
     every_video, every_text = slice(0, scorer.num_videos), slice(0, scorer.num_texts)
     return (lambda a, b: scorer.fine(slice(a, b), every_video)), (lambda a, b: scorer.fine(every_text, slice(a, b)).T)
 

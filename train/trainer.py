@@ -34,7 +34,7 @@ from train.model import MAX_LOGIT_SCALE, CLIP4Clip, TextFeatures, VideoFeatures
 from train.model_factory import assemble_model
 from train.objective import retrieval_loss
 from train.optim import build_optimizer, warmup_cosine
-from train.peft import base_reference, count_parameters, load_trainable_state, trainable_state
+from train.peft import base_reference, check_base, count_parameters, load_trainable_state, trainable_state
 from train.run_log import RunLog, plot_curves
 
 
@@ -158,6 +158,7 @@ def train(config: TrainConfig) -> dict:
     if resume:
         state = load_checkpoint(resume)
         if is_peft:
+            check_base(state["base"], config.pretrained)  # the frozen part must be what was trained on
             load_trainable_state(model, state["model"])
         else:
             model.load_state_dict(state["model"])
