@@ -7,6 +7,9 @@ reuses one device-resident uint8 batch; the streamed run takes every batch from
 train/data.py's DataLoader over real shards (JPEG decode on CPU workers).
 
     python -m bench.bench_train_gpu --shards DIR [--workers 14] [--steps 40] [--warmup 10]
+        [--decode-on device] [--compile] [--channels-last] [--batch-size 256]
+
+``--device cpu --model tiny-ViT`` only checks that the script and its options run.
 """
 
 from __future__ import annotations
@@ -28,14 +31,19 @@ from train.optim import build_optimizer
 from train.trainer import RetrievalStep
 
 
-def timed_steps(step_fn, batches, steps: int, warmup: int, batch_size: int) -> dict:
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed_steps(step_fn, batches, steps: int, warmup: int, batch_size: int, device: torch.device) -> dict:
     for _ in range(warmup):
         step_fn(next(batches))
-    torch.cuda.synchronize()
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(steps):
         step_fn(next(batches))
-    torch.cuda.synchronize()
+    synchronize(device)
     seconds = time.perf_counter() - start
     return {"clips_per_s": steps * batch_size / seconds, "seconds": seconds, "steps": steps}
 
@@ -53,10 +61,13 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--decode-on", choices=["worker", "device"], default="worker", help="device: batched nvJPEG in the main process")
     parser.add_argument("--compile", action="store_true", help="torch.compile the two encoders")
+    parser.add_argument("--device", default="cuda", help="cpu only to check the script runs (e.g. with --model tiny-ViT)")
     args = parser.parse_args()
-    device = torch.device("cuda")
+    device = torch.device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = True
+    autocast_dtype = torch.bfloat16
     clip = backbone.load_clip(args.model, None)
+    image_size = backbone.input_size(clip)
     model = CLIP4Clip(clip, args.head, args.frames).to(device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -71,7 +82,7 @@ def main() -> None:
         tokens = batch["tokens"].to(device, non_blocking=True)
         frames = batch["frames"].to(device, non_blocking=True)
         mask = batch["mask"].to(device, non_blocking=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=device.type == "cuda"):
             text_pooled, _, _, frame_features, pooled = step_module(tokens, frames, mask)
             logits = model.similarity(TextFeatures(text_pooled), VideoFeatures(frame_features, mask, pooled))
         loss = symmetric_cross_entropy(logits.float())
@@ -81,7 +92,7 @@ def main() -> None:
         optimizer.step()
 
     synthetic_batch = {
-        "frames": torch.randint(0, 256, (args.batch_size, args.frames, 3, 224, 224), dtype=torch.uint8, device=device),
+        "frames": torch.randint(0, 256, (args.batch_size, args.frames, 3, image_size, image_size), dtype=torch.uint8, device=device),
         "mask": torch.ones(args.batch_size, args.frames, dtype=torch.bool, device=device),
         "tokens": tokenize(["a red circle moves from left to right"] * args.batch_size, context_length=32).to(device),
     }
@@ -90,10 +101,11 @@ def main() -> None:
         while True:
             yield synthetic_batch
 
-    ceiling = timed_steps(step, repeat(), args.steps, args.warmup, args.batch_size)
+    ceiling = timed_steps(step, repeat(), args.steps, args.warmup, args.batch_size, device)
     config = StreamConfig(
         urls=tuple(shard_urls(args.shards)),
         batch_size=args.batch_size,
+        image_size=image_size,
         max_frames=args.frames,
         workers=args.workers,
         shuffle_buffer=256,
@@ -101,10 +113,10 @@ def main() -> None:
     )
     loader = iter(make_loader(config, tokenize, 0, 1, 0))
     if args.decode_on == "device":
-        loader = DeviceDecodedBatches(loader, args.batch_size, args.frames, 224, device)
-    streamed = timed_steps(step, loader, args.steps, args.warmup, args.batch_size)
+        loader = DeviceDecodedBatches(loader, args.batch_size, args.frames, image_size, device)
+    streamed = timed_steps(step, loader, args.steps, args.warmup, args.batch_size, device)
     result = {
-        "device": torch.cuda.get_device_name(),
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu (smoke run, not a throughput figure)",
         "model": args.model,
         "head": args.head,
         "batch_size": args.batch_size,
@@ -117,7 +129,7 @@ def main() -> None:
         "synthetic_ceiling": ceiling,
         "streamed": streamed,
         "streamed_over_ceiling": streamed["clips_per_s"] / ceiling["clips_per_s"],
-        "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30,
+        "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None,
     }
     print(json.dumps(result, indent=1))
 
