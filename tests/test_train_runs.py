@@ -17,6 +17,7 @@ from pipeline.extract import ExtractionSettings
 from shards.manifest import read_manifest
 from shards.storage import Store
 from tests.conftest import REPO_ROOT
+from train.backbone import load_clip
 from train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from train.data import ClipStream, StreamConfig, StreamConfigError
 
@@ -58,15 +59,20 @@ DDP_CASES = {
         "device",
     ],  # fmt: skip
     "emcl": ["--sim-header", "meanP", "--emcl", "--emcl-bases", "4"],  # running bases are buffers
+    # frozen CLIP with LoRA parametrisations and prompts; the base file is written by the test
+    "peft": ["--sim-header", "seqTransf", "--peft", "prompts+lora", "--lora-rank", "2", "--pretrained", "BASE"],
 }
 
 
 @pytest.mark.parametrize("case", DDP_CASES)
 def test_two_process_gloo_with_uneven_shards_finishes_and_evaluates(uneven_shards, tmp_path, case):
     run = tmp_path / "ddp"
+    base = tmp_path / "base.pt"
+    torch.save(load_clip("tiny-ViT-112", None).state_dict(), base)
+    flags = [str(base) if flag == "BASE" else flag for flag in DDP_CASES[case]]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "train",
                "--train-shards", str(uneven_shards), "--val-shards", str(uneven_shards), "--output-dir", str(run),
-               "--batch-size", "4", "--steps-per-epoch", "3", "--epochs", "2", "--no-resampled", *DDP_CASES[case], *TINY]  # fmt: skip
+               "--batch-size", "4", "--steps-per-epoch", "3", "--epochs", "2", "--no-resampled", *flags, *TINY]  # fmt: skip
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=400, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     config = records(run, "config")[0]
