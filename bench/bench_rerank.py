@@ -12,13 +12,14 @@ right video often but not always, and the fine stage (token-to-frame maxima) mor
 accuracy numbers are about these features, not a dataset; the README table has results of
 trained models on generated videos.
 
-    python -m bench.bench_rerank [--sizes 1000 10000] [--queries 1000] [--topk 50 200] [--device cpu]
+    python -m bench.bench_rerank [--sizes 1000 10000] [--queries 1000] [--topk 50 200] [--device cpu] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from functools import partial
 
@@ -73,14 +74,18 @@ def score_rows(score, videos: slice, first: int, last: int) -> torch.Tensor:
     return score(slice(first, last), videos)
 
 
-def timed(block, caption_to_video: torch.Tensor, device: torch.device) -> tuple[dict, float]:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    ranks = t2v_ranks(block, caption_to_video, block_size=256)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return summarize(ranks), time.perf_counter() - start
+def timed(block, caption_to_video: torch.Tensor, device: torch.device, repeats: int) -> tuple[dict, float]:
+    """Metrics and the median wall time of ``repeats`` runs (this 2-core machine is noisy)."""
+    seconds = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        ranks = t2v_ranks(block, caption_to_video, block_size=256)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds.append(time.perf_counter() - start)
+    return summarize(ranks), statistics.median(seconds)
 
 
 def main() -> None:
@@ -91,6 +96,7 @@ def main() -> None:
         "--topk", type=int, nargs="+", default=[50, 200], help="EERCF candidates; each value is timed against the same fine run"
     )
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per method; the median is reported")
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -100,15 +106,15 @@ def main() -> None:
         scorer = SplitScorer(model, split, device)
         fine_all = partial(score_rows, scorer.fine, slice(0, size))
         coarse_only = partial(score_rows, scorer.coarse, slice(0, size))
-        fine_metrics, fine_seconds = timed(fine_all, split.caption_to_video, device)
-        coarse_metrics, coarse_seconds = timed(coarse_only, split.caption_to_video, device)
+        fine_metrics, fine_seconds = timed(fine_all, split.caption_to_video, device, args.repeats)
+        coarse_metrics, coarse_seconds = timed(coarse_only, split.caption_to_video, device, args.repeats)
         result = {
             "videos": size, "queries": len(split.captions), "device": str(device),
             "fine_all": {"seconds": round(fine_seconds, 3), **fine_metrics},
             "coarse_only": {"seconds": round(coarse_seconds, 3), **coarse_metrics},
         }  # fmt: skip
         for topk in args.topk:
-            staged_metrics, staged_seconds = timed(two_stage_blocks(scorer, topk)[0], split.caption_to_video, device)
+            staged_metrics, staged_seconds = timed(two_stage_blocks(scorer, topk)[0], split.caption_to_video, device, args.repeats)
             result[f"two_stage_k{topk}"] = {
                 "seconds": round(staged_seconds, 3),
                 **staged_metrics,

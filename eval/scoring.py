@@ -14,7 +14,6 @@ import torch
 
 from eval.encode import EncodedSplit
 from eval.metrics import summarize, t2v_ranks, v2t_ranks
-from train.heads import masked_mean_pool
 from train.interaction import all_pairs, text_against_candidates, video_against_candidates
 from train.model import CLIP4Clip, TextFeatures, VideoFeatures
 
@@ -28,15 +27,14 @@ class SplitScorer:
         with torch.no_grad():
             frames, mask = split.video_frames.to(device), split.video_mask.to(device)
             text = split.text.to(device)
-            pooled = split.video_pooled.to(device) if split.video_pooled is not None else masked_mean_pool(frames, mask)
-            self.coarse_text = torch.nn.functional.normalize(text, dim=-1)
-            self.coarse_video = pooled
+            video = VideoFeatures(frames, mask, split.video_pooled.to(device) if split.video_pooled is not None else None)
+            self.coarse_text, self.coarse_video = model.coarse_vectors(text, video)
             if model.uses_tokens:
                 self.text_set, self.video_set = model.token_sides(
-                    TextFeatures(text, split.text_tokens.to(device), split.text_mask.to(device)), VideoFeatures(frames, mask, pooled)
+                    TextFeatures(text, split.text_tokens.to(device), split.text_mask.to(device)), video
                 )
             elif model.is_loose:
-                self.text_vectors, self.video_vectors = model.retrieval_vectors(text, split.video_pooled.to(device))
+                self.text_vectors, self.video_vectors = model.retrieval_vectors(text, video.pooled)
             else:
                 self.text, self.frames, self.mask = text, frames, mask
 
@@ -50,19 +48,21 @@ class SplitScorer:
         """The model's own similarity (without the logit scale: it does not change ranks)."""
         if self.model.is_loose and not self.model.uses_tokens:
             return (self.text_vectors[texts] @ self.video_vectors[videos].T).float()
-        text_ids = torch.arange(self.num_texts, device=self.device)[texts]
-        video_ids = torch.arange(self.num_videos, device=self.device)[videos]
+        text_ids = range(self.num_texts)[texts]
+        video_ids = range(self.num_videos)[videos]
         rows = []
         for t in range(0, len(text_ids), self.text_chunk):
             row_texts = text_ids[t : t + self.text_chunk]
+            text_set = self.text_set.select(slice(row_texts.start, row_texts.stop)) if self.model.uses_tokens else None  # a view
             parts = []
             for v in range(0, len(video_ids), self.video_chunk):
                 chunk_videos = video_ids[v : v + self.video_chunk]
-                if self.model.uses_tokens:
-                    parts.append(all_pairs(self.text_set.select(row_texts), self.video_set.select(chunk_videos)).float())
+                if text_set is not None:
+                    parts.append(all_pairs(text_set, self.video_set.select(slice(chunk_videos.start, chunk_videos.stop))).float())
                 else:
-                    pairs = (row_texts[:, None].expand(-1, len(chunk_videos)), chunk_videos[None].expand(len(row_texts), -1))
-                    parts.append(self._cross_pairs(*pairs))
+                    pair_texts = torch.tensor(row_texts, device=self.device)[:, None].expand(-1, len(chunk_videos))
+                    pair_videos = torch.tensor(chunk_videos, device=self.device)[None].expand(len(row_texts), -1)
+                    parts.append(self._cross_pairs(pair_texts, pair_videos))
             rows.append(torch.cat(parts, dim=1))
         return torch.cat(rows, dim=0)
 

@@ -63,6 +63,14 @@ class StreamConfig:
             raise StreamConfigError(f"decode_on must be 'worker' or 'device', not {self.decode_on!r}")
 
 
+def fit_square(image: torch.Tensor, image_size: int) -> torch.Tensor:
+    """CLIP4Clip's pixels: bicubic resize of the short side to S (skipped when it already is S),
+    centre crop S x S. One rule for CPU worker and on-device decoding, on any device."""
+    if min(image.shape[1:]) != image_size:
+        image = TF.resize(image, image_size, interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
+    return TF.center_crop(image, [image_size, image_size])
+
+
 def decode_clip_into(sample: dict, out: torch.Tensor) -> int:
     """Decodes a sample's JPEG frames into ``out`` (uint8, (T, 3, S, S)); returns how many.
 
@@ -75,10 +83,7 @@ def decode_clip_into(sample: dict, out: torch.Tensor) -> int:
     max_frames, image_size = out.shape[0], out.shape[-1]
     names = frame_members(sample)[:max_frames]
     for index, name in enumerate(names):
-        image = decode_jpeg(torch.frombuffer(sample[name], dtype=torch.uint8))
-        if min(image.shape[1:]) != image_size:
-            image = TF.resize(image, image_size, interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
-        out[index] = TF.center_crop(image, [image_size, image_size])
+        out[index] = fit_square(decode_jpeg(torch.frombuffer(sample[name], dtype=torch.uint8)), image_size)
     out[len(names) :] = 0
     return len(names)
 
@@ -95,8 +100,9 @@ def decode_clip(sample: dict, max_frames: int, image_size: int) -> tuple[torch.T
 def packed_jpegs(samples: list[dict], max_frames: int) -> dict[str, torch.Tensor]:
     """A batch's JPEG frames as one byte tensor plus offsets: three tensors cross the worker
     queue instead of batch x frames small ones (each would cost a shared-memory handle)."""
-    frames = [sample[name] for sample in samples for name in frame_members(sample)[:max_frames]]
-    counts = [min(len(frame_members(sample)), max_frames) for sample in samples]
+    members = [frame_members(sample)[:max_frames] for sample in samples]
+    frames = [sample[name] for sample, names in zip(samples, members, strict=True) for name in names]
+    counts = [len(names) for names in members]
     offsets = torch.zeros(len(frames) + 1, dtype=torch.int64)
     offsets[1:] = torch.tensor([len(f) for f in frames], dtype=torch.int64).cumsum(0)
     data = torch.frombuffer(bytearray(b"".join(frames)), dtype=torch.uint8) if frames else torch.zeros(0, dtype=torch.uint8)

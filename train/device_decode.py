@@ -16,8 +16,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
-import torchvision.transforms.v2.functional as TF
 from torchvision.io import ImageReadMode, decode_jpeg
+
+from train.data import fit_square
 
 
 def _decode_frames(jpegs: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
@@ -50,9 +51,7 @@ def decode_clips_on_device(
     mask = torch.zeros(len(kept), max_frames, dtype=torch.bool, device=device)
     for row, index in enumerate(kept):
         for slot, image in enumerate(decoded[index][:max_frames]):
-            if min(image.shape[1:]) != image_size:
-                image = TF.resize(image, image_size, interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
-            frames[row, slot] = TF.center_crop(image, [image_size, image_size])
+            frames[row, slot] = fit_square(image, image_size)
             mask[row, slot] = True
     return frames, mask, kept
 

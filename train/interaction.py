@@ -68,8 +68,8 @@ class TokenSet:
     mask: torch.Tensor
     weights: torch.Tensor
 
-    def select(self, index: torch.Tensor) -> TokenSet:
-        """Rows ``index`` (any shape): how the reranker pairs each query with its candidates."""
+    def select(self, index: torch.Tensor | slice) -> TokenSet:
+        """Rows ``index`` (an index tensor of any shape: each query's candidates; or a slice: a view)."""
         return TokenSet(self.features[index], self.mask[index], self.weights[index])
 
     def to(self, device: torch.device) -> TokenSet:

@@ -132,10 +132,15 @@ class CLIP4Clip(nn.Module):
             video_vectors, text_vectors = self.emcl(video_vectors, text_vectors)
         return self.logit_scale() * text_vectors @ video_vectors.T
 
+    def coarse_vectors(self, text: torch.Tensor, video: VideoFeatures) -> tuple[torch.Tensor, torch.Tensor]:
+        """Caption vector and text-agnostic video vector (meanP of the frames for tightTransf)."""
+        pooled = video.pooled if video.pooled is not None else masked_mean_pool(video.frames, video.mask)
+        return F.normalize(text, dim=-1), pooled
+
     def coarse_similarity(self, text: torch.Tensor, video: VideoFeatures) -> torch.Tensor:
         """Text-agnostic video vector vs caption vector: the cheap first stage of EERCF."""
-        pooled = video.pooled if video.pooled is not None else masked_mean_pool(video.frames, video.mask)
-        return F.normalize(text, dim=-1) @ pooled.T
+        text_vector, video_vector = self.coarse_vectors(text, video)
+        return text_vector @ video_vector.T
 
     def pair_scores(self, text: TextFeatures, video: VideoFeatures) -> torch.Tensor:
         """Cross-encoder scores of explicit (text i, video i) pairs: (P, D) x (P, T, D) -> (P,).
