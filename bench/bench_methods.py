@@ -43,8 +43,8 @@ METHODS = {
     "tightTransf": ["--sim-header", "tightTransf"],
     "DRL (seqTransf + WTI + CDCR)": ["--sim-header", "seqTransf", "--interaction", "wti", "--cdcr-weight", "0.001"],
     "DRL TI (meanP + TI)": ["--sim-header", "meanP", "--interaction", "ti"],
-    "EERCF-trained (seqTransf + WTI + coarse loss)": ["--sim-header", "seqTransf", "--interaction", "wti", "--coarse-weight", "1"],
-    "EMCL (meanP + EM subspace)": ["--sim-header", "meanP", "--emcl"],
+    "Two-stage search over WTI (seqTransf + WTI + coarse loss)": ["--sim-header", "seqTransf", "--interaction", "wti", "--coarse-weight", "1"],
+    "EMCL-Net (seqTransf + EMCL)": ["--sim-header", "seqTransf", "--emcl"],
     "PEFT LoRA r4, frozen random CLIP": ["--sim-header", "meanP", "--peft", "lora", "--lora-rank", "4", "--pretrained", "BASE"],
     "PEFT prompts+LoRA, frozen random CLIP": [
         "--sim-header",

@@ -23,8 +23,10 @@ from eval.scoring import SplitScorer, fine_blocks
 from shards.manifest import BuildStateError
 from shards.reader import ReadPolicy, ShardReadError, shard_urls
 from train import backbone
-from train.checkpoint import latest_checkpoint, load_checkpoint
+from train.checkpoint import latest_checkpoint
 from train.distributed import init_distributed
+from train.foreign_checkpoints import FORMATS, load_any_checkpoint
+from train.frame_rule import frame_rule_for
 from train.restore import restore_model
 
 
@@ -44,14 +46,16 @@ def resolve_checkpoint(path: str) -> str:
 def run(args: argparse.Namespace) -> dict:
     info = init_distributed()
     checkpoint = resolve_checkpoint(args.checkpoint)
-    state = load_checkpoint(checkpoint)
+    state = load_any_checkpoint(checkpoint, args.checkpoint_format, args.max_frames or 12, args.max_words or 32)
     model, config = restore_model(state, args.base_weights)
+    config.max_frames, config.max_words = args.max_frames or config.max_frames, args.max_words or config.max_words
     model.to(info.device)
     image_size = backbone.input_size(model.clip)
+    rule = frame_rule_for(args.shards, config.max_frames, image_size)
     urls = shard_urls(args.shards)
     policy = ReadPolicy(retries=args.read_retries, timeout_s=args.read_timeout)
     split = encode_split(model, urls, backbone.tokenizer_for(config.model), info.device, config.max_frames, config.max_words, image_size,
-                         args.batch_size, policy)  # fmt: skip
+                         args.batch_size, policy, rule)  # fmt: skip
     scorer = SplitScorer(model, split, info.device)
     text_block, video_block = fine_blocks(scorer)
     num_videos, caption_to_video = len(split.keys), split.caption_to_video
@@ -126,6 +130,15 @@ def main(argv: list[str] | None = None) -> int:
         help="EERCF two-stage scoring for models with a fine similarity (wti/ti, tightTransf): "
         "coarse rank all, rescore the top k; reports accuracy and time next to fine-on-all (0: off)",
     )
+    parser.add_argument(
+        "--checkpoint-format",
+        default="auto",
+        choices=["auto", "project", *FORMATS],
+        help="who wrote --checkpoint: this project, or CLIP4Clip / DRL / EMCL-Net (their pytorch_model.bin.N); "
+        "auto tells them apart where the keys can (CLIP4Clip's tightTransf, DRL's WTI) and asks otherwise",
+    )
+    parser.add_argument("--max-frames", type=int, help="frames per video (default: the checkpoint's; 12 for reference checkpoints)")
+    parser.add_argument("--max-words", type=int, help="tokens per caption (default: the checkpoint's; 32 for reference checkpoints)")
     parser.add_argument("--base-weights", help="where the frozen base of a PEFT checkpoint is now, if it moved")
     parser.add_argument("--read-retries", type=int, default=5, help="attempts after a failed shard read before the shard is skipped")
     parser.add_argument("--read-timeout", type=float, default=60.0, help="seconds before a stalled object-store read counts as failed")

@@ -20,6 +20,7 @@ from shards.reader import ReadErrors, ReadPolicy, iter_samples
 from shards.sample_format import usable_captions
 from train.data import decode_clip
 from train.distributed import is_distributed
+from train.frame_rule import FrameRule
 
 
 @dataclass
@@ -51,7 +52,9 @@ def encode_split(
     image_size: int = 224,
     batch_size: int = 32,
     read_policy: ReadPolicy | None = None,
+    frame_rule: FrameRule | None = None,
 ) -> EncodedSplit:
+    """``frame_rule``: which stored frames to keep (train/frame_rule.py); default the builder's default."""
     rank, world = (dist.get_rank(), dist.get_world_size()) if is_distributed() else (0, 1)
     was_training = model.training
     model.eval()
@@ -96,7 +99,7 @@ def encode_split(
             skipped[problem] += 1
             continue
         try:
-            frames, mask = decode_clip(sample, max_frames, image_size)
+            frames, mask = decode_clip(sample, max_frames, image_size, frame_rule)
         except (RuntimeError, ValueError):
             skipped["undecodable"] += 1
             continue

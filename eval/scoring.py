@@ -14,6 +14,7 @@ import torch
 
 from eval.encode import EncodedSplit
 from eval.metrics import summarize, t2v_ranks, v2t_ranks
+from train.emcl import EVAL_BLOCK
 from train.interaction import all_pairs, text_against_candidates, video_against_candidates
 from train.model import CLIP4Clip, TextFeatures, VideoFeatures
 
@@ -23,6 +24,7 @@ class SplitScorer:
         self.model, self.device = model, device
         # the cross encoder runs texts x videos sequences per chunk: fewer texts at a time
         self.text_chunk, self.video_chunk = (text_chunk if model.is_loose else min(text_chunk, 16)), video_chunk
+        # t2v/v2t block offsets stay multiples of EMCL-Net's 32 (eval/metrics.py passes block_size multiples)
         self.num_texts, self.num_videos = len(split.captions), len(split.keys)
         with torch.no_grad():
             frames, mask = split.video_frames.to(device), split.video_mask.to(device)
@@ -33,10 +35,10 @@ class SplitScorer:
                 self.text_set, self.video_set = model.token_sides(
                     TextFeatures(text, split.text_tokens.to(device), split.text_mask.to(device)), video
                 )
-            elif model.is_loose:
-                self.text_vectors, self.video_vectors = model.retrieval_vectors(text, video.pooled)
-            else:
+            elif model.needs_frames:  # the cross encoder and EMCL-Net read frames and the raw caption feature
                 self.text, self.frames, self.mask = text, frames, mask
+            else:
+                self.text_vectors, self.video_vectors = text, video.pooled
 
     @torch.no_grad()
     def coarse(self, texts: slice, videos: slice) -> torch.Tensor:
@@ -46,8 +48,12 @@ class SplitScorer:
     @torch.no_grad()
     def fine(self, texts: slice, videos: slice) -> torch.Tensor:
         """The model's own similarity (without the logit scale: it does not change ranks)."""
-        if self.model.is_loose and not self.model.uses_tokens:
+        if not self.model.needs_frames:
             return (self.text_vectors[texts] @ self.video_vectors[videos].T).float()
+        if self.model.uses_emcl:  # EMCL-Net's test-time blocks of 32 x 32, aligned to the split's order
+            if any((part.start or 0) % EVAL_BLOCK for part in (texts, videos)):
+                raise ValueError(f"EMCL scores blocks of {EVAL_BLOCK}: score from offsets that are multiples of it (--block-size)")
+            return self.model.emcl.blockwise(self.text[texts], self.frames[videos], self.mask[videos]).float()
         text_ids = range(self.num_texts)[texts]
         video_ids = range(self.num_videos)[videos]
         rows = []
@@ -92,6 +98,8 @@ class SplitScorer:
                     for r in range(0, len(text_ids), step)
                 ]
             ).float()
+        if self.model.uses_emcl:  # EM over each query and its own candidates
+            return torch.cat([self.model.emcl.logits(self.text[t : t + 1], self.frames[c], self.mask[c]) for t, c in zip(text_ids, candidates, strict=True)]).float()
         if self.model.is_loose:
             return torch.einsum("ad,akd->ak", self.text_vectors[text_ids], self.video_vectors[candidates]).float()
         return self._cross_pairs(text_ids[:, None].expand_as(candidates), candidates)
@@ -107,6 +115,8 @@ class SplitScorer:
                     for r in range(0, len(video_ids), step)
                 ]
             ).float()
+        if self.model.uses_emcl:
+            return torch.cat([self.model.emcl.logits(self.text[c], self.frames[v : v + 1], self.mask[v : v + 1]).T for v, c in zip(video_ids, candidates, strict=True)]).float()
         if self.model.is_loose:
             return torch.einsum("bd,bkd->bk", self.video_vectors[video_ids], self.text_vectors[candidates]).float()
         return self._cross_pairs(candidates, video_ids[:, None].expand_as(candidates))

@@ -62,7 +62,7 @@ def test_head_beats_chance_by_a_wide_margin(shapes_shards, tmp_path, head):
 METHODS = {
     "drl_wti_cdcr_coarse": ["--sim-header", "seqTransf", "--interaction", "wti", "--cdcr-weight", "0.001", "--coarse-weight", "1"],
     "drl_ti": ["--sim-header", "meanP", "--interaction", "ti"],
-    "emcl": ["--sim-header", "meanP", "--emcl", "--emcl-bases", "8", "--emcl-iterations", "3"],
+    "emcl": ["--sim-header", "seqTransf", "--emcl"],  # EMCL-Net's defaults
 }
 
 

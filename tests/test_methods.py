@@ -12,7 +12,6 @@ from eval.rerank import compare_coarse_to_fine, two_stage_blocks
 from eval.scoring import SplitScorer, score_blocks
 from train.backbone import load_clip
 from train.cdcr import channel_decorrelation_loss
-from train.emcl import EMSubspace
 from train.interaction import TokenInteraction, TokenSet, all_pairs, paired
 from train.model import CLIP4Clip, TextFeatures, VideoFeatures
 from train.peft import apply_peft, count_parameters, trainable_state
@@ -81,21 +80,6 @@ def test_cdcr_is_small_for_matching_channels_and_ignores_padding():
     tokens_needing_grad = tokens[:3].clone().requires_grad_(True)
     channel_decorrelation_loss(interaction.text_side(tokens_needing_grad, token_mask[:3]), video).backward()
     assert torch.isfinite(tokens_needing_grad.grad).all() and tokens_needing_grad.grad.abs().sum() > 0
-
-
-def test_emcl_updates_bases_in_training_and_is_per_vector_at_test():
-    emcl = EMSubspace(64, bases=8, iterations=3)
-    video, text = F.normalize(torch.randn(5, 64), dim=-1), F.normalize(torch.randn(7, 64), dim=-1)
-    before = emcl.bases.clone()
-    out_video, out_text = emcl(video, text)
-    assert out_video.shape == (5, 64) and out_text.shape == (7, 64)
-    assert torch.allclose(out_video.norm(dim=-1), torch.ones(5), atol=1e-5)
-    assert not torch.equal(before, emcl.bases)  # momentum update of the running bases
-    assert torch.allclose(emcl.bases.norm(dim=0), torch.ones(8), atol=1e-5)
-    emcl.eval()
-    alone = emcl.transform(video[:1])
-    assert torch.allclose(alone, emcl(video, text)[0][:1], atol=1e-6)  # independent of the rest of the batch
-    assert torch.allclose(alone, emcl.transform(torch.cat([video[:1], 10 * text]))[:1], atol=1e-6)
 
 
 def encoded_split(model: CLIP4Clip, num_videos: int = 9, captions_per_video: int = 2, seed: int = 0) -> EncodedSplit:

@@ -29,7 +29,7 @@ class BackboneLoadError(RuntimeError):
     """A --pretrained value that cannot become a CLIP model; names the file or tag."""
 
 
-def _is_openai_layout(state: dict) -> bool:
+def is_openai_layout(state: dict) -> bool:
     return "visual.proj" in state and "text_projection" in state and "visual.class_embedding" in state
 
 
@@ -62,30 +62,128 @@ def _read_local_weights(path: str) -> tuple[dict[str, torch.Tensor], bool]:
     return {k.removeprefix("module."): v for k, v in loaded.items()}, False
 
 
-def load_clip(model_name: str | None, pretrained: str | None, force_quick_gelu: bool = False) -> nn.Module:
+ACTIVATIONS = ("auto", "quickgelu", "gelu")
+
+
+def openai_architecture(state: dict[str, torch.Tensor]) -> dict[str, int]:
+    """The numbers that define a CLIP ViT, read off weights in OpenAI's key layout (as OpenAI's
+    ``build_model`` and CLIP4Clip's ``modeling.py`` read them)."""
+    return {
+        "embed_dim": state["text_projection"].shape[1],
+        "image_size": state["visual.conv1.weight"].shape[-1] * round((state["visual.positional_embedding"].shape[0] - 1) ** 0.5),
+        "vision_width": state["visual.conv1.weight"].shape[0],
+        "vision_layers": len({k.split(".")[3] for k in state if k.startswith("visual.transformer.resblocks.")}),
+        "patch_size": state["visual.conv1.weight"].shape[-1],
+        "text_width": state["ln_final.weight"].shape[0],
+        "text_layers": len({k.split(".")[2] for k in state if k.startswith("transformer.resblocks.")}),
+        "context_length": state["positional_embedding"].shape[0],
+    }
+
+
+def config_architecture(model_name: str) -> dict[str, int] | None:
+    """The same numbers for an open_clip model name; None for a name open_clip does not know or a
+    non-ViT tower (those never come in OpenAI's ViT layout)."""
+    config = open_clip.get_model_config(model_name)
+    if not config or "timm_model_name" in config.get("vision_cfg", {}) or "hf_model_name" in config.get("text_cfg", {}):
+        return None
+    vision, text = config["vision_cfg"], config["text_cfg"]
+    size = vision["image_size"]
+    return {
+        "embed_dim": config["embed_dim"],
+        "image_size": size[0] if isinstance(size, list | tuple) else size,
+        "vision_width": vision["width"],
+        "vision_layers": vision["layers"],
+        "patch_size": vision["patch_size"],
+        "text_width": text["width"],
+        "text_layers": text["layers"],
+        "context_length": text.get("context_length", 77),
+    }
+
+
+def _check_model_name_agrees(model_name: str, state: dict[str, torch.Tensor], path: str) -> None:
+    """A ``--model`` next to an OpenAI-layout file may only restate what the weights say."""
+    from_weights = openai_architecture(state)
+    from_name = config_architecture(model_name)
+    if from_name is None:
+        raise BackboneLoadError(
+            f"--model {model_name} contradicts {path}: open_clip has no ViT config of that name, while the file holds "
+            f"a CLIP ViT ({_format_architecture(from_weights)}); leave --model out, the file decides its architecture"
+        )
+    differing = {k: (from_name[k], from_weights[k]) for k in from_weights if from_name[k] != from_weights[k]}
+    if differing:
+        shown = ", ".join(f"{k} {name} vs {weights}" for k, (name, weights) in differing.items())
+        raise BackboneLoadError(
+            f"--model {model_name} contradicts {path} ({shown}; --model vs file): leave --model out, "
+            "an OpenAI-layout file decides its architecture"
+        )
+
+
+def _format_architecture(arch: dict[str, int]) -> str:
+    return (
+        f"vision {arch['vision_layers']}x{arch['vision_width']} patch {arch['patch_size']} at {arch['image_size']}px, "
+        f"text {arch['text_layers']}x{arch['text_width']}, embed {arch['embed_dim']}"
+    )
+
+
+def _build_from_openai_state(state: dict[str, torch.Tensor], quick_gelu: bool, path: str) -> nn.Module:
+    try:
+        model = build_model_from_openai_state_dict(state, quick_gelu=quick_gelu, cast_dtype=None).float()
+        # the builder rounds weights through fp16 (OpenAI's storage type); reload them in fp32
+        model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+    except (KeyError, RuntimeError) as error:
+        raise BackboneLoadError(f"{path}: OpenAI-layout weights that do not form a CLIP model ({error})") from error
+    return model
+
+
+def activation_name(clip: nn.Module) -> str:
+    """The MLP activation CLIP's blocks really use ("QuickGELU" or "GELU"), read off the module."""
+    return type(clip.transformer.resblocks[0].mlp.gelu).__name__
+
+
+def describe_backbone(clip: nn.Module) -> str:
+    """One line for start-up logs: what network the weights went into, activation included."""
+    visual = clip.visual
+    arch = {
+        "vision_layers": len(visual.transformer.resblocks),
+        "vision_width": visual.transformer.width,
+        "patch_size": visual.patch_size[0] if isinstance(visual.patch_size, tuple | list) else visual.patch_size,
+        "image_size": input_size(clip),
+        "text_layers": len(clip.transformer.resblocks),
+        "text_width": clip.transformer.width,
+        "embed_dim": clip.text_projection.shape[1],
+    }
+    return f"CLIP ViT: {_format_architecture(arch)}; activation {activation_name(clip)}"
+
+
+def load_clip(model_name: str | None, pretrained: str | None, activation: str = "auto") -> nn.Module:
     """An fp32 open_clip CLIP model.
 
-    - ``pretrained`` a local file in OpenAI's key layout (e.g. ``ViT-B-32.pt``): the
-      architecture is read off the weights and QuickGELU is forced, as OpenAI trained with it
-      (building it with plain GELU runs but is silently worse).
+    - ``pretrained`` a local file in OpenAI's key layout (OpenAI's TorchScript ``ViT-B-32.pt``,
+      or a state dict with the same keys): the architecture is read off the weights, never
+      from ``model_name`` (which may only restate it: a contradiction is refused). The
+      activation is QuickGELU, as OpenAI trained with it (plain GELU loads the same weights
+      without a word and is ~6e-2 off); ``activation="gelu"`` is for state dicts of open_clip
+      models trained with GELU (LAION's), and is refused for OpenAI's TorchScript archive.
     - ``pretrained`` another local state dict: ``model_name`` gives the architecture.
     - ``pretrained`` an open_clip tag (``openai``, ``laion2b_s34b_b79k``): open_clip's
       registry (it downloads; this project's machines have no internet, so use files).
     - no ``pretrained``: random initialisation of ``model_name``.
+
+    ``activation``: ``auto`` (the above), ``quickgelu`` or ``gelu`` to force one.
     """
+    if activation not in ACTIVATIONS:
+        raise BackboneLoadError(f"activation must be one of {ACTIVATIONS}, not {activation!r}")
     if pretrained and os.path.isfile(pretrained):
-        state, _ = _read_local_weights(pretrained)
-        if _is_openai_layout(state) and model_name is None:
-            try:
-                model = build_model_from_openai_state_dict(state, quick_gelu=True, cast_dtype=None).float()
-                # the builder rounds weights through fp16 (OpenAI's storage type); reload them in fp32
-                model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
-            except (KeyError, RuntimeError) as error:
-                raise BackboneLoadError(f"{pretrained}: OpenAI-layout weights that do not form a CLIP model ({error})") from error
-            return model.train()
+        state, from_torchscript = _read_local_weights(pretrained)
+        if is_openai_layout(state):
+            if activation == "gelu" and from_torchscript:
+                raise BackboneLoadError(f"{pretrained}: OpenAI's TorchScript release was trained with QuickGELU; --activation gelu would be wrong")
+            if model_name:
+                _check_model_name_agrees(model_name, state, pretrained)
+            return _build_from_openai_state(state, activation != "gelu", pretrained).train()
         if model_name is None:
             raise BackboneLoadError(f"{pretrained}: not in OpenAI layout; pass --model to say which architecture it holds")
-        model = open_clip.create_model(model_name, pretrained=None, force_quick_gelu=force_quick_gelu)
+        model = _create(model_name, None, activation)
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise BackboneLoadError(f"{pretrained}: does not match {model_name} (missing {missing[:5]}, unexpected {unexpected[:5]})")
@@ -94,11 +192,18 @@ def load_clip(model_name: str | None, pretrained: str | None, force_quick_gelu: 
         raise BackboneLoadError(f"{pretrained}: file not found")
     if model_name is None:
         raise BackboneLoadError("pass --model (an open_clip model name) or --pretrained FILE")
+    return _create(model_name, pretrained, activation).float().train()
+
+
+def _create(model_name: str, pretrained: str | None, activation: str) -> nn.Module:
+    """open_clip's own builder; ``activation`` overrides the config's choice when not auto."""
     try:
-        model = open_clip.create_model(model_name, pretrained=pretrained, force_quick_gelu=force_quick_gelu)
+        model = open_clip.create_model(model_name, pretrained=pretrained, force_quick_gelu=activation == "quickgelu")
     except (RuntimeError, ValueError) as error:
         raise BackboneLoadError(f"open_clip cannot build {model_name!r} with pretrained={pretrained!r}: {error}") from error
-    return model.float().train()
+    if activation == "gelu" and activation_name(model) != "GELU":
+        raise BackboneLoadError(f"{model_name}: its open_clip config uses QuickGELU; --activation gelu cannot change that")
+    return model
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import asdict, dataclass, fields
 
+from train.backbone import ACTIVATIONS
 from train.heads import HEADS
 from train.interaction import INTERACTIONS
 from train.peft import PEFT_MODES
@@ -15,9 +16,11 @@ class TrainConfig:
     train_shards: str
     output_dir: str
     val_shards: str | None = None
-    model: str | None = "ViT-B-32"
+    model: str | None = None
     pretrained: str | None = None
-    force_quick_gelu: bool = False
+    activation: str = "auto"
+    init_from: str | None = None  # fine-tune from a checkpoint (this project's or a reference's)
+    checkpoint_format: str = "auto"
     sim_header: str = "meanP"
     max_frames: int = 12
     max_words: int = 32
@@ -56,7 +59,8 @@ class TrainConfig:
     emcl_iterations: int = 9
     emcl_beta: float = 3.0
     emcl_momentum: float = 0.9
-    emcl_temperature: float = 0.1
+    emcl_lambda: float = 1.0
+    emcl_pool_temperature: float = 3.0
     # parameter-efficient tuning of a frozen CLIP
     peft: str = "none"
     prompt_tokens: int = 8
@@ -73,8 +77,14 @@ def parse_config(argv: list[str] | None = None) -> TrainConfig:
     help_text = {
         "train_shards": "build folder / s3:// prefix with manifest.json, or a brace pattern of .tar URLs",
         "val_shards": "shards of the test split, evaluated with all ranks",
-        "model": "open_clip architecture (tiny-ViT is a CPU-sized one); omit with an OpenAI-layout --pretrained file",
+        "model": "open_clip architecture (tiny-ViT is a CPU-sized one); omit it with an OpenAI-layout --pretrained file, "
+        "whose weights decide the architecture (a --model that contradicts them is refused)",
+        "activation": f"one of {ACTIVATIONS}: auto = QuickGELU for OpenAI-layout files (OpenAI trained with it), the "
+        "open_clip config's choice otherwise; gelu only for open_clip state dicts trained with GELU",
         "pretrained": "open_clip tag, or a local file: OpenAI's TorchScript ViT-B-32.pt or a state dict",
+        "init_from": "start from a trained model: this project's checkpoint, or CLIP4Clip / DRL / EMCL-Net's pytorch_model.bin.N "
+        "(head and similarity must match this run's options)",
+        "checkpoint_format": "who wrote --init-from: auto, project, clip4clip, drl or emcl (see python -m eval --help)",
         "sim_header": f"one of {HEADS}",
         "caption_mode": "random: one random caption per video per visit; expand: every caption is a sample",
         "resampled": "draw shards with replacement (never uneven across ranks); --no-resampled splits shards",
@@ -85,8 +95,11 @@ def parse_config(argv: list[str] | None = None) -> TrainConfig:
         "interaction": f"one of {INTERACTIONS}: cosine of pooled vectors, or DRL's weighted (wti) / uniform (ti) token interaction",
         "cdcr_weight": "DRL's channel decorrelation loss weight (DRL uses 0.001; needs --interaction wti/ti)",
         "coarse_weight": "weight of a pooled-cosine loss added to a fine similarity's, so EERCF's first stage is trained (e.g. 1.0)",
-        "emcl": "EMCL: EM subspace reconstruction of the pooled video/text embeddings (cosine heads)",
-        "emcl_temperature": "lambda of EMCL's E-step softmax over bases (embeddings here are unit norm)",
+        "emcl": "EMCL-Net's similarity: text-conditioned frame pooling, EM over channels and reconstruction (defaults are "
+        "EMCL-Net's; use it with --sim-header seqTransf as EMCL-Net does)",
+        "emcl_lambda": "EMCL-Net's --lamd: temperature of the E-step softmax over bases",
+        "emcl_pool_temperature": "EMCL-Net's --temp: temperature of the text-conditioned softmax over frames",
+        "emcl_iterations": "EMCL-Net's --stage_num (EM rounds, at least 1)",
         "peft": f"one of {PEFT_MODES}: freeze CLIP and train visual prompts and/or LoRA (needs --pretrained)",
         "lora_alpha": "LoRA update scale is alpha / rank",
     }
@@ -113,20 +126,28 @@ def parse_config(argv: list[str] | None = None) -> TrainConfig:
 
 def config_problem(config: TrainConfig) -> str | None:
     """Combinations that cannot work, said before a model is built."""
+    if config.activation not in ACTIVATIONS:
+        return f"--activation must be one of {ACTIVATIONS}"
     if config.decode_on not in ("worker", "device"):
         return "--decode-on must be 'worker' or 'device'"
     if config.interaction not in INTERACTIONS:
         return f"--interaction must be one of {INTERACTIONS}"
     if config.peft not in PEFT_MODES:
         return f"--peft must be one of {PEFT_MODES}"
+    if config.init_from and config.peft != "none":
+        return "--init-from starts every weight from a trained model; it does not combine with --peft"
+    if config.init_from and config.pretrained:
+        return "--init-from already holds CLIP's weights; drop --pretrained"
     if config.peft != "none" and not config.pretrained:
         return "--peft freezes CLIP: pass the weights to freeze with --pretrained (a frozen random CLIP learns nothing useful)"
     if config.sim_header == "tightTransf" and (config.interaction != "cosine" or config.emcl):
         return "tightTransf scores pairs with its own cross encoder; --interaction wti/ti and --emcl need meanP, seqLSTM or seqTransf"
+    if config.emcl and config.emcl_iterations < 1:
+        return "--emcl-iterations must be at least 1"
     if config.emcl and config.interaction != "cosine":
-        return "--emcl reconstructs pooled embeddings for the cosine; it does not combine with --interaction wti/ti"
+        return "--emcl is its own similarity (EMCL-Net's); it does not combine with --interaction wti/ti"
     if config.cdcr_weight and config.interaction == "cosine":
         return "--cdcr-weight regularises token interaction: add --interaction wti (or ti)"
-    if config.coarse_weight and not (config.interaction != "cosine" or config.sim_header == "tightTransf"):
-        return "--coarse-weight trains a coarse stage under a fine similarity: use it with --interaction wti/ti or tightTransf"
+    if config.coarse_weight and not (config.interaction != "cosine" or config.sim_header == "tightTransf" or config.emcl):
+        return "--coarse-weight trains a coarse stage under a fine similarity: use it with --interaction wti/ti, --emcl or tightTransf"
     return None

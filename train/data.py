@@ -25,8 +25,10 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchvision.io import decode_jpeg
 
+from pipeline.sampling import SlicePosition
 from shards.reader import ReadPolicy, ShardReadError, iter_samples
-from shards.sample_format import frame_members, usable_captions
+from shards.sample_format import usable_captions
+from train.frame_rule import FrameRule
 
 # torchvision 0.29 marks its JPEG decoder deprecated in favour of torchcodec; it is still the
 # fastest batched CPU/GPU JPEG path available here, so the per-process warning is silenced.
@@ -53,6 +55,11 @@ class StreamConfig:
     workers: int = 2
     read_policy: ReadPolicy = ReadPolicy()
     decode_on: str = "worker"  # or "device": workers ship JPEG bytes, train/device_decode.py decodes
+    slice_position: SlicePosition = SlicePosition.UNIFORM  # the builder's rule (train/frame_rule.py)
+
+    @property
+    def frame_rule(self) -> FrameRule:
+        return FrameRule(self.max_frames, self.slice_position)
 
     def __post_init__(self) -> None:
         if self.caption_mode not in ("random", "expand"):
@@ -71,36 +78,39 @@ def fit_square(image: torch.Tensor, image_size: int) -> torch.Tensor:
     return TF.center_crop(image, [image_size, image_size])
 
 
-def decode_clip_into(sample: dict, out: torch.Tensor) -> int:
+def decode_clip_into(sample: dict, out: torch.Tensor, rule: FrameRule | None = None) -> int:
     """Decodes a sample's JPEG frames into ``out`` (uint8, (T, 3, S, S)); returns how many.
 
     Bicubic resize of the short side to S and a centre crop, as CLIP4Clip; frames built at
     short side S skip the resize. Slots past the clip's length are zeroed (and masked by the
-    caller, CLIP4Clip's video mask). A frame that fails to decode raises, so the whole
+    caller, CLIP4Clip's video mask). ``rule`` picks the frames when the shard holds more than
+    ``out`` has slots (default: the builder's default rule). A frame that fails to decode raises, so the whole
     sample is skipped rather than trained on as a black frame. Writing into a preallocated
     (shared-memory) batch avoids a stack and a copy into shared memory per batch.
     """
     max_frames, image_size = out.shape[0], out.shape[-1]
-    names = frame_members(sample)[:max_frames]
+    names = (rule or FrameRule(max_frames)).members(sample)
+    if len(names) > max_frames:
+        raise ValueError(f"frame rule for {rule.max_frames} frames used with {max_frames} slots")
     for index, name in enumerate(names):
         out[index] = fit_square(decode_jpeg(torch.frombuffer(sample[name], dtype=torch.uint8)), image_size)
     out[len(names) :] = 0
     return len(names)
 
 
-def decode_clip(sample: dict, max_frames: int, image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def decode_clip(sample: dict, max_frames: int, image_size: int, rule: FrameRule | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """JPEG frames -> uint8 (max_frames, 3, S, S) and a bool frame mask (see decode_clip_into)."""
     frames = torch.empty(max_frames, 3, image_size, image_size, dtype=torch.uint8)
-    count = decode_clip_into(sample, frames)
+    count = decode_clip_into(sample, frames, rule)
     mask = torch.zeros(max_frames, dtype=torch.bool)
     mask[:count] = True
     return frames, mask
 
 
-def packed_jpegs(samples: list[dict], max_frames: int) -> dict[str, torch.Tensor]:
+def packed_jpegs(samples: list[dict], rule: FrameRule) -> dict[str, torch.Tensor]:
     """A batch's JPEG frames as one byte tensor plus offsets: three tensors cross the worker
     queue instead of batch x frames small ones (each would cost a shared-memory handle)."""
-    members = [frame_members(sample)[:max_frames] for sample in samples]
+    members = [rule.members(sample) for sample in samples]
     frames = [sample[name] for sample, names in zip(samples, members, strict=True) for name in names]
     counts = [len(names) for names in members]
     offsets = torch.zeros(len(frames) + 1, dtype=torch.int64)
@@ -155,7 +165,7 @@ class ClipStream(IterableDataset):
         kept: list[int] = []
         for index, (sample, _) in enumerate(items):
             try:
-                count = decode_clip_into(sample, frames[len(kept)])
+                count = decode_clip_into(sample, frames[len(kept)], config.frame_rule)
             except (RuntimeError, ValueError) as error:
                 skipped["undecodable"] += 1
                 print(f"skipping sample {sample['__key__']} of {sample['__url__']}: {error}", flush=True)
@@ -186,7 +196,7 @@ class ClipStream(IterableDataset):
             if len(pending) < self.config.batch_size:
                 continue
             if self.config.decode_on == "device":
-                yield {**packed_jpegs([sample for sample, _ in pending], self.config.max_frames),
+                yield {**packed_jpegs([sample for sample, _ in pending], self.config.frame_rule),
                        "tokens": self.tokenize([caption for _, caption in pending], context_length=self.config.max_words),
                        "keys": [sample["__key__"] for sample, _ in pending], "worker": worker, "skipped": dict(skipped)}  # fmt: skip
                 pending = []

@@ -1,58 +1,96 @@
-"""EMCL: expectation-maximisation over the joint video/text embeddings before the cosine.
+"""EMCL as EMCL-Net computes it (jpthu17/EMCL ``video_retrieval/EMCL-Net``: ``tvr/models/modeling.py``
+``get_logits`` and ``tvr/models/until_module.py`` ``Emcl``).
 
-The stacked [video; text] embeddings of a batch are explained by K unit-norm bases, found by
-a few EM iterations run without gradient (E-step: softmax of X.mu / lambda over the bases;
-M-step: mu = X^T z, columns L2-normalised), starting from running bases kept with momentum.
-Each embedding then gets beta times its low-rank reconstruction z mu^T added back, which
-pulls a video and its captions towards the same shared subspace.
+For a block of A captions and B videos:
 
-At test time the running bases are used as they are, with one E-step per embedding. That
-makes the transform a function of each vector alone, so a video's embedding can be computed
-once and indexed, independent of which other videos or texts are in the batch (EMCL's own
-code re-runs EM per evaluation batch; this is a deliberate difference, see the README).
+1. **Text-conditioned frame pooling.** Each caption's CLIP feature (unnormalised) weighs each
+   video's frames (after the frame aggregation, seqTransf by default) by a softmax of their
+   dot products over ``pool_temperature`` (EMCL-Net's ``--temp 3``): one video vector per
+   (caption, video) pair, (A, B, D).
+2. **EM over channels.** The A*B pair vectors and the A captions are stacked into N rows of D
+   channels. The D channels are EM's data points and the K bases live in the N-dimensional
+   space of rows (N x K): E-step ``z = softmax(X^T mu / lambda)`` over K, then z normalised over
+   the D channels; M-step ``mu = X z``, columns L2-normalised. ``iterations`` rounds without
+   gradient, started from the running state repeated over the rows.
+3. **Reconstruction.** ``X + beta * mu z^T`` with the last round's mu and z (no extra E-step);
+   rows are then L2-normalised and each caption is scored against its own pair vectors.
+4. **Running state.** One number per basis, (1, K), initialised from N(0, 2/K) and normalised
+   over its single row (so +-1); after each training block it moves towards the batch bases'
+   mean over rows with ``momentum``. It is never renormalised after that. EMCL-Net keeps it
+   outside the state dict (its checkpoints do not carry it); here it is a buffer, so a
+   checkpoint of this project resumes it exactly.
+
+At test time EMCL-Net scores blocks of 32 captions x 32 videos, EM running per block with the
+running state frozen; the evaluator does the same (eval/scoring.py). One deliberate difference,
+in README: EMCL-Net multiplies the frame mask in *after* the softmax, so padded frames of a
+short clip take weight mass (their features depend on what the loader padded with); here they
+get none. On full-length clips (every MSR-VTT test clip has 12 frames) the two are identical.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+EVAL_BLOCK = 32  # EMCL-Net's _run_on_single_gpu mini_batch
 
-class EMSubspace(nn.Module):
+
+class EMCLNet(nn.Module):
     def __init__(
-        self, width: int, bases: int = 32, iterations: int = 9, beta: float = 3.0, momentum: float = 0.9, temperature: float = 0.1
+        self,
+        bases: int = 32,
+        iterations: int = 9,
+        beta: float = 3.0,
+        momentum: float = 0.9,
+        lamda: float = 1.0,
+        pool_temperature: float = 3.0,
     ) -> None:
         super().__init__()
-        self.iterations, self.beta, self.momentum, self.temperature = iterations, beta, momentum, temperature
-        generator = torch.Generator().manual_seed(0)  # same bases on every rank without a broadcast
-        self.register_buffer("bases", F.normalize(torch.randn(width, bases, generator=generator), dim=0))
+        self.iterations, self.beta, self.momentum = iterations, beta, momentum
+        self.lamda, self.pool_temperature = lamda, pool_temperature
+        generator = torch.Generator().manual_seed(0)  # the same start on every rank without a broadcast
+        mu = torch.randn(1, bases, generator=generator) * math.sqrt(2.0 / bases)
+        self.register_buffer("mu", mu / (1e-6 + mu.norm(dim=0, keepdim=True)))
 
-    def _assign(self, x: torch.Tensor, bases: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(x @ bases / self.temperature, dim=1)
+    def pool(self, text: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(A, D) captions x (B, T, D) frames -> (A, B, D) text-conditioned video vectors."""
+        logits = torch.einsum("ad,btd->abt", text, frames) / self.pool_temperature
+        weights = torch.softmax(logits.masked_fill(~mask[None], float("-inf")), dim=-1)
+        return torch.einsum("abt,btd->abd", weights, frames)
 
-    @torch.no_grad()
-    def _expectation_maximisation(self, x: torch.Tensor) -> torch.Tensor:
-        bases = self.bases.to(x.dtype)
-        for _ in range(self.iterations):
-            z = self._assign(x, bases)
-            bases = F.normalize(x.T @ z, dim=0)
-        return bases
-
-    def _reconstruct(self, x: torch.Tensor, bases: torch.Tensor) -> torch.Tensor:
-        return F.normalize(x + self.beta * self._assign(x, bases) @ bases.T, dim=-1)
-
-    def forward(self, video: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(V, D) and (A, D) normalised embeddings -> the same, reconstructed and renormalised."""
-        if not self.training:
-            return self.transform(video), self.transform(text)
-        joint = torch.cat([video, text]).float()
-        bases = self._expectation_maximisation(joint.detach())
+    def expectation_maximisation(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, D) rows -> the last round's bases (N, K) and channel assignments (D, K), no gradient."""
         with torch.no_grad():
-            self.bases.copy_(F.normalize(self.momentum * self.bases + (1 - self.momentum) * bases, dim=0))
-        out = self._reconstruct(joint, bases)
-        return out[: len(video)], out[len(video) :]
+            mu = self.mu.to(rows.dtype).expand(rows.shape[0], -1)
+            for _ in range(self.iterations):
+                z = torch.softmax(rows.T @ mu / self.lamda, dim=1)  # (D, K)
+                z = z / (1e-6 + z.sum(dim=0, keepdim=True))
+                mu = rows @ z  # (N, K)
+                mu = mu / (1e-6 + mu.norm(dim=0, keepdim=True))
+        return mu, z
 
-    def transform(self, x: torch.Tensor) -> torch.Tensor:
-        """The test-time transform of each embedding on its own (running bases, one E-step)."""
-        return self._reconstruct(x.float(), self.bases)
+    def logits(self, text: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Cosines (A, B) of a block of captions (A, D, unnormalised CLIP features) and videos
+        (B, T, D frame features). In training mode the running state moves."""
+        pairs = self.pool(text, frames, mask)
+        num_texts, num_videos, width = pairs.shape
+        rows = torch.cat([pairs.reshape(-1, width), text]).float()
+        mu, z = self.expectation_maximisation(rows.detach())
+        if self.training:
+            with torch.no_grad():
+                self.mu.mul_(self.momentum).add_((1 - self.momentum) * mu.mean(dim=0, keepdim=True))
+        out = rows + self.beta * (mu @ z.T)
+        out = out / out.norm(dim=-1, keepdim=True)
+        video_rows, text_rows = out[: num_texts * num_videos].view(num_texts, num_videos, width), out[num_texts * num_videos :]
+        return torch.einsum("ad,abd->ab", text_rows, video_rows)
+
+    def blockwise(self, text: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor, block: int = EVAL_BLOCK) -> torch.Tensor:
+        """Test-time scores as EMCL-Net computes them: EM per block of ``block`` captions x
+        ``block`` videos, in the order given."""
+        rows = []
+        for a in range(0, text.shape[0], block):
+            rows.append(torch.cat([self.logits(text[a : a + block], frames[b : b + block], mask[b : b + block])
+                                   for b in range(0, frames.shape[0], block)], dim=1))  # fmt: skip
+        return torch.cat(rows)

@@ -8,11 +8,11 @@ of short clips never contribute.
 
 from __future__ import annotations
 
-import copy
+from functools import partial
 
 import torch
 import torch.nn.functional as F
-from open_clip.transformer import ResidualAttentionBlock, Transformer
+from open_clip.transformer import LayerNorm, QuickGELU, ResidualAttentionBlock
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -35,16 +35,66 @@ def key_padding_attn_mask(mask: torch.Tensor, heads: int, dtype: torch.dtype) ->
     return hidden[:, None, None, :].expand(batch, heads, length, length).reshape(batch * heads, length, length)
 
 
-def _text_layers_like(clip: nn.Module, width: int, layers: int) -> tuple[nn.ModuleList, int]:
-    """The first ``layers`` CLIP text blocks (CLIP4Clip's initialisation) when widths agree,
-    fresh blocks otherwise. Returns the blocks and their head count."""
-    text_blocks = clip.transformer.resblocks
-    if clip.transformer.width == width and len(text_blocks) >= layers:
-        blocks = nn.ModuleList(copy.deepcopy(text_blocks[i]) for i in range(layers))
-        return blocks, blocks[0].attn.num_heads
+# CLIP4Clip's seqTransf and cross encoder are ``modules/module_cross.py``'s Transformer:
+# QuickGELU MLPs and a TF-style LayerNorm with eps 1e-12, whatever activation CLIP itself uses.
+CLIP4CLIP_LAYER_NORM_EPS = 1e-12
+# CLIP4Clip's ``init_weights`` (BERT's): normal(0, 0.02) for Linear/Embedding weights, zero biases.
+CLIP4CLIP_INIT_STD = 0.02
+
+
+def clip4clip_init_(module: nn.Module) -> None:
+    """CLIP4Clip's ``PreTrainedModel.init_weights`` applied to every submodule."""
+    for sub in module.modules():
+        if isinstance(sub, nn.Linear | nn.Embedding):
+            nn.init.normal_(sub.weight, std=CLIP4CLIP_INIT_STD)
+        if isinstance(sub, nn.Linear) and sub.bias is not None:
+            nn.init.zeros_(sub.bias)
+        if isinstance(sub, nn.LayerNorm):
+            nn.init.ones_(sub.weight)
+            nn.init.zeros_(sub.bias)
+
+
+def clip4clip_blocks(clip: nn.Module, width: int, layers: int) -> tuple[nn.ModuleList, int]:
+    """``layers`` CLIP4Clip transformer blocks, started from CLIP's text layers 0..layers-1.
+
+    CLIP4Clip's "initialization trick" (``modeling.py`` from_pretrained) copies the first text
+    layers into seqTransf's and tightTransf's transformers. The blocks are built here with
+    CLIP4Clip's own activation and LayerNorm and only the weights are copied, so a CLIP built
+    with GELU does not pass its activation on. When the widths differ (a backbone CLIP4Clip
+    never paired this way) the blocks start from CLIP4Clip's ``init_weights`` instead.
+    Returns the blocks and their head count (width // 64, CLIP4Clip's ``transformer_heads``).
+    """
     heads = max(1, width // 64)
-    fresh = Transformer(width=width, layers=layers, heads=heads)
-    return fresh.resblocks, heads
+    norm = partial(LayerNorm, eps=CLIP4CLIP_LAYER_NORM_EPS)
+    blocks = nn.ModuleList(ResidualAttentionBlock(width, heads, act_layer=QuickGELU, norm_layer=norm) for _ in range(layers))
+    text = clip.transformer
+    if text.width == width and len(text.resblocks) >= layers:
+        for block, source in zip(blocks, text.resblocks, strict=False):
+            block.load_state_dict(source.state_dict())
+    else:
+        clip4clip_init_(blocks)
+    return blocks, heads
+
+
+def clip_positions(clip: nn.Module, width: int) -> nn.Embedding:
+    """CLIP4Clip's frame/cross position table: one row per CLIP text position (77), started
+    from CLIP's text positional embedding (its initialization trick), else normal(0.02)."""
+    text_positions = clip.positional_embedding
+    table = nn.Embedding(text_positions.shape[0], width)
+    if text_positions.shape[1] == width:
+        with torch.no_grad():
+            table.weight.copy_(text_positions)
+    else:
+        nn.init.normal_(table.weight, std=CLIP4CLIP_INIT_STD)
+    return table
+
+
+def check_positions(table: nn.Embedding, needed: int, what: str) -> None:
+    if needed > table.num_embeddings:
+        raise ValueError(
+            f"{what} needs {needed} positions but CLIP's text positional embedding (which CLIP4Clip's position table "
+            f"copies) has {table.num_embeddings}; use fewer --max-frames"
+        )
 
 
 class MeanPooling(nn.Module):
@@ -78,14 +128,9 @@ class TransformerPooling(nn.Module):
 
     def __init__(self, clip: nn.Module, width: int, max_frames: int, layers: int = 4) -> None:
         super().__init__()
-        self.frame_position = nn.Embedding(max(max_frames, 1), width)
-        text_positions = clip.positional_embedding
-        if text_positions.shape[1] == width and text_positions.shape[0] >= max_frames:
-            with torch.no_grad():
-                self.frame_position.weight.copy_(text_positions[:max_frames])
-        else:
-            nn.init.normal_(self.frame_position.weight, std=0.01)
-        self.blocks, self.heads = _text_layers_like(clip, width, layers)
+        self.frame_position = clip_positions(clip, width)
+        check_positions(self.frame_position, max_frames, "seqTransf")
+        self.blocks, self.heads = clip4clip_blocks(clip, width, layers)
 
     def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         positions = torch.arange(frames.shape[1], device=frames.device)
@@ -98,22 +143,32 @@ class TransformerPooling(nn.Module):
 
 
 class CrossEncoderScore(nn.Module):
-    """tightTransf: [text feature; frames] through 4 joint layers, a linear score per pair.
+    """tightTransf as CLIP4Clip computes it (``modeling.py`` _cross_similarity, ``module_cross.py``).
+
+    The caption's CLIP feature (one token) and the video's frame features are concatenated,
+    position embeddings added (CLIP's text positions, copied at init), dropout 0.1, then 4
+    QuickGELU transformer layers copied from CLIP's text layers 0-3; the pooler normalises
+    every position, takes the first (the caption's), Linear -> QuickGELU, and
+    ``similarity_dense`` (Linear -> 1) gives the score. CLIP4Clip's token-type embedding is
+    commented out in its code, so there is none here either.
 
     Scores every text against every video: (texts x videos) sequences of 1 + T tokens, so
     it is the expensive head by design (no independent video index is possible).
     """
 
+    EMBEDDING_DROPOUT = 0.1  # CLIP4Clip's cross_config hidden_dropout_prob
+
     def __init__(self, clip: nn.Module, width: int, max_frames: int, layers: int = 4) -> None:
         super().__init__()
-        self.position = nn.Embedding(max_frames + 1, width)
-        self.modality = nn.Embedding(2, width)
-        nn.init.normal_(self.position.weight, std=0.01)
-        nn.init.normal_(self.modality.weight, std=0.01)
-        heads = max(1, width // 64)
-        self.blocks = nn.ModuleList(ResidualAttentionBlock(width, heads) for _ in range(layers))
-        self.heads = heads
-        self.score = nn.Linear(width, 1)
+        self.position = clip_positions(clip, width)
+        check_positions(self.position, max_frames + 1, "tightTransf (caption + frames)")
+        self.dropout = nn.Dropout(self.EMBEDDING_DROPOUT)
+        self.blocks, self.heads = clip4clip_blocks(clip, width, layers)
+        self.pool_norm = LayerNorm(width, eps=CLIP4CLIP_LAYER_NORM_EPS)
+        self.pool_dense = nn.Linear(width, width)
+        self.pool_activation = QuickGELU()
+        self.score = nn.Linear(width, 1)  # CLIP4Clip's similarity_dense
+        clip4clip_init_(nn.ModuleList([self.pool_norm, self.pool_dense, self.score]))
 
     def forward(self, text: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Every text against every video: (A, D) x (V, T, D) -> (A, V)."""
@@ -127,13 +182,13 @@ class CrossEncoderScore(nn.Module):
         """Explicit pairs: text i with video i, (P, D) x (P, T, D) -> (P,)."""
         count = frames.shape[1]
         x = torch.cat([text[:, None, :], frames], dim=1)
-        types = torch.cat([torch.zeros(1, dtype=torch.long), torch.ones(count, dtype=torch.long)]).to(x.device)
-        x = x + self.modality(types)[None] + self.position(torch.arange(count + 1, device=x.device))[None]
+        x = self.dropout(x + self.position(torch.arange(count + 1, device=x.device))[None])
         pair_mask = torch.cat([torch.ones(mask.shape[0], 1, dtype=torch.bool, device=mask.device), mask], dim=1)
         attn_mask = key_padding_attn_mask(pair_mask, self.heads, x.dtype)
         for block in self.blocks:
             x = block(x, attn_mask=attn_mask)
-        return self.score(x[:, 0]).squeeze(-1)
+        pooled = self.pool_activation(self.pool_dense(self.pool_norm(x)[:, 0]))
+        return self.score(pooled).squeeze(-1)
 
 
 def build_video_pooling(head: str, clip: nn.Module, width: int, max_frames: int) -> nn.Module:

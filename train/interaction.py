@@ -50,11 +50,13 @@ def reduce_interaction(
 
 
 class TokenWeights(nn.Module):
-    """DRL's weight branch: Linear-ReLU-Linear to one logit per token, masked softmax."""
+    """DRL's weight branch (``wti_arch=2``, its default): Linear(D, D) -> ReLU -> Linear(D, 1)
+    per token, then a masked softmax. Same shapes as DRL's ``text_weight_fc`` /
+    ``video_weight_fc``, so its checkpoints load (model/foreign_checkpoints.py)."""
 
     def __init__(self, width: int) -> None:
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(width, 2 * width), nn.ReLU(inplace=True), nn.Linear(2 * width, 1))
+        self.mlp = nn.Sequential(nn.Linear(width, width), nn.ReLU(inplace=True), nn.Linear(width, 1))
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return masked_softmax(self.mlp(features).squeeze(-1).float(), mask)

@@ -7,8 +7,9 @@ before scoring and evaluation encodes each side once and scores in blocks.
 Similarities, chosen by options rather than by subclasses so that every method shares the
 data stream, trainer and evaluator:
 
-- ``cosine`` of pooled vectors (CLIP4Clip's loose heads), optionally through EMCL's
-  subspace reconstruction (``emcl``);
+- ``cosine`` of pooled vectors (CLIP4Clip's loose heads);
+- EMCL-Net's (``emcl``): text-conditioned frame pooling, then EM over channels and a
+  reconstruction, per block of captions x videos (train/emcl.py);
 - ``wti`` / ``ti`` (DRL): caption tokens against the head's per-frame features;
 - the tightTransf cross encoder (``head="tightTransf"``).
 
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from train import backbone
-from train.emcl import EMSubspace
+from train.emcl import EMCLNet
 from train.heads import HEADS, CrossEncoderScore, build_video_pooling, masked_mean_pool
 from train.interaction import INTERACTIONS, TokenInteraction, TokenSet, all_pairs
 
@@ -35,7 +36,7 @@ MAX_LOGIT_SCALE = math.log(100.0)
 
 @dataclass
 class TextFeatures:
-    pooled: torch.Tensor  # (B, D) end-token feature (normalised for loose heads)
+    pooled: torch.Tensor  # (B, D) end-token feature (normalised for the pooled cosine and token interaction)
     tokens: torch.Tensor | None = None  # (B, L, D) per-token features (token interaction only)
     mask: torch.Tensor | None = None  # (B, L) bool, real tokens
 
@@ -56,9 +57,9 @@ class CLIP4Clip(nn.Module):
             raise ValueError(f"unknown head {head!r}; choose from {HEADS}")
         if interaction not in INTERACTIONS:
             raise ValueError(f"unknown interaction {interaction!r}; choose from {INTERACTIONS}")
-        if head == "tightTransf" and (interaction != "cosine" or emcl):
+        if head == "tightTransf" and (interaction != "cosine" or emcl is not None):
             raise ValueError("tightTransf scores pairs with its own cross encoder; --interaction and --emcl need a loose head")
-        if emcl and interaction != "cosine":
+        if emcl is not None and interaction != "cosine":
             raise ValueError("EMCL reconstructs pooled embeddings for the cosine; it does not combine with --interaction wti/ti")
         self.clip = clip
         self.head = head
@@ -73,8 +74,8 @@ class CLIP4Clip(nn.Module):
             self.pool = build_video_pooling(head, clip, width, max_frames)
         if interaction != "cosine":
             self.interaction = TokenInteraction(width, weighted=interaction == "wti")
-        if emcl:
-            self.emcl = EMSubspace(width, **emcl)
+        if emcl is not None:
+            self.emcl = EMCLNet(**emcl)
 
     @property
     def is_loose(self) -> bool:
@@ -86,9 +87,18 @@ class CLIP4Clip(nn.Module):
         return self.interaction_name != "cosine"
 
     @property
+    def uses_emcl(self) -> bool:
+        return hasattr(self, "emcl")
+
+    @property
+    def needs_frames(self) -> bool:
+        """Whether the similarity reads per-frame features (not only a pooled video vector)."""
+        return self.uses_tokens or self.uses_emcl or not self.is_loose
+
+    @property
     def has_fine_stage(self) -> bool:
         """Whether the similarity is finer (and costlier) than the pooled cosine: EERCF reranks only then."""
-        return self.uses_tokens or not self.is_loose
+        return self.needs_frames
 
     def new_parameters(self) -> list[nn.Parameter]:
         """Parameters outside CLIP (head, interaction weights): CLIP4Clip trains them at the full learning rate."""
@@ -96,7 +106,9 @@ class CLIP4Clip(nn.Module):
 
     def encode_text(self, tokens: torch.Tensor) -> TextFeatures:
         features = backbone.encode_text(self.clip, tokens)
-        pooled = F.normalize(features.pooled, dim=-1) if self.is_loose else features.pooled
+        # EMCL-Net and the cross encoder read CLIP's feature as it is; the cosine heads normalise it
+        raw = not self.is_loose or self.uses_emcl
+        pooled = features.pooled if raw else F.normalize(features.pooled, dim=-1)
         if self.uses_tokens:
             return TextFeatures(pooled, features.tokens, features.mask)
         return TextFeatures(pooled)
@@ -115,22 +127,15 @@ class CLIP4Clip(nn.Module):
         """Both sides prepared for token interaction (normalised, weighted)."""
         return self.interaction.text_side(text.tokens, text.mask), self.interaction.video_side(video.frames, video.mask)
 
-    def retrieval_vectors(self, text: torch.Tensor, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pooled vectors as the cosine compares them at test time (EMCL's transform applied)."""
-        if hasattr(self, "emcl"):
-            return self.emcl.transform(text), self.emcl.transform(video)
-        return text, video
-
     def similarity(self, text: TextFeatures, video: VideoFeatures, sides: tuple[TokenSet, TokenSet] | None = None) -> torch.Tensor:
         """(texts, videos) logits for the training loss."""
         if not self.is_loose:
             return self.cross(text.pooled, video.frames, video.mask)
         if self.uses_tokens:
             return self.logit_scale() * all_pairs(*(sides or self.token_sides(text, video)))
-        text_vectors, video_vectors = text.pooled, video.pooled
-        if hasattr(self, "emcl"):
-            video_vectors, text_vectors = self.emcl(video_vectors, text_vectors)
-        return self.logit_scale() * text_vectors @ video_vectors.T
+        if self.uses_emcl:
+            return self.logit_scale() * self.emcl.logits(text.pooled, video.frames, video.mask)
+        return self.logit_scale() * text.pooled @ video.pooled.T
 
     def coarse_vectors(self, text: torch.Tensor, video: VideoFeatures) -> tuple[torch.Tensor, torch.Tensor]:
         """Caption vector and text-agnostic video vector (meanP of the frames for tightTransf)."""

@@ -22,7 +22,8 @@ def emcl_options(config: TrainConfig) -> dict | None:
         "iterations": config.emcl_iterations,
         "beta": config.emcl_beta,
         "momentum": config.emcl_momentum,
-        "temperature": config.emcl_temperature,
+        "lamda": config.emcl_lambda,
+        "pool_temperature": config.emcl_pool_temperature,
     }
 
 

@@ -18,23 +18,36 @@ from train.model_factory import assemble_model
 from train.peft import check_base, load_trainable_state
 
 
+def config_from_checkpoint(stored: dict) -> TrainConfig:
+    """The stored training options; checkpoints written before ``--activation`` replaced
+    ``--force-quick-gelu`` say ``force_quick_gelu`` instead."""
+    stored = dict(stored)
+    stored.pop("emcl_temperature", None)  # the pre-EMCL-Net option; such checkpoints no longer load (bases differ)
+    if "force_quick_gelu" in stored:
+        stored["activation"] = "quickgelu" if stored.pop("force_quick_gelu") else "auto"
+    return TrainConfig(**stored)
+
+
 def restore_model(state: dict, base_weights: str | None = None) -> tuple[CLIP4Clip, TrainConfig]:
     """``base_weights`` overrides where a PEFT checkpoint's frozen base is read from (moved files)."""
-    config = TrainConfig(**state["config"])
+    config = config_from_checkpoint(state["config"])
     weights = state["model"]
     base = state.get("base")
     if base:
         path = base_weights or base["pretrained"]
         check_base(base, path)
-        clip = backbone.load_clip(config.model, path, config.force_quick_gelu)
+        clip = backbone.load_clip(config.model, path, config.activation)
         model = assemble_model(clip, config)
         load_trainable_state(model, weights)
         return model.eval(), config
-    if config.model:
-        clip = open_clip.create_model(config.model, pretrained=None, force_quick_gelu=config.force_quick_gelu)
+    clip_state = {k.removeprefix("clip."): v for k, v in weights.items() if k.startswith("clip.")}
+    recorded = (state.get("backbone") or {}).get("activation")
+    if recorded and backbone.is_openai_layout(clip_state):
+        clip = build_model_from_openai_state_dict(clip_state, quick_gelu=recorded == "QuickGELU", cast_dtype=None)
+    elif config.model:  # checkpoints from before the activation was recorded
+        clip = open_clip.create_model(config.model, pretrained=None, force_quick_gelu=config.activation == "quickgelu")
     else:
-        clip_state = {k.removeprefix("clip."): v for k, v in weights.items() if k.startswith("clip.")}
-        clip = build_model_from_openai_state_dict(clip_state, quick_gelu=True, cast_dtype=None)
+        clip = build_model_from_openai_state_dict(clip_state, quick_gelu=config.activation != "gelu", cast_dtype=None)
     model = assemble_model(clip.float(), config)
     model.load_state_dict(weights)
     return model.eval(), config

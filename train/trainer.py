@@ -30,11 +30,14 @@ from train.config import TrainConfig
 from train.data import StreamConfig, make_loader
 from train.device_decode import DeviceDecodedBatches
 from train.distributed import DistInfo, all_reduce_mean, barrier, gather_with_local_grad, init_distributed, is_distributed
+from train.foreign_checkpoints import load_any_checkpoint
+from train.frame_rule import frame_rule_for
 from train.model import MAX_LOGIT_SCALE, CLIP4Clip, TextFeatures, VideoFeatures
 from train.model_factory import assemble_model
 from train.objective import retrieval_loss
 from train.optim import build_optimizer, warmup_cosine
 from train.peft import base_reference, check_base, count_parameters, load_trainable_state, trainable_state
+from train.restore import restore_model
 from train.run_log import RunLog, plot_curves
 
 
@@ -71,9 +74,15 @@ class RetrievalStep(torch.nn.Module):
 
 
 def gather_batch(model: CLIP4Clip, outputs: tuple, mask: torch.Tensor) -> tuple[TextFeatures, VideoFeatures]:
-    """The global batch's features, each all-gathered only if the similarity reads it."""
+    """The global batch's features, each all-gathered only if the similarity reads it.
+
+    tightTransf is the exception: CLIP4Clip's ``_cross_similarity`` scores each rank's local
+    batch (B x B cross-encoder passes, no all-gather), and so does this trainer; gathering
+    would make the cost grow with the square of the world size and change the negatives."""
     text_pooled, text_tokens, text_mask, frames, pooled = outputs
-    needs_frames = model.uses_tokens or not model.is_loose
+    if not model.is_loose:
+        return TextFeatures(text_pooled), VideoFeatures(frames=frames, mask=mask, pooled=None)
+    needs_frames = model.needs_frames
     text = TextFeatures(
         gather_with_local_grad(text_pooled),
         gather_with_local_grad(text_tokens) if text_tokens is not None else None,
@@ -108,8 +117,22 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def initial_model(config: TrainConfig) -> CLIP4Clip:
+    """The model a fine-tuning run (``--init-from``) starts from, refused if its head or
+    similarity is not the one this run trains."""
+    state = load_any_checkpoint(config.init_from, config.checkpoint_format, config.max_frames, config.max_words)
+    model, stored = restore_model(state)
+    differing = [f"--{name.replace('_', '-')} {getattr(stored, name)} there, {getattr(config, name)} here"
+                 for name in ("sim_header", "interaction", "emcl") if getattr(stored, name) != getattr(config, name)]  # fmt: skip
+    if differing:
+        raise TrainingSetupError(f"{config.init_from}: built for other options ({'; '.join(differing)})")
+    return model.train()
+
+
 def build_model(config: TrainConfig) -> CLIP4Clip:
-    clip = backbone.load_clip(config.model, config.pretrained, config.force_quick_gelu)
+    if config.init_from:
+        return initial_model(config)
+    clip = backbone.load_clip(config.model, config.pretrained, config.activation)
     if config.grad_checkpointing:
         clip.set_grad_checkpointing(True)
     return assemble_model(clip, config)
@@ -117,8 +140,10 @@ def build_model(config: TrainConfig) -> CLIP4Clip:
 
 def evaluate(model: CLIP4Clip, config: TrainConfig, info: DistInfo, tokenize) -> dict:
     urls = shard_urls(config.val_shards)
-    split = encode_split(model, urls, tokenize, info.device, config.max_frames, config.max_words, backbone.input_size(model.clip),
-                         config.eval_batch_size, read_policy(config))  # fmt: skip
+    image_size = backbone.input_size(model.clip)
+    rule = frame_rule_for(config.val_shards, config.max_frames, image_size)
+    split = encode_split(model, urls, tokenize, info.device, config.max_frames, config.max_words, image_size,
+                         config.eval_batch_size, read_policy(config), rule)  # fmt: skip
     result = split_metrics(model, split, info.device)
     return {
         "t2v": result["t2v"],
@@ -138,8 +163,12 @@ def train(config: TrainConfig) -> dict:
     total_steps = steps_per_epoch * config.epochs
     _seed_everything(config.seed)  # same initial weights on every rank
 
+    named_size = (backbone.config_architecture(config.model) or {}).get("image_size") if config.model else None
+    for location in filter(None, (config.train_shards, config.val_shards)):
+        frame_rule_for(location, config.max_frames, named_size)  # refuse unusable shards before CLIP loads
     model = build_model(config).to(info.device)
     image_size = backbone.input_size(model.clip)
+    train_rule = frame_rule_for(config.train_shards, config.max_frames, image_size)
     tokenize = backbone.tokenizer_for(config.model)
     optimizer = build_optimizer(model, config.lr, config.coef_lr, config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, config.warmup_fraction))
@@ -172,7 +201,9 @@ def train(config: TrainConfig) -> dict:
         _seed_everything(config.seed + info.rank)
 
     trainable, total = count_parameters(model)
+    backbone_record = {"activation": backbone.activation_name(model.clip), "description": backbone.describe_backbone(model.clip)}
     if info.is_main:
+        print(f"backbone: {backbone_record['description']}", flush=True)
         print(json.dumps({"config": config.to_json(), "world_size": info.world_size, "global_batch": config.batch_size, "local_batch": local_batch,
                           "steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "device": str(info.device), "bf16": use_bf16,
                           "trainable_parameters": trainable, "total_parameters": total}), flush=True)  # fmt: skip
@@ -185,6 +216,7 @@ def train(config: TrainConfig) -> dict:
             start_step=step,
             trainable_parameters=trainable,
             total_parameters=total,
+            backbone=backbone_record,
         )
 
     def checkpoint_state() -> dict:
@@ -192,6 +224,7 @@ def train(config: TrainConfig) -> dict:
             # PEFT runs store only what trains, plus where the frozen base lives (and its hash)
             "model": trainable_state(model) if is_peft else model.state_dict(),
             "base": base,
+            "backbone": backbone_record,  # restore rebuilds CLIP with the activation it trained with
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "step": step,
@@ -210,7 +243,8 @@ def train(config: TrainConfig) -> dict:
     urls = tuple(shard_urls(config.train_shards))
     stream = StreamConfig(urls=urls, batch_size=local_batch, max_frames=config.max_frames, max_words=config.max_words, image_size=image_size,
                           caption_mode=config.caption_mode, shuffle_buffer=config.shuffle_buffer, resampled=config.resampled,
-                          seed=config.seed, workers=config.workers, read_policy=read_policy(config), decode_on=config.decode_on)  # fmt: skip
+                          seed=config.seed, workers=config.workers, read_policy=read_policy(config), decode_on=config.decode_on,
+                          slice_position=train_rule.slice_position)  # fmt: skip
     last_eval: dict | None = None
     batches = iter(make_loader(stream, tokenize, info.rank, info.world_size, step))
     if config.decode_on == "device":

@@ -1,0 +1,212 @@
+"""Checkpoints written by the reference codebases, loaded into this project's model.
+
+CLIP4Clip (``main_task_retrieval.py``), DRL and EMCL-Net (``main.py`` / ``main_retrieval.py``)
+all save ``model.state_dict()`` as ``pytorch_model.bin.N``: weights only, no options. The head
+and similarity are therefore read off the keys (``transformerClip`` = seqTransf, ``lstm_visual``
+= seqLSTM, ``cross`` = tightTransf, ``text_weight_fc`` = DRL's WTI), the CLIP architecture off
+the ``clip.*`` weights (OpenAI's layout, QuickGELU), and frames/words default to the references'
+12 / 32. A layout that several references share (a meanP or seqTransf model of CLIP4Clip, of
+DRL with uniform TI, or of EMCL) cannot be told apart by its keys: ``--checkpoint-format`` says
+which. Every key must find its place and every place a key, or the load is refused with the
+unmatched keys listed; nothing is silently left at its initial value.
+
+The renaming table below is the one place that knows both layouts; it maps both ways (the
+tests write reference-layout files from this model's weights with :func:`to_reference_layout`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from train.config import TrainConfig
+
+FORMATS = ("clip4clip", "drl", "emcl")
+
+# (this project's key prefix, the reference's key prefix). DRL and EMCL-Net inherit CLIP4Clip's
+# names for CLIP and the frame aggregation, so those rows are shared.
+_SHARED = (
+    ("clip.", "clip."),
+    ("pool.frame_position.weight", "frame_position_embeddings.weight"),
+    ("pool.blocks.", "transformerClip.resblocks."),
+    ("pool.lstm.", "lstm_visual."),
+)
+KEY_TABLE: dict[str, tuple[tuple[str, str], ...]] = {
+    "clip4clip": (
+        *_SHARED,
+        ("cross.position.weight", "cross.embeddings.position_embeddings.weight"),
+        ("cross.blocks.", "cross.transformer.resblocks."),
+        ("cross.pool_norm.", "cross.pooler.ln_pool."),
+        ("cross.pool_dense.", "cross.pooler.dense."),
+        ("cross.score.", "similarity_dense."),
+    ),
+    "drl": (
+        *_SHARED,
+        ("interaction.text_weights.mlp.", "text_weight_fc."),
+        ("interaction.frame_weights.mlp.", "video_weight_fc."),
+    ),
+    "emcl": _SHARED,
+}
+# CLIP4Clip/DRL/EMCL create a frame position table for seqLSTM too but never read it
+UNUSED_FOR_HEAD = {"seqLSTM": ("frame_position_embeddings.weight",), "meanP": (), "seqTransf": (), "tightTransf": ()}
+# running state a reference keeps outside its state dict (EMCL-Net's bases are a plain tensor
+# attribute): a loaded model starts it afresh, exactly as the reference does after loading
+NOT_SAVED_BY_REFERENCE = {"clip4clip": (), "drl": (), "emcl": ("emcl.",)}
+# keys only EERCF's model has: named so that its checkpoints get a precise refusal
+_EERCF_MARKERS = ("global_mat_weight", "frame_logit_weight")
+
+
+class ForeignCheckpointError(RuntimeError):
+    """A reference-codebase checkpoint that cannot be mapped onto this model; names the file."""
+
+
+def is_project_checkpoint(state: object) -> bool:
+    return isinstance(state, dict) and {"model", "config", "step"} <= set(state)
+
+
+def detect_head(keys: set[str]) -> str:
+    if any(k.startswith(("cross.", "similarity_dense.")) for k in keys):
+        return "tightTransf"
+    if any(k.startswith("transformerClip.") for k in keys):
+        return "seqTransf"
+    if any(k.startswith("lstm_visual.") for k in keys):
+        return "seqLSTM"
+    return "meanP"
+
+
+def detect_format(keys: set[str], path: str) -> str:
+    """The reference that wrote these keys, when the keys alone say so."""
+    if any(k in keys for k in _EERCF_MARKERS):
+        raise ForeignCheckpointError(
+            f"{path}: an EERCF checkpoint ({', '.join(k for k in _EERCF_MARKERS if k in keys)}); EERCF's own "
+            "video/frame/patch modules are not part of this model yet, so it cannot be loaded without losing them"
+        )
+    if any(k.startswith(("text_weight_fc.", "video_weight_fc.")) for k in keys):
+        return "drl"
+    if detect_head(keys) == "tightTransf":
+        return "clip4clip"
+    raise ForeignCheckpointError(
+        f"{path}: these keys fit CLIP4Clip, DRL (uniform TI) and EMCL-Net alike; say which codebase wrote it "
+        f"with --checkpoint-format {{{','.join(FORMATS)}}}"
+    )
+
+
+def _rename(key: str, table: tuple[tuple[str, str], ...], reverse: bool) -> str | None:
+    for ours, theirs in table:
+        source, target = (theirs, ours) if reverse else (ours, theirs)
+        if key == source or (source.endswith(".") and key.startswith(source)):
+            return target + key[len(source) :]
+    return None
+
+
+def to_reference_layout(state: dict[str, torch.Tensor], checkpoint_format: str) -> dict[str, torch.Tensor]:
+    """This model's state dict renamed to the reference's keys (the inverse of the load)."""
+    table = KEY_TABLE[checkpoint_format]
+    out = {}
+    for key, value in state.items():
+        if NOT_SAVED_BY_REFERENCE[checkpoint_format] and key.startswith(NOT_SAVED_BY_REFERENCE[checkpoint_format]):
+            continue
+        name = _rename(key, table, reverse=False)
+        if name is None:
+            raise ForeignCheckpointError(f"{key}: no counterpart in {checkpoint_format}'s layout")
+        out[name] = value
+    return out
+
+
+def reference_config(keys: set[str], checkpoint_format: str, base: TrainConfig) -> TrainConfig:
+    """The options that rebuild the reference's model: head and similarity from the keys, the
+    rest (frames, words) from ``base``."""
+    head = detect_head(keys)
+    interaction = "cosine"
+    if checkpoint_format == "drl":
+        weighted = any(k.startswith("text_weight_fc.") for k in keys)
+        if weighted and any(k.startswith("text_weight_fc.4.") for k in keys) or "text_weight_fc.weight" in keys:
+            raise ForeignCheckpointError("DRL checkpoint with wti_arch 1 or 3; only DRL's default wti_arch 2 is built here")
+        interaction = "wti" if weighted else "ti"
+    return replace(base, model=None, pretrained=None, activation="auto", sim_header=head, interaction=interaction,
+                   emcl=checkpoint_format == "emcl", peft="none")  # fmt: skip
+
+
+def convert_reference_state(
+    state: dict[str, torch.Tensor], checkpoint_format: str, expected_keys: set[str], head: str, path: str
+) -> dict[str, torch.Tensor]:
+    """Reference keys -> this model's, refusing anything unmatched in either direction."""
+    table = KEY_TABLE[checkpoint_format]
+    mapped, unmatched = {}, []
+    for key, value in state.items():
+        if key in UNUSED_FOR_HEAD[head]:
+            continue
+        name = _rename(key, table, reverse=True)
+        if name is None or name not in expected_keys:
+            unmatched.append(key)
+            continue
+        mapped[name] = value
+    missing = sorted(expected_keys - set(mapped))
+    if unmatched or missing:
+        raise ForeignCheckpointError(
+            f"{path}: does not fit a {checkpoint_format} {head} model; keys in the file with no place here: "
+            f"{sorted(unmatched)[:12]}{' ...' if len(unmatched) > 12 else ''}; places here with no key in the file: "
+            f"{missing[:12]}{' ...' if len(missing) > 12 else ''}"
+        )
+    return mapped
+
+
+def _torch_load(path: str) -> object:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)  # never runs pickled code
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # noqa: BLE001 - unpickling and zip errors have many types
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ForeignCheckpointError(f"{path}: not a readable checkpoint ({first_line})") from error
+
+
+def as_state_dict(loaded: object, path: str) -> dict[str, torch.Tensor]:
+    """A reference checkpoint's tensors (``module.`` prefixes of DDP-wrapped saves removed)."""
+    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
+        loaded = loaded["state_dict"]
+    if not isinstance(loaded, dict) or not loaded or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        raise ForeignCheckpointError(f"{path}: not a state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in loaded.items()}
+
+
+
+def load_any_checkpoint(path: str, checkpoint_format: str = "auto", max_frames: int = 12, max_words: int = 32) -> dict:
+    """A checkpoint of this project as it is, or a reference checkpoint turned into one
+    (``model``, ``config``, ``step`` 0, ``backbone``) that :func:`train.restore.restore_model` rebuilds."""
+    from open_clip.model import build_model_from_openai_state_dict
+
+    from train.backbone import is_openai_layout
+    from train.checkpoint import load_checkpoint
+    from train.model_factory import assemble_model
+
+    if checkpoint_format not in ("auto", "project", *FORMATS):
+        raise ForeignCheckpointError(f"--checkpoint-format must be auto, project or one of {FORMATS}")
+    if checkpoint_format == "project":
+        return load_checkpoint(path)
+    loaded = _torch_load(path)
+    if is_project_checkpoint(loaded):
+        if checkpoint_format != "auto":
+            raise ForeignCheckpointError(f"{path}: a checkpoint of this project, not {checkpoint_format}'s; drop --checkpoint-format")
+        return loaded
+    state = as_state_dict(loaded, path)
+    clip_state = {k.removeprefix("clip."): v for k, v in state.items() if k.startswith("clip.")}
+    if not is_openai_layout(clip_state):
+        raise ForeignCheckpointError(
+            f"{path}: not a checkpoint of this project (model, config, step), nor a CLIP4Clip / DRL / EMCL-Net "
+            "state dict (no CLIP weights in OpenAI's layout under clip.*)"
+        )
+    keys = set(state)
+    chosen = detect_format(keys, path) if checkpoint_format == "auto" else checkpoint_format
+    config = reference_config(keys, chosen, TrainConfig(train_shards="", output_dir="", max_frames=max_frames, max_words=max_words))
+    if "visual.conv2.weight" in clip_state:
+        raise ForeignCheckpointError(f"{path}: trained with CLIP4Clip's --linear_patch 3d, which this model does not build")
+    clip = build_model_from_openai_state_dict(clip_state, quick_gelu=True, cast_dtype=None).float()
+    model = assemble_model(clip, config)
+    kept_fresh = NOT_SAVED_BY_REFERENCE[chosen]
+    expected = {k for k in model.state_dict() if not k.startswith(kept_fresh or ("\0",))}
+    mapped = convert_reference_state(state, chosen, expected, config.sim_header, path)
+    mapped.update({k: v for k, v in model.state_dict().items() if k not in expected})
+    return {"model": mapped, "config": config.to_json(), "step": 0, "backbone": {"activation": "QuickGELU"},
+            "source": {"format": chosen, "path": path}}  # fmt: skip
