@@ -127,6 +127,25 @@ def test_sigterm_saves_and_restart_continues(uneven_shards, tmp_path):
     assert records(run)[-1]["lr"] == pytest.approx(0.0, abs=1e-12)
 
 
+def test_sigterm_to_the_process_group_with_data_workers_saves_on_two_ranks(uneven_shards, tmp_path):
+    """As torchrun under Slurm is stopped: SIGTERM to every process of the job (agent, both ranks
+    and their DataLoader workers). Workers must survive it so the ranks can agree, save and exit."""
+    run = tmp_path / "group"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "train",
+               "--train-shards", str(uneven_shards), "--output-dir", str(run), "--batch-size", "4", "--steps-per-epoch", "200",
+               "--epochs", "1", "--checkpoint-every-steps", "1000", *TINY, "--workers", "2"]  # fmt: skip
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    _wait_for(lambda: len(records(run)) >= 3, process, timeout=300)
+    os.killpg(process.pid, signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
+    assert "killed by signal" not in stderr, stderr[-3000:]
+    saved = latest_checkpoint(str(run / "checkpoints"))
+    assert saved is not None, stderr[-3000:]
+    stopped_at = load_checkpoint(saved)["step"]
+    assert 3 <= stopped_at < 200 and f"SIGTERM: saved step {stopped_at}" in stdout
+
+
 def test_sigkill_resumes_from_last_complete_checkpoint(uneven_shards, tmp_path):
     run = tmp_path / "kill"
     command = _train_command(uneven_shards, run, "--checkpoint-every-steps", "2")

@@ -15,6 +15,7 @@ step count, so one loader serves the whole run and its workers are started once.
 from __future__ import annotations
 
 import random
+import signal
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -215,12 +216,21 @@ class ClipStream(IterableDataset):
             }
 
 
+def ignore_sigterm_in_worker(_worker_id: int) -> None:
+    """DataLoader workers ignore SIGTERM: Slurm and torchrun signal the whole process group, and
+    a worker that died of it would make the main process raise ("DataLoader worker ... killed by
+    signal") before it could agree on the stop with the other ranks and save. The main process
+    owns shutdown; it ends its workers itself when it exits."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def make_loader(config: StreamConfig, tokenize: Callable, rank: int, world_size: int, start_step: int) -> DataLoader:
     stream = ClipStream(config, tokenize, rank, world_size, start_step)
     return DataLoader(
         stream,
         batch_size=None,
         num_workers=config.workers,
+        worker_init_fn=ignore_sigterm_in_worker if config.workers else None,
         persistent_workers=False,
         pin_memory=torch.cuda.is_available(),
         prefetch_factor=4 if config.workers else None,
