@@ -146,6 +146,76 @@ def test_sigterm_to_the_process_group_with_data_workers_saves_on_two_ranks(uneve
     assert 3 <= stopped_at < 200 and f"SIGTERM: saved step {stopped_at}" in stdout
 
 
+def _kill_tree(pid: int) -> None:
+    """SIGKILL a process and all its descendants, as Slurm kills a job step (by cgroup): torchrun
+    starts each rank in a session of its own, so killing the launcher's process group is not enough."""
+    table = subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True, check=True).stdout.split()
+    children: dict[int, list[int]] = {}
+    for child, parent in zip(map(int, table[::2]), map(int, table[1::2]), strict=True):
+        children.setdefault(parent, []).append(child)
+    doomed, frontier = [], [pid]
+    while frontier:
+        current = frontier.pop()
+        doomed.append(current)
+        frontier.extend(children.get(current, []))
+    for victim in doomed:
+        try:
+            os.kill(victim, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _two_nodes(shards: Path, tmp_path: Path, port: int) -> list[subprocess.Popen]:
+    """Two torchrun "nodes" of one rank each on this machine, each with its own (unshared)
+    --output-dir: the same relative path resolved in a different working folder per node."""
+    nodes = []
+    for node in (0, 1):
+        cwd = tmp_path / f"node{node}"
+        cwd.mkdir(exist_ok=True)
+        command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(node), "--nproc-per-node", "1",
+                   "--master-addr", "127.0.0.1", "--master-port", str(port), "-m", "train", "--train-shards", str(shards),
+                   "--output-dir", "run", "--batch-size", "4", "--steps-per-epoch", "12", "--epochs", "1",
+                   "--checkpoint-every-steps", "2", *TINY]  # fmt: skip
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
+        nodes.append(subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                      start_new_session=True, env=env))  # fmt: skip
+    return nodes
+
+
+def test_node_killed_then_job_resumes_on_nodes_without_a_shared_output_dir(uneven_shards, tmp_path):
+    """Only rank 0 (node 0) writes checkpoints; node 1's folder stays empty. Node 1 is killed
+    mid-run and the job with it; the requeued job must resume from rank 0's checkpoint on both
+    nodes instead of starting node 1 at step 0 and hanging."""
+    run0 = tmp_path / "node0" / "run"
+    nodes = _two_nodes(uneven_shards, tmp_path, _free_port())
+    _wait_for(lambda: latest_checkpoint(str(run0 / "checkpoints")) is not None and len(records(run0)) >= 3, nodes[0], timeout=300)
+    _kill_tree(nodes[1].pid)  # the node dies: agent, rank and data workers at once
+    nodes[1].wait(timeout=60)
+    # the surviving node would block in its next collective until --dist-timeout; Slurm's
+    # srun --kill-on-bad-exit ends the whole step instead, as done here
+    _kill_tree(nodes[0].pid)
+    nodes[0].wait(timeout=60)
+    killed_at = load_checkpoint(latest_checkpoint(str(run0 / "checkpoints")))["step"]
+    assert not (tmp_path / "node1" / "run" / "checkpoints").exists()
+
+    requeued = _two_nodes(uneven_shards, tmp_path, _free_port())
+    outputs = [node.communicate(timeout=300) for node in requeued]
+    assert [node.returncode for node in requeued] == [0, 0], outputs[1][1][-3000:]
+    assert f"at step {killed_at}" in outputs[0][0]
+    assert "resumed from rank 0's copy" in outputs[1][0]
+    steps = [r["step"] for r in records(run0)]
+    assert steps[len(steps) - (12 - killed_at) :] == list(range(killed_at + 1, 13))  # the requeued job's steps, in order
+    assert set(range(1, killed_at + 1)) <= set(steps[: len(steps) - (12 - killed_at)])  # the killed job got past its checkpoint
+
+
 def test_sigkill_resumes_from_last_complete_checkpoint(uneven_shards, tmp_path):
     run = tmp_path / "kill"
     command = _train_command(uneven_shards, run, "--checkpoint-every-steps", "2")

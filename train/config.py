@@ -46,6 +46,7 @@ class TrainConfig:
     read_retries: int = 5
     decode_on: str = "worker"
     read_timeout: float = 60.0
+    dist_timeout: float = 30.0  # minutes a rank waits in a collective (e.g. for a dead node) before failing
     # DRL: token interaction instead of the pooled cosine, and its optional regulariser
     interaction: str = "cosine"
     cdcr_weight: float = 0.0
@@ -90,6 +91,8 @@ def parse_config(argv: list[str] | None = None) -> TrainConfig:
         "resampled": "draw shards with replacement (never uneven across ranks); --no-resampled splits shards",
         "read_retries": "attempts after a failed shard read (reopened at the byte it stopped), then the shard is skipped and named",
         "read_timeout": "seconds a stalled object-store connection may wait before it counts as failed",
+        "dist_timeout": "minutes a rank waits in a collective before the job fails (a node that died leaves the others "
+        "waiting this long unless the launcher ends the job: srun --kill-on-bad-exit=1, or torchrun --max-restarts)",
         "decode_on": "worker: CPU JPEG decoding in the data workers (default); device: workers ship JPEG bytes and the "
         "training device decodes each batch (nvJPEG on a GPU), for GPUs with few CPU cores",
         "interaction": f"one of {INTERACTIONS}: cosine of pooled vectors, or DRL's weighted (wti) / uniform (ti) token interaction",

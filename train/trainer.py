@@ -25,7 +25,7 @@ from shards.manifest import MANIFEST_NAME, read_manifest
 from shards.reader import ReadPolicy, shard_urls
 from shards.storage import Store
 from train import backbone
-from train.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from train.checkpoint import rng_state, save_checkpoint, set_rng_state
 from train.config import TrainConfig
 from train.data import StreamConfig, make_loader
 from train.device_decode import DeviceDecodedBatches
@@ -38,6 +38,7 @@ from train.objective import retrieval_loss
 from train.optim import build_optimizer, warmup_cosine
 from train.peft import base_reference, check_base, count_parameters, load_trainable_state, trainable_state
 from train.restore import restore_model
+from train.resume import agreed_resume_state
 from train.run_log import RunLog, plot_curves
 
 
@@ -155,7 +156,7 @@ def evaluate(model: CLIP4Clip, config: TrainConfig, info: DistInfo, tokenize) ->
 
 
 def train(config: TrainConfig) -> dict:
-    info = init_distributed()
+    info = init_distributed(config.dist_timeout)
     if config.batch_size % info.world_size:
         raise TrainingSetupError(f"global batch {config.batch_size} is not divisible by world size {info.world_size}")
     local_batch = config.batch_size // info.world_size
@@ -172,20 +173,16 @@ def train(config: TrainConfig) -> dict:
     tokenize = backbone.tokenizer_for(config.model)
     optimizer = build_optimizer(model, config.lr, config.coef_lr, config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, config.warmup_fraction))
-    step_module = RetrievalStep(model)
-    if is_distributed():
-        step_module = DistributedDataParallel(step_module, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
     use_bf16 = config.precision == "bf16" or (config.precision == "auto" and info.device.type == "cuda")
     autocast = (lambda: torch.autocast(info.device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
 
     checkpoints = os.path.join(config.output_dir, "checkpoints")
     log = RunLog(config.output_dir, info.is_main)
     step = 0
-    resume = latest_checkpoint(checkpoints)
+    state, resume, delivery = agreed_resume_state(checkpoints, info)
     is_peft = config.peft != "none"
     base = base_reference(config.pretrained) if is_peft else None
-    if resume:
-        state = load_checkpoint(resume)
+    if state is not None:
         if is_peft:
             check_base(state["base"], config.pretrained)  # the frozen part must be what was trained on
             load_trainable_state(model, state["model"])
@@ -197,8 +194,14 @@ def train(config: TrainConfig) -> dict:
         set_rng_state(state["rng"])
         if info.is_main:
             print(f"resumed from {resume} at step {step}", flush=True)
+        elif delivery == "from rank 0":
+            print(f"rank {info.rank}: {resume} is not in this node's --output-dir; resumed from rank 0's copy", flush=True)
     else:
         _seed_everything(config.seed + info.rank)
+    # wrapped only now: DDP's constructor broadcasts rank 0's (possibly resumed) weights to every rank
+    step_module = RetrievalStep(model)
+    if is_distributed():
+        step_module = DistributedDataParallel(step_module, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
 
     trainable, total = count_parameters(model)
     backbone_record = {"activation": backbone.activation_name(model.clip), "description": backbone.describe_backbone(model.clip)}
