@@ -17,11 +17,12 @@ import torch.distributed as dist
 from eval.encode import encode_split
 from eval.metrics import summarize, t2v_ranks, v2t_ranks
 from eval.postprocess import normalised_blocks
-from eval.report import write_rank_histogram, write_report
+from eval.report import rank_histogram_png, render_report
 from eval.rerank import compare_coarse_to_fine
 from eval.scoring import SplitScorer, fine_blocks
 from shards.manifest import BuildStateError
 from shards.reader import ReadPolicy, ShardReadError, shard_urls
+from shards.storage import Store
 from train import backbone
 from train.checkpoint import latest_checkpoint
 from train.distributed import init_distributed
@@ -31,14 +32,15 @@ from train.restore import restore_model
 
 
 def resolve_checkpoint(path: str) -> str:
-    """A checkpoint file, or a run/checkpoints folder (its ``latest``)."""
-    if os.path.isdir(path):
-        for folder in (path, os.path.join(path, "checkpoints")):
-            found = latest_checkpoint(folder) if os.path.isdir(folder) else None
+    """A checkpoint file, or a run/checkpoints folder (its ``latest``); local or any fsspec URL."""
+    store = Store(path)
+    if store.fs.isdir(store.root):
+        for folder in (path, f"{path.rstrip('/')}/checkpoints"):
+            found = latest_checkpoint(folder)
             if found:
                 return found
         raise FileNotFoundError(f"{path}: no checkpoints/latest inside")
-    if not os.path.isfile(path):
+    if not store.fs.isfile(store.root):
         raise FileNotFoundError(f"{path}: checkpoint not found")
     return path
 
@@ -64,7 +66,7 @@ def run(args: argparse.Namespace) -> dict:
         "v2t": v2t_ranks(video_block, caption_to_video, num_videos, args.block_size),
     }
     result = {
-        "checkpoint": os.path.abspath(checkpoint),
+        "checkpoint": checkpoint if "://" in checkpoint else os.path.abspath(checkpoint),
         "step": state["step"],
         "model": {
             "name": config.model,
@@ -96,13 +98,13 @@ def run(args: argparse.Namespace) -> dict:
             "v2t": summarize(v2t_ranks(v_block, caption_to_video, num_videos, args.block_size)),
         }
     if info.is_main and args.out:
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "metrics.json"), "w") as handle:
-            json.dump(result, handle, indent=1)
-        write_rank_histogram(os.path.join(args.out, "rank_histogram.png"), ranks)
+        out = Store(args.out)  # a folder or any fsspec URL
+        out.write_bytes("metrics.json", json.dumps(result, indent=1).encode("utf-8"))
+        histogram = rank_histogram_png(ranks)
+        out.write_bytes("rank_histogram.png", histogram)
         title = f"{config.sim_header} @ step {state['step']} on {args.shards}"
-        write_report(
-            os.path.join(args.out, "report.html"),
+        report = render_report(
+            histogram,
             split,
             text_block,
             ranks["t2v"],
@@ -112,6 +114,7 @@ def run(args: argparse.Namespace) -> dict:
             args.report_queries,
             args.seed,
         )
+        out.write_bytes("report.html", report.encode("utf-8"))
     return result
 
 

@@ -57,8 +57,9 @@ def frame_strips(urls: list[str], keys: set[str], frames_per_strip: int = 4, hei
     return strips
 
 
-def write_report(path: str, split: EncodedSplit, text_block: ScoreBlock, t2v_ranks: np.ndarray, urls: list[str], metrics: dict, title: str,
-                 num_queries: int = 12, seed: int = 0) -> None:  # fmt: skip
+def render_report(histogram_png: bytes, split: EncodedSplit, text_block: ScoreBlock, t2v_ranks: np.ndarray, urls: list[str], metrics: dict,
+                  title: str, num_queries: int = 12, seed: int = 0) -> str:  # fmt: skip
+    """The whole page as one string, every image inlined (it survives being copied alone)."""
     rows = pick_queries(len(split.captions), num_queries, seed)
     tops = top_videos(text_block, rows, 5)
     needed = {split.keys[v] for hits in tops.values() for v, _ in hits} | {split.keys[int(split.caption_to_video[r])] for r in rows}
@@ -83,6 +84,10 @@ def write_report(path: str, split: EncodedSplit, text_block: ScoreBlock, t2v_ran
         truth = int(split.caption_to_video[row])
         parts.append(f"<tr><td style='width:260px'><b>{html.escape(split.captions[row])}</b><br>ground truth: {html.escape(split.keys[truth])}"
                      f"<br>rank of ground truth: {int(t2v_ranks[row]) + 1}</td><td>")  # fmt: skip
+        if truth not in {video for video, _ in tops[row]}:  # the ground truth's own frames, when it missed the top 5
+            key = split.keys[truth]
+            image = f"<img src='data:image/jpeg;base64,{strips[key]}' alt='{html.escape(key)}'>" if key in strips else "<i>frames unavailable</i>"
+            parts.append(f"<div class='hit gt'>{image}ground truth at #{int(t2v_ranks[row]) + 1}</div><br>")
         for position, (video, score) in enumerate(tops[row], start=1):
             key = split.keys[video]
             image = (
@@ -93,12 +98,12 @@ def write_report(path: str, split: EncodedSplit, text_block: ScoreBlock, t2v_ran
             css = "hit gt" if video == truth else "hit"
             parts.append(f"<div class='{css}'>{image}#{position} {html.escape(key)} ({score:.3f})</div>")
         parts.append("</td></tr>")
-    parts.append("</table><h2>Rank histogram</h2><img src='rank_histogram.png' alt='rank histogram'></body></html>")
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write("\n".join(parts))
+    histogram = base64.b64encode(histogram_png).decode("ascii")
+    parts.append(f"</table><h2>Rank histogram</h2><img src='data:image/png;base64,{histogram}' alt='rank histogram'></body></html>")
+    return "\n".join(parts)
 
 
-def write_rank_histogram(path: str, ranks: dict[str, np.ndarray]) -> None:
+def rank_histogram_png(ranks: dict[str, np.ndarray]) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -112,5 +117,7 @@ def write_rank_histogram(path: str, ranks: dict[str, np.ndarray]) -> None:
         axis.set_xscale("log")
         axis.set(title=f"{name}: rank of the ground truth", xlabel="rank (1 = best)", ylabel="queries")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
     plt.close(figure)
+    return buffer.getvalue()

@@ -1,6 +1,8 @@
 """One interface over a local folder and an object store URL (``s3://bucket/prefix``).
 
 Visibility is the contract: a file appears under its final name only when complete.
+Uploads are staged in a per-process folder under ``staging_root()``; a process killed mid-upload
+leaves its folder behind, and the next process that stages anything removes it.
 Locally that is a write to a hidden temporary name plus ``os.replace`` (atomic on POSIX);
 on S3 a single PUT (or a completed multipart upload) is atomic by the service's design.
 """
@@ -8,6 +10,7 @@ on S3 a single PUT (or a completed multipart upload) is atomic by the service's 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -19,6 +22,50 @@ from fsspec.implementations.local import LocalFileSystem
 
 class StorageError(OSError):
     """An output location that cannot be read or written; names the URL."""
+
+
+STAGING_ROOT_NAME = "clip4clip-stream-staging"
+_staging_dir: str | None = None
+
+
+def staging_root() -> str:
+    """Where uploads to object stores are staged: one folder per process under this root."""
+    return os.environ.get("CLIP4CLIP_STAGING_DIR") or os.path.join(tempfile.gettempdir(), STAGING_ROOT_NAME)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_staging() -> int:
+    """Deletes the staging folders of processes that no longer run (a killed build or trainer
+    leaves its half-uploaded shard or checkpoint there); returns how many were removed."""
+    root = staging_root()
+    if not os.path.isdir(root):
+        return 0
+    removed = 0
+    for entry in os.listdir(root):
+        pid_text = entry.split("-", 1)[0]
+        if pid_text.isdigit() and int(pid_text) != os.getpid() and not _process_alive(int(pid_text)):
+            shutil.rmtree(os.path.join(root, entry), ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def process_staging_dir() -> str:
+    """This process's staging folder; the first call also clears dead processes' folders."""
+    global _staging_dir
+    if _staging_dir is None or not os.path.isdir(_staging_dir) or not _staging_dir.split(os.sep)[-1].startswith(f"{os.getpid()}-"):
+        os.makedirs(staging_root(), exist_ok=True)
+        remove_stale_staging()
+        _staging_dir = tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=staging_root())
+    return _staging_dir
 
 
 class Store:
@@ -94,7 +141,7 @@ class Store:
             os.makedirs(directory, exist_ok=True)
             local = os.path.join(directory, f".{os.path.basename(target)}.partial-{uuid.uuid4().hex[:8]}")
         else:
-            scratch = tempfile.mkdtemp(prefix="shard-upload-")
+            scratch = tempfile.mkdtemp(dir=process_staging_dir())
             local = os.path.join(scratch, os.path.basename(target))
         try:
             yield local

@@ -248,17 +248,59 @@ def test_half_written_checkpoint_is_never_loaded(tmp_path):
 
 
 def test_train_and_evaluate_from_an_s3_bucket(sample_dataset, s3_bucket, tmp_path, capsys):
+    """Shards, checkpoints, metrics, curves and the eval report all in the bucket; the second
+    run resumes from the bucket's checkpoint."""
     from eval.__main__ import main as eval_main
     from train.config import parse_config
     from train.trainer import train
 
     url = f"s3://{s3_bucket}/shapes"
+    run = f"s3://{s3_bucket}/runs/first"
     records = load_annotations(str(sample_dataset / "annotations.jsonl"))
     build_shards(records, str(sample_dataset / "videos"), Store(url), ExtractionSettings(short_side=112),
                  BuildOptions(samples_per_shard=4, workers=1, show_progress=False))  # fmt: skip
-    config = parse_config(["--train-shards", url, "--val-shards", url, "--output-dir", str(tmp_path / "run"), "--model", "tiny-ViT-112",
-                           "--batch-size", "4", "--steps-per-epoch", "2", "--epochs", "1", "--max-frames", "6", "--workers", "1"])  # fmt: skip
-    result = train(config)
+
+    def options(epochs: int) -> list[str]:
+        return ["--train-shards", url, "--val-shards", url, "--output-dir", run, "--model", "tiny-ViT-112", "--batch-size", "4",
+                "--steps-per-epoch", "2", "--epochs", str(epochs), "--max-frames", "6", "--workers", "1", "--log-every-steps", "1"]  # fmt: skip
+
+    result = train(parse_config(options(1)))
     assert result["step"] == 2 and result["eval"]["num_videos"] == 8
-    assert eval_main(["--checkpoint", str(tmp_path / "run"), "--shards", url, "--out", str(tmp_path / "eval"), "--post"]) == 0
-    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["num_videos"] == 8
+    assert not (tmp_path / "s3:").exists() and not os.path.exists("s3:")
+    result = train(parse_config(options(2)))
+    assert result["step"] == 4 and f"resumed from {run}/checkpoints/step_00000002.pt at step 2" in capsys.readouterr().out
+    outputs = Store(run)
+    assert outputs.read_bytes("checkpoints/latest").decode().strip() == "step_00000004.pt"
+    logged = [json.loads(line) for line in outputs.read_bytes("metrics.jsonl").decode().splitlines()]
+    assert [r["step"] for r in logged if r["kind"] == "train"] == [1, 2, 3, 4]
+    assert outputs.read_bytes("curves.png")[:4] == b"\x89PNG"
+
+    report = f"s3://{s3_bucket}/eval"
+    assert eval_main(["--checkpoint", run, "--shards", url, "--out", report, "--post"]) == 0
+    assert json.loads(Store(report).read_bytes("metrics.json"))["num_videos"] == 8
+    page = Store(report).read_bytes("report.html").decode()
+    assert "data:image/png;base64" in page and "src='rank_histogram.png'" not in page  # self-contained
+
+
+def test_a_killed_upload_leaves_no_staging_behind(tmp_path, monkeypatch, s3_bucket):
+    from shards import storage
+
+    monkeypatch.setenv("CLIP4CLIP_STAGING_DIR", str(tmp_path / "staging"))
+    monkeypatch.setattr(storage, "_staging_dir", None)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    leftover = tmp_path / "staging" / f"{dead.pid}-abc" / "tmpx"
+    leftover.mkdir(parents=True)
+    (leftover / "shard-000003.tar").write_bytes(b"half an upload")
+    Store(f"s3://{s3_bucket}/out").write_bytes("a.txt", b"hello")
+    assert not (tmp_path / "staging" / f"{dead.pid}-abc").exists()
+    assert Store(f"s3://{s3_bucket}/out").read_bytes("a.txt") == b"hello"
+    assert [p.name.split("-")[0] for p in (tmp_path / "staging").iterdir()] == [str(os.getpid())]
+
+
+def test_curves_after_a_resume_draw_each_step_once():
+    from train.run_log import last_per_step, plot_curves
+
+    logged = [{"kind": "train", "step": s, "loss": 1.0} for s in (1, 2, 3, 4)] + [{"kind": "train", "step": s, "loss": 0.5} for s in (3, 4, 5)]
+    assert [(r["step"], r["loss"]) for r in last_per_step(logged)] == [(1, 1.0), (2, 1.0), (3, 0.5), (4, 0.5), (5, 0.5)]
+    assert plot_curves(logged)[:4] == b"\x89PNG"

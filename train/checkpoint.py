@@ -1,7 +1,8 @@
 """Checkpoints that a restarted job can trust.
 
-Written by rank 0 to ``step_NNNNNNNN.pt`` through a hidden temporary name and an atomic
-rename, then a ``latest`` file naming it is replaced the same way. A job killed at any
+Written by rank 0 to ``step_NNNNNNNN.pt`` in a local folder or any fsspec URL (``s3://...``):
+locally through a hidden temporary name and an atomic rename, on an object store by one
+complete upload; then a ``latest`` file naming it is replaced the same way. A job killed at any
 point leaves either the previous ``latest`` or the new one, never a pointer to a half-
 written file. Loading always uses ``weights_only=True``: everything stored is tensors and
 plain Python containers (RNG states included, converted to tensors/lists).
@@ -9,13 +10,15 @@ plain Python containers (RNG states included, converted to tensors/lists).
 
 from __future__ import annotations
 
-import os
+import io
 import random
 import re
-import uuid
 
+import fsspec
 import numpy as np
 import torch
+
+from shards.storage import Store
 
 LATEST = "latest"
 _CHECKPOINT = re.compile(r"^step_(\d{8})\.pt$")
@@ -47,41 +50,41 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _atomic_write(path: str, write) -> None:
-    staging = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.partial-{uuid.uuid4().hex[:8]}")
-    try:
-        write(staging)
-        with open(staging, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(staging, path)
-    finally:
-        if os.path.exists(staging):
-            os.remove(staging)
-
-
 def save_checkpoint(directory: str, state: dict, step: int, keep: int = 2) -> str:
-    os.makedirs(directory, exist_ok=True)
+    """Writes ``step_N.pt`` under ``directory`` (a folder or any fsspec URL), then points
+    ``latest`` at it; each becomes visible only when complete (shards/storage.py Store)."""
+    store = Store(directory)
     name = f"step_{step:08d}.pt"
-    _atomic_write(os.path.join(directory, name), lambda path: torch.save(state, path))
-    _atomic_write(os.path.join(directory, LATEST), lambda path: open(path, "w").write(name + "\n"))
-    older = sorted(n for n in os.listdir(directory) if _CHECKPOINT.match(n) and n != name)
+    with store.staged(name) as local:
+        torch.save(state, local)
+    store.write_bytes(LATEST, (name + "\n").encode())
+    older = sorted(n for n in store.listdir("") if _CHECKPOINT.match(n) and n != name)
     for stale in older[: max(0, len(older) - (keep - 1))]:
-        os.remove(os.path.join(directory, stale))
-    return os.path.join(directory, name)
+        store.remove(stale)
+    return store.url_of(name)
 
 
 def latest_checkpoint(directory: str) -> str | None:
-    pointer = os.path.join(directory, LATEST)
-    if not os.path.isfile(pointer):
+    """The checkpoint ``latest`` names (a path or URL), None when there is none yet."""
+    store = Store(directory)
+    if not store.exists(LATEST):
         return None
-    with open(pointer) as handle:
-        name = handle.read().strip()
+    name = store.read_bytes(LATEST).decode("utf-8", "replace").strip()
+    pointer = store.url_of(LATEST)
     if not _CHECKPOINT.match(name):
         raise RuntimeError(f"{pointer}: does not name a checkpoint ({name!r})")
-    path = os.path.join(directory, name)
-    if not os.path.isfile(path):
+    if not store.exists(name):
         raise RuntimeError(f"{pointer}: names {name}, which does not exist")
-    return path
+    return store.url_of(name)
+
+
+def torch_load(path: str) -> object:
+    """``torch.load`` of a local path or any fsspec URL, with ``weights_only=True`` (a file must not
+    be able to run code). Object stores are read with one GET into memory (torch.load seeks)."""
+    if "://" in path:
+        with fsspec.open(path, "rb") as handle:
+            return torch.load(io.BytesIO(handle.read()), map_location="cpu", weights_only=True)
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 class CheckpointError(RuntimeError):
@@ -90,7 +93,7 @@ class CheckpointError(RuntimeError):
 
 def load_checkpoint(path: str) -> dict:
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch_load(path)
     except FileNotFoundError:
         raise
     except Exception as error:  # noqa: BLE001 - unpickling and zip errors have many types

@@ -153,8 +153,10 @@ def convert_reference_state(
 
 
 def _torch_load(path: str) -> object:
+    from train.checkpoint import torch_load
+
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)  # never runs pickled code
+        return torch_load(path)  # weights only: never runs pickled code
     except FileNotFoundError:
         raise
     except Exception as error:  # noqa: BLE001 - unpickling and zip errors have many types

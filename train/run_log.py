@@ -2,42 +2,70 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import time
 
+from shards.storage import Store
+
+METRICS_NAME = "metrics.jsonl"
+
 
 class RunLog:
-    """Rank 0 appends one JSON object per event to ``metrics.jsonl`` (resumed runs append)."""
+    """Rank 0 appends one JSON object per event to ``metrics.jsonl`` (resumed runs append).
+
+    ``directory`` may be any fsspec URL. Object stores have no append, so there the whole file
+    (a few hundred bytes per logged step) is uploaded again on each write, atomically.
+    """
 
     def __init__(self, directory: str, enabled: bool) -> None:
         self.enabled = enabled
-        self.path = os.path.join(directory, "metrics.jsonl")
-        if enabled:
-            os.makedirs(directory, exist_ok=True)
+        self.store = Store(directory)
+        self._remote_text: str | None = None
+        if enabled and self.store.is_local:
+            os.makedirs(self.store.root, exist_ok=True)
 
     def write(self, kind: str, **values) -> None:
         if not self.enabled:
             return
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"kind": kind, "time": time.time(), **values}, default=float) + "\n")
+        line = json.dumps({"kind": kind, "time": time.time(), **values}, default=float) + "\n"
+        if self.store.is_local:
+            with open(self.store.path(METRICS_NAME), "a", encoding="utf-8") as handle:
+                handle.write(line)
+            return
+        if self._remote_text is None:
+            self._remote_text = self._text()
+        self._remote_text += line
+        self.store.write_bytes(METRICS_NAME, self._remote_text.encode("utf-8"))
+
+    def _text(self) -> str:
+        return self.store.read_bytes(METRICS_NAME).decode("utf-8") if self.store.exists(METRICS_NAME) else ""
 
     def read(self) -> list[dict]:
-        if not os.path.isfile(self.path):
-            return []
-        with open(self.path, encoding="utf-8") as handle:
-            return [json.loads(line) for line in handle if line.strip()]
+        return [json.loads(line) for line in self._text().splitlines() if line.strip()]
+
+    def save_figure(self, name: str, records: list[dict]) -> None:
+        """``plot_curves`` of ``records`` as ``name`` next to the log."""
+        self.store.write_bytes(name, plot_curves(records))
 
 
-def plot_curves(records: list[dict], path: str) -> None:
-    """Loss against step and, when evaluations ran, t2v/v2t R@1 against step."""
+def last_per_step(records: list[dict]) -> list[dict]:
+    """One record per step, the latest: a resumed run redoes the steps after its checkpoint, and
+    drawing both would zig-zag backwards."""
+    by_step = {r["step"]: r for r in records}
+    return [by_step[step] for step in sorted(by_step)]
+
+
+def plot_curves(records: list[dict]) -> bytes:
+    """PNG of loss against step and, when evaluations ran, t2v/v2t R@1 against step."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    train = [r for r in records if r["kind"] == "train"]
-    evals = [r for r in records if r["kind"] == "eval"]
+    train = last_per_step([r for r in records if r["kind"] == "train"])
+    evals = last_per_step([r for r in records if r["kind"] == "eval"])
     figure, axes = plt.subplots(1, 2 if evals else 1, figsize=(11 if evals else 6, 4), squeeze=False)
     axes[0][0].plot([r["step"] for r in train], [r["loss"] for r in train], lw=1)
     axes[0][0].set(xlabel="step", ylabel="loss", title="training loss")
@@ -47,5 +75,7 @@ def plot_curves(records: list[dict], path: str) -> None:
         axes[0][1].set(xlabel="step", ylabel="R@1 (%)", title="evaluation")
         axes[0][1].legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
     plt.close(figure)
+    return buffer.getvalue()

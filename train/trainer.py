@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import signal
 import time
@@ -39,7 +38,7 @@ from train.optim import build_optimizer, warmup_cosine
 from train.peft import base_reference, check_base, count_parameters, load_trainable_state, trainable_state
 from train.restore import restore_model
 from train.resume import agreed_resume_state
-from train.run_log import RunLog, plot_curves
+from train.run_log import RunLog
 
 
 class TrainingSetupError(ValueError):
@@ -176,7 +175,7 @@ def train(config: TrainConfig) -> dict:
     use_bf16 = config.precision == "bf16" or (config.precision == "auto" and info.device.type == "cuda")
     autocast = (lambda: torch.autocast(info.device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
 
-    checkpoints = os.path.join(config.output_dir, "checkpoints")
+    checkpoints = f"{config.output_dir.rstrip('/')}/checkpoints"  # a folder or an fsspec URL
     log = RunLog(config.output_dir, info.is_main)
     step = 0
     state, resume, delivery = agreed_resume_state(checkpoints, info)
@@ -305,5 +304,5 @@ def train(config: TrainConfig) -> dict:
         if step % config.checkpoint_every_steps == 0 or step == total_steps:
             save()
     if info.is_main:
-        plot_curves(log.read(), os.path.join(config.output_dir, "curves.png"))
+        log.save_figure("curves.png", log.read())
     return {"step": step, "stopped": False, "eval": last_eval}
