@@ -21,8 +21,9 @@ from eval.report import rank_histogram_png, render_report
 from eval.rerank import compare_coarse_to_fine
 from eval.scoring import SplitScorer, fine_blocks
 from shards.manifest import BuildStateError
+from shards.probe import probe_location
 from shards.reader import ReadPolicy, ShardReadError, shard_urls
-from shards.storage import Store
+from shards.storage import StorageError, Store
 from train import backbone
 from train.checkpoint import latest_checkpoint
 from train.distributed import init_distributed
@@ -46,6 +47,10 @@ def resolve_checkpoint(path: str) -> str:
 
 
 def run(args: argparse.Namespace) -> dict:
+    probe_location(args.shards, must_exist=True)
+    probe_location(args.checkpoint, must_exist=True)
+    if args.out:
+        probe_location(args.out, must_exist=False)
     info = init_distributed()
     checkpoint = resolve_checkpoint(args.checkpoint)
     state = load_any_checkpoint(checkpoint, args.checkpoint_format, args.max_frames or 12, args.max_words or 32)
@@ -150,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         result = run(args)
-    except (FileNotFoundError, RuntimeError, ShardReadError, BuildStateError, ValueError) as error:
+    except (FileNotFoundError, RuntimeError, ShardReadError, BuildStateError, StorageError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     finally:

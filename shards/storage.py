@@ -92,8 +92,10 @@ class Store:
         try:
             if self.is_local:
                 os.makedirs(self.root, exist_ok=True)
-            elif not self.fs.exists(self.root.split("/")[0]):
-                raise StorageError(f"{self.url}: bucket does not exist or is not reachable")
+            else:
+                from shards.probe import probe_location
+
+                probe_location(self.url, must_exist=False)
         except OSError as error:
             if isinstance(error, StorageError):
                 raise

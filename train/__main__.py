@@ -11,10 +11,13 @@ import torch.distributed as dist
 
 from shards.manifest import BuildStateError
 from shards.reader import ShardReadError
+from shards.storage import StorageError
 from train.backbone import BackboneLoadError
 from train.checkpoint import CheckpointError
 from train.config import parse_config
 from train.data import StreamConfigError
+from train.foreign_checkpoints import ForeignCheckpointError
+from train.frame_rule import ShardSettingsError
 from train.trainer import TrainingSetupError, train
 
 
@@ -22,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     config = parse_config(argv)
     try:
         train(config)
-    except (BackboneLoadError, BuildStateError, CheckpointError, ShardReadError, StreamConfigError, TrainingSetupError) as error:
+    except (BackboneLoadError, BuildStateError, CheckpointError, ShardReadError, StorageError, StreamConfigError, TrainingSetupError,
+            ForeignCheckpointError, ShardSettingsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     finally:

@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from eval.encode import encode_split
 from eval.scoring import split_metrics
 from shards.manifest import MANIFEST_NAME, read_manifest
+from shards.probe import probe_location
 from shards.reader import ReadPolicy, shard_urls
 from shards.storage import Store
 from train import backbone
@@ -155,6 +156,10 @@ def evaluate(model: CLIP4Clip, config: TrainConfig, info: DistInfo, tokenize) ->
 
 
 def train(config: TrainConfig) -> dict:
+    for location, is_input in ((config.train_shards, True), (config.val_shards, True), (config.output_dir, False)):
+        if location:
+            probe_location(location, must_exist=is_input)  # the real cause, in seconds, before anything heavy
+    shard_urls(config.train_shards)  # a location with no shards is named now, not after CLIP has loaded
     info = init_distributed(config.dist_timeout)
     if config.batch_size % info.world_size:
         raise TrainingSetupError(f"global batch {config.batch_size} is not divisible by world size {info.world_size}")
