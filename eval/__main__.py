@@ -29,6 +29,7 @@ from train.checkpoint import latest_checkpoint
 from train.distributed import init_distributed
 from train.foreign_checkpoints import FORMATS, load_any_checkpoint
 from train.frame_rule import frame_rule_for
+from train.logs import setup_logging
 from train.restore import restore_model
 
 
@@ -47,6 +48,7 @@ def resolve_checkpoint(path: str) -> str:
 
 
 def run(args: argparse.Namespace) -> dict:
+    logger = setup_logging(int(os.environ.get("RANK", "0")))
     probe_location(args.shards, must_exist=True)
     probe_location(args.checkpoint, must_exist=True)
     if args.out:
@@ -55,6 +57,7 @@ def run(args: argparse.Namespace) -> dict:
     checkpoint = resolve_checkpoint(args.checkpoint)
     state = load_any_checkpoint(checkpoint, args.checkpoint_format, args.max_frames or 12, args.max_words or 32)
     model, config = restore_model(state, args.base_weights)
+    logger.info("evaluating %s (%s, step %s) on %s", checkpoint, config.sim_header, state["step"], args.shards)
     config.max_frames, config.max_words = args.max_frames or config.max_frames, args.max_words or config.max_words
     model.to(info.device)
     image_size = backbone.input_size(model.clip)

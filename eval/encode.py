@@ -15,12 +15,14 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from tqdm import tqdm
 
 from shards.reader import ReadErrors, ReadPolicy, iter_samples
 from shards.sample_format import usable_captions
 from train.data import decode_clip
 from train.distributed import is_distributed
 from train.frame_rule import FrameRule
+from train.logs import progress_enabled
 
 
 @dataclass
@@ -93,7 +95,10 @@ def encode_split(
             offset += len(caps)
         pending.clear()
 
-    for sample in iter_samples(urls[rank::world], errors.handler, read_policy):
+    samples = iter_samples(urls[rank::world], errors.handler, read_policy)
+    if progress_enabled(rank == 0):  # rank 0's share, as a count of videos (the total is not known up front)
+        samples = tqdm(samples, desc=f"encode (rank 0 of {world})", unit="video", dynamic_ncols=True)
+    for sample in samples:
         captions, problem = usable_captions(sample)
         if problem:
             skipped[problem] += 1

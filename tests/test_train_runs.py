@@ -304,3 +304,24 @@ def test_curves_after_a_resume_draw_each_step_once():
     logged = [{"kind": "train", "step": s, "loss": 1.0} for s in (1, 2, 3, 4)] + [{"kind": "train", "step": s, "loss": 0.5} for s in (3, 4, 5)]
     assert [(r["step"], r["loss"]) for r in last_per_step(logged)] == [(1, 1.0), (2, 1.0), (3, 0.5), (4, 0.5), (5, 0.5)]
     assert plot_curves(logged)[:4] == b"\x89PNG"
+
+
+def test_logs_read_like_one_process_and_tensorboard_records_the_run(uneven_shards, tmp_path, capsys, caplog):
+    from train.config import parse_config
+    from train.trainer import train
+
+    def options(epochs: int) -> list[str]:
+        return ["--train-shards", str(uneven_shards), "--output-dir", str(tmp_path / "run"), "--batch-size", "4",
+                "--steps-per-epoch", "2", "--epochs", str(epochs), "--tensorboard", *TINY]  # fmt: skip
+
+    train(parse_config(options(1)))
+    first = capsys.readouterr().out
+    assert "backbone: CLIP ViT" in first and "activation QuickGELU" in first and "step 2/2  loss" in first
+    assert not any(line.lstrip().startswith("{") for line in first.splitlines())  # JSON stays in metrics.jsonl
+    caplog.clear()
+    train(parse_config(options(2)))
+    resumed = capsys.readouterr().out
+    assert "resumed from" in resumed and "step 4/4  loss" in resumed
+    assert "No pretrained weights loaded" not in caplog.text  # untrue when the weights come from a checkpoint
+    events = list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and sum(e.stat().st_size for e in events) > 200

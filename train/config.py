@@ -43,6 +43,7 @@ class TrainConfig:
     eval_batch_size: int = 32
     checkpoint_every_steps: int = 500
     log_every_steps: int = 10
+    tensorboard: bool = False  # also write TensorBoard event files to --output-dir/tensorboard
     read_retries: int = 5
     decode_on: str = "worker"
     read_timeout: float = 60.0
@@ -91,6 +92,7 @@ def parse_config(argv: list[str] | None = None) -> TrainConfig:
         "resampled": "draw shards with replacement (never uneven across ranks); --no-resampled splits shards",
         "read_retries": "attempts after a failed shard read (reopened at the byte it stopped), then the shard is skipped and named",
         "read_timeout": "seconds a stalled object-store connection may wait before it counts as failed",
+        "tensorboard": "also write loss, lr, clips/s and eval recalls as TensorBoard events under OUTPUT/tensorboard",
         "dist_timeout": "minutes a rank waits in a collective before the job fails (a node that died leaves the others "
         "waiting this long unless the launcher ends the job: srun --kill-on-bad-exit=1, or torchrun --max-restarts)",
         "decode_on": "worker: CPU JPEG decoding in the data workers (default); device: workers ship JPEG bytes and the "

@@ -30,6 +30,7 @@ from pipeline.sampling import SlicePosition
 from shards.reader import ReadPolicy, ShardReadError, iter_samples
 from shards.sample_format import usable_captions
 from train.frame_rule import FrameRule
+from train.logs import get_logger
 
 # torchvision 0.29 marks its JPEG decoder deprecated in favour of torchcodec; it is still the
 # fastest batched CPU/GPU JPEG path available here, so the per-process warning is silenced.
@@ -169,7 +170,7 @@ class ClipStream(IterableDataset):
                 count = decode_clip_into(sample, frames[len(kept)], config.frame_rule)
             except (RuntimeError, ValueError) as error:
                 skipped["undecodable"] += 1
-                print(f"skipping sample {sample['__key__']} of {sample['__url__']}: {error}", flush=True)
+                get_logger().warning("skipping sample %s of %s: %s", sample["__key__"], sample["__url__"], error)
                 continue
             mask[len(kept), :count] = True
             kept.append(index)
@@ -185,7 +186,7 @@ class ClipStream(IterableDataset):
 
         def on_shard_error(error: ShardReadError) -> bool:
             skipped["unreadable_shards"] += 1
-            print(f"skipping rest of {error}", flush=True)
+            get_logger().warning("skipping rest of %s", error)
             return True
 
         shards = _shard_cycle(self.config, rng, self.rank, self.world_size, worker, num_workers)

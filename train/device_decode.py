@@ -19,6 +19,7 @@ import torch
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from train.data import fit_square
+from train.logs import get_logger
 
 
 def _decode_frames(jpegs: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
@@ -89,7 +90,7 @@ class DeviceDecodedBatches:
             frames, mask, kept = decode_clips_on_device(unpack_clips(raw), self.max_frames, self.image_size, self.device)
             for index in sorted(set(range(len(raw["keys"]))) - set(kept)):
                 self.undecodable += 1
-                print(f"skipping sample {raw['keys'][index]}: its JPEG frames do not decode", flush=True)
+                get_logger().warning("skipping sample %s: its JPEG frames do not decode", raw["keys"][index])
             self._frames.extend(frames.unbind(0))
             self._masks.extend(mask.unbind(0))
             self._tokens.extend(raw["tokens"][kept].to(self.device).unbind(0))

@@ -13,6 +13,7 @@ from open_clip.model import build_model_from_openai_state_dict
 
 from train import backbone
 from train.config import TrainConfig
+from train.logs import weights_follow
 from train.model import CLIP4Clip
 from train.model_factory import assemble_model
 from train.peft import check_base, load_trainable_state
@@ -45,7 +46,8 @@ def restore_model(state: dict, base_weights: str | None = None) -> tuple[CLIP4Cl
     if recorded and backbone.is_openai_layout(clip_state):
         clip = build_model_from_openai_state_dict(clip_state, quick_gelu=recorded == "QuickGELU", cast_dtype=None)
     elif config.model:  # checkpoints from before the activation was recorded
-        clip = open_clip.create_model(config.model, pretrained=None, force_quick_gelu=config.activation == "quickgelu")
+        with weights_follow():
+            clip = open_clip.create_model(config.model, pretrained=None, force_quick_gelu=config.activation == "quickgelu")
     else:
         clip = build_model_from_openai_state_dict(clip_state, quick_gelu=config.activation != "gelu", cast_dtype=None)
     model = assemble_model(clip.float(), config)

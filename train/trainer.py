@@ -7,8 +7,8 @@ all ranks (an all-reduced flag) before anyone saves and exits, for the same reas
 
 from __future__ import annotations
 
-import json
 import math
+import os
 import random
 import signal
 import time
@@ -17,6 +17,7 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
 
 from eval.encode import encode_split
 from eval.scoring import split_metrics
@@ -32,6 +33,7 @@ from train.device_decode import DeviceDecodedBatches
 from train.distributed import DistInfo, all_reduce_mean, barrier, gather_with_local_grad, init_distributed, is_distributed
 from train.foreign_checkpoints import load_any_checkpoint
 from train.frame_rule import frame_rule_for
+from train.logs import progress_enabled, setup_logging, weights_follow
 from train.model import MAX_LOGIT_SCALE, CLIP4Clip, TextFeatures, VideoFeatures
 from train.model_factory import assemble_model
 from train.objective import retrieval_loss
@@ -40,6 +42,7 @@ from train.peft import base_reference, check_base, count_parameters, load_traina
 from train.restore import restore_model
 from train.resume import agreed_resume_state
 from train.run_log import RunLog
+from train.tensorboard import TensorBoard
 
 
 class TrainingSetupError(ValueError):
@@ -133,7 +136,8 @@ def initial_model(config: TrainConfig) -> CLIP4Clip:
 def build_model(config: TrainConfig) -> CLIP4Clip:
     if config.init_from:
         return initial_model(config)
-    clip = backbone.load_clip(config.model, config.pretrained, config.activation)
+    with weights_follow():  # open_clip's "initialized randomly" is wrong when a checkpoint is resumed next
+        clip = backbone.load_clip(config.model, config.pretrained, config.activation)
     if config.grad_checkpointing:
         clip.set_grad_checkpointing(True)
     return assemble_model(clip, config)
@@ -156,6 +160,7 @@ def evaluate(model: CLIP4Clip, config: TrainConfig, info: DistInfo, tokenize) ->
 
 
 def train(config: TrainConfig) -> dict:
+    logger = setup_logging(int(os.environ.get("RANK", "0")))
     for location, is_input in ((config.train_shards, True), (config.val_shards, True), (config.output_dir, False)):
         if location:
             probe_location(location, must_exist=is_input)  # the real cause, in seconds, before anything heavy
@@ -196,10 +201,9 @@ def train(config: TrainConfig) -> dict:
         scheduler.load_state_dict(state["scheduler"])
         step = state["step"]
         set_rng_state(state["rng"])
-        if info.is_main:
-            print(f"resumed from {resume} at step {step}", flush=True)
-        elif delivery == "from rank 0":
-            print(f"rank {info.rank}: {resume} is not in this node's --output-dir; resumed from rank 0's copy", flush=True)
+        logger.info("resumed from %s at step %d", resume, step)
+        if delivery == "from rank 0":
+            logger.warning("%s is not in this node's --output-dir; resumed from rank 0's copy", resume)
     else:
         _seed_everything(config.seed + info.rank)
     # wrapped only now: DDP's constructor broadcasts rank 0's (possibly resumed) weights to every rank
@@ -209,11 +213,13 @@ def train(config: TrainConfig) -> dict:
 
     trainable, total = count_parameters(model)
     backbone_record = {"activation": backbone.activation_name(model.clip), "description": backbone.describe_backbone(model.clip)}
+    logger.info("backbone: %s", backbone_record["description"])
+    logger.info(
+        "run: %s, world size %d, global batch %d (%d per rank), %d steps (%d per epoch), %s%s, %s of %s parameters trained; "
+        "options and records in %s/metrics.jsonl", config.sim_header, info.world_size, config.batch_size, local_batch, total_steps,
+        steps_per_epoch, info.device, " bf16" if use_bf16 else "", f"{trainable:,}", f"{total:,}", config.output_dir.rstrip("/"),
+    )  # fmt: skip
     if info.is_main:
-        print(f"backbone: {backbone_record['description']}", flush=True)
-        print(json.dumps({"config": config.to_json(), "world_size": info.world_size, "global_batch": config.batch_size, "local_batch": local_batch,
-                          "steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "device": str(info.device), "bf16": use_bf16,
-                          "trainable_parameters": trainable, "total_parameters": total}), flush=True)  # fmt: skip
         log.write(
             "config",
             config=config.to_json(),
@@ -257,6 +263,14 @@ def train(config: TrainConfig) -> dict:
     if config.decode_on == "device":
         batches = DeviceDecodedBatches(batches, local_batch, config.max_frames, image_size, info.device)
     window_start, window_steps, skipped_by_worker = time.perf_counter(), 0, {}
+    bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", dynamic_ncols=True) if progress_enabled(info.is_main) else None
+    board = TensorBoard(config.output_dir if config.tensorboard and info.is_main else None)
+
+    def close_progress() -> None:
+        if bar is not None:
+            bar.close()
+        board.close()
+
     # one loop over steps: with resampled shards an epoch is a step count (train/data.py)
     while step < total_steps:
         epoch = step // steps_per_epoch
@@ -280,6 +294,8 @@ def train(config: TrainConfig) -> dict:
             model.clip.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
         step += 1
         window_steps += 1
+        if bar is not None:
+            bar.update(1)
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"loss became {loss.item()} at step {step}; last batch keys {batch['keys'][:8]}")
         if step % config.log_every_steps == 0 or step == total_steps:
@@ -289,25 +305,31 @@ def train(config: TrainConfig) -> dict:
                       "clips_per_s": window_steps * config.batch_size / elapsed, "logit_scale": model.logit_scale().item(), "skipped_rank0": skipped}  # fmt: skip
             if len(loss_parts) > 1:
                 record["loss_parts"] = {name: value.item() for name, value in loss_parts.items()}
-            if info.is_main:
-                print(json.dumps(record), flush=True)
+            if bar is None:
+                logger.info("step %d/%d  loss %.4f  lr %.2e  %.1f clips/s", step, total_steps, record["loss"], record["lr"], record["clips_per_s"])
+            else:
+                bar.set_postfix(loss=f"{record['loss']:.4f}", clips_per_s=f"{record['clips_per_s']:.1f}")
             log.write("train", **record)
+            board.scalars(step, {"train/loss": record["loss"], "train/lr": record["lr"], "train/clips_per_s": record["clips_per_s"]})
             window_start, window_steps = time.perf_counter(), 0
         at_epoch_end = step % steps_per_epoch == 0
         if config.val_shards and (
             (config.eval_every_steps and step % config.eval_every_steps == 0) or (not config.eval_every_steps and at_epoch_end)
         ):
             last_eval = evaluate(model, config, info, tokenize)
-            if info.is_main:
-                print(json.dumps({"eval_step": step, **last_eval}), flush=True)
+            logger.info("eval at step %d: t2v R@1 %.1f R@5 %.1f MnR %.1f | v2t R@1 %.1f (%d videos, %d captions)", step,
+                        last_eval["t2v"]["R1"], last_eval["t2v"]["R5"], last_eval["t2v"]["MnR"], last_eval["v2t"]["R1"],
+                        last_eval["num_videos"], last_eval["num_captions"])  # fmt: skip
             log.write("eval", step=step, **last_eval)
+            board.scalars(step, {f"eval/{d}_{m}": last_eval[d][m] for d in ("t2v", "v2t") for m in ("R1", "R5", "R10", "MnR")})
         if stop.agreed(info.device):
             save()
-            if info.is_main:
-                print(f"SIGTERM: saved step {step}, exiting", flush=True)
+            logger.info("SIGTERM: saved step %d, exiting", step)
+            close_progress()
             return {"step": step, "stopped": True, "eval": last_eval}
         if step % config.checkpoint_every_steps == 0 or step == total_steps:
             save()
+    close_progress()
     if info.is_main:
         log.save_figure("curves.png", log.read())
     return {"step": step, "stopped": False, "eval": last_eval}
