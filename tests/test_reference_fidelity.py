@@ -289,3 +289,26 @@ def test_training_refuses_small_frames_before_clip_loads(tmp_path, monkeypatch):
     config = parse_config(["--train-shards", shards, "--output-dir", str(tmp_path / "run"), "--model", "tiny-ViT", "--steps-per-epoch", "1"])
     with pytest.raises(ShardSettingsError, match="rebuild with --short-side 224"):
         trainer.train(config)
+
+
+def test_training_can_start_from_a_reference_checkpoint(tmp_path, unused_shards_location):
+    """``--init-from pytorch_model.bin.N`` fine-tunes a CLIP4Clip model: the first step starts from
+    exactly its weights; a run with another head is refused before training."""
+    from train import trainer
+
+    model = perturbed(CLIP4Clip(small_clip(), "seqTransf", 12))
+    path = tmp_path / "pytorch_model.bin.4"
+    torch.save(to_reference_layout(model.state_dict(), "clip4clip"), path)
+    base = ["--train-shards", unused_shards_location, "--output-dir", str(tmp_path / "run"), "--init-from", str(path),
+            "--checkpoint-format", "clip4clip", "--batch-size", "2", "--steps-per-epoch", "1", "--epochs", "1", "--workers", "0"]  # fmt: skip
+    started = trainer.build_model(parse_config([*base, "--sim-header", "seqTransf"]))
+    assert all(torch.equal(started.state_dict()[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(trainer.TrainingSetupError, match="--sim-header seqTransf there, meanP here"):
+        trainer.build_model(parse_config([*base, "--sim-header", "meanP"]))
+    assert parse_config([*base, "--sim-header", "seqTransf"]).init_from == str(path)
+
+
+@pytest.fixture
+def unused_shards_location(tmp_path) -> str:
+    """build_model needs no shards; the option parser needs a location string."""
+    return str(tmp_path / "shards")
