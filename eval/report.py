@@ -68,7 +68,8 @@ def render_report(histogram_png: bytes, split: EncodedSplit, text_block: ScoreBl
         "<!doctype html><html><head><meta charset='utf-8'><title>" + html.escape(title) + "</title><style>",
         "body{font-family:system-ui,sans-serif;margin:24px;color:#222} table{border-collapse:collapse}",
         "td{vertical-align:top;padding:6px;border-bottom:1px solid #ddd} .hit{display:inline-block;margin:0 8px 4px 0;text-align:center;font-size:12px}",
-        ".hit img{display:block;border:3px solid transparent} .gt img{border-color:#1a7f37} .gt{font-weight:bold;color:#1a7f37}",
+        ".hit img,.missed img{display:block;border:3px solid transparent} .gt img{border-color:#1a7f37} .gt{font-weight:bold;color:#1a7f37}",
+        ".missed{display:inline-block;margin:0 8px 4px 0;text-align:center;font-size:12px;color:#1a7f37}",
         ".metrics td,.metrics th{padding:4px 10px;border:1px solid #ccc}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
         "<table class='metrics'><tr><th></th><th>R@1</th><th>R@5</th><th>R@10</th><th>MdR</th><th>MnR</th><th>N</th></tr>",
@@ -86,8 +87,12 @@ def render_report(histogram_png: bytes, split: EncodedSplit, text_block: ScoreBl
                      f"<br>rank of ground truth: {int(t2v_ranks[row]) + 1}</td><td>")  # fmt: skip
         if truth not in {video for video, _ in tops[row]}:  # the ground truth's own frames, when it missed the top 5
             key = split.keys[truth]
-            image = f"<img src='data:image/jpeg;base64,{strips[key]}' alt='{html.escape(key)}'>" if key in strips else "<i>frames unavailable</i>"
-            parts.append(f"<div class='hit gt'>{image}ground truth at #{int(t2v_ranks[row]) + 1}</div><br>")
+            image = (
+                f"<img src='data:image/jpeg;base64,{strips[key]}' alt='{html.escape(key)}'>"
+                if key in strips
+                else "<i>frames unavailable</i>"
+            )
+            parts.append(f"<div class='missed gt'>{image}ground truth at #{int(t2v_ranks[row]) + 1}</div><br>")
         for position, (video, score) in enumerate(tops[row], start=1):
             key = split.keys[video]
             image = (

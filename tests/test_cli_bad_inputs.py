@@ -1,10 +1,12 @@
 """Bad input to every CLI: a clear error naming the file (exit 2) or a recorded skip, never a
 traceback, never code run from a data file."""
 
+import ast
 import json
 import os
 import pickle
 import re
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -116,14 +118,17 @@ def test_train_refuses_missing_shards_bad_weights_and_impossible_options(tmp_pat
     base = ["--output-dir", str(tmp_path / "run"), "--model", "tiny-ViT", "--steps-per-epoch", "1"]
     assert train_main(["--train-shards", str(tmp_path / "nowhere"), *base]) == 2
     assert "nowhere" in capsys.readouterr().err
+    shards = tmp_path / "shards"  # an (empty) tar shard: past the shard check, so the weights file is what fails
+    shards.mkdir()
+    tarfile.open(shards / "shard-000000.tar", "w").close()
     garbage = tmp_path / "weights.pt"
     garbage.write_bytes(os.urandom(1024))
-    assert train_main(["--train-shards", str(tmp_path), *base, "--pretrained", str(garbage)]) == 2
+    assert train_main(["--train-shards", str(shards), *base, "--pretrained", str(garbage)]) == 2
     assert "weights.pt" in capsys.readouterr().err
     for impossible in (["--peft", "lora"], ["--cdcr-weight", "0.001"], ["--sim-header", "tightTransf", "--interaction", "wti"],
                        ["--emcl", "--interaction", "ti"], ["--interaction", "bogus"]):  # fmt: skip
         with pytest.raises(SystemExit) as exit_info:
-            train_main(["--train-shards", str(tmp_path), *base, *impossible])
+            train_main(["--train-shards", str(shards), *base, *impossible])
         assert exit_info.value.code == 2
         assert "error:" in capsys.readouterr().err
 
@@ -142,14 +147,33 @@ def _python_sources() -> list[Path]:
     ]
 
 
+def _torch_load_calls(source: str) -> list[tuple[int, dict]]:
+    """(line, {keyword: constant value}) of every ``torch.load(...)`` call in a module."""
+    calls = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and ast.unparse(node.func) == "torch.load":
+            keywords = {k.arg: k.value.value if isinstance(k.value, ast.Constant) else None for k in node.keywords}
+            calls.append((node.lineno, keywords))
+    return calls
+
+
+def test_torch_load_scan_sees_nested_calls_and_missing_keywords():
+    assert _torch_load_calls("torch.load(io.BytesIO(f.read()), map_location='cpu', weights_only=True)") == [
+        (1, {"map_location": "cpu", "weights_only": True})
+    ]
+    assert _torch_load_calls("torch.load(open(p), weights_only=False)")[0][1]["weights_only"] is False
+    assert "weights_only" not in _torch_load_calls("torch.load(p)")[0][1]
+
+
 def test_no_unsafe_loading_and_no_shell_strings_in_the_code():
     """Every torch.load passes weights_only=True; no shell, no pickle.load, no allow_pickle=True."""
     sources = _python_sources()
     assert len(sources) > 30
     for path in sources:
         text = path.read_text()
-        for call in re.finditer(r"torch\.load\(([^)]*)\)", text):
-            assert "weights_only=True" in call.group(1), f"{path}: {call.group(0)}"
+        for line, keywords in _torch_load_calls(text):  # parsed, so nested parentheses cannot hide or fake the keyword
+            assert keywords.get("weights_only") is True, f"{path}:{line}: torch.load without weights_only=True"
+        assert len(_torch_load_calls(text)) == text.count("torch.load("), f"{path}: a torch.load the parser did not see"
         for pattern in (
             r"shell\s*=\s*True",
             r"os\.system\(",

@@ -50,9 +50,11 @@ def test_eval_writes_metrics_report_and_histogram(trained, tmp_path, capsys):
     page = (out / "report.html").read_text()
     assert page.count("rank of ground truth: ") == 12  # 12 sampled text queries
     assert page.count("class='hit") == 12 * 5  # top 5 videos each
-    assert len(re.findall(r"data:image/jpeg;base64,", page)) == 12 * 5  # every hit shows its frames
     ground_truth_ranks = [int(r) for r in re.findall(r"rank of ground truth: (\d+)", page)]
-    assert page.count("class='hit gt'") == sum(rank <= 5 for rank in ground_truth_ranks)
+    missed = sum(rank > 5 for rank in ground_truth_ranks)
+    assert page.count("class='hit gt'") == 12 - missed
+    assert page.count("class='missed gt'") == missed  # a ground truth outside the top 5 is shown on its own
+    assert len(re.findall(r"data:image/jpeg;base64,", page)) == 12 * 5 + missed  # every hit and every missed truth shows its frames
     assert (out / "rank_histogram.png").stat().st_size > 1000
 
 

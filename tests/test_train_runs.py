@@ -153,6 +153,43 @@ def test_sigterm_to_the_process_group_with_data_workers_saves_on_two_ranks(uneve
     assert 3 <= stopped_at < 200 and f"SIGTERM: saved step {stopped_at}" in stdout
 
 
+# A rank whose loader iterator outlives it (a module global here; in production an exception's
+# traceback or a reference cycle): torch's atexit hook then leaves the workers to multiprocessing's,
+# which terminate()s them with SIGTERM and joins them.
+LOADER_ALIVE_AT_EXIT = """
+import sys, torch
+from shards.reader import shard_urls
+from train.data import StreamConfig, make_loader
+config = StreamConfig(urls=tuple(shard_urls(sys.argv[1])), batch_size=2, max_frames=6, image_size=112, workers=1)
+batches = iter(make_loader(config, lambda texts, context_length: torch.zeros(len(texts), context_length, dtype=torch.long), 0, 1, 0))
+next(batches)
+print(batches._workers[0].pid, flush=True)
+sys.stdin.readline()  # the test sends the worker a SIGTERM of its own meanwhile
+next(batches)
+print("read on after the SIGTERM", flush=True)
+"""
+
+
+def test_workers_ignore_outside_sigterm_but_never_block_their_rank_from_exiting(uneven_shards):
+    process = subprocess.Popen([sys.executable, "-c", LOADER_ALIVE_AT_EXIT, str(uneven_shards)], cwd=REPO_ROOT, stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    try:
+        worker = int(process.stdout.readline())
+        os.kill(worker, signal.SIGTERM)  # from this process, not the worker's parent: as Slurm's signal to the job
+        time.sleep(1.0)
+        os.kill(worker, 0)  # still alive (raises ProcessLookupError otherwise)
+        process.stdin.write("\n")
+        process.stdin.flush()
+        assert process.stdout.readline().strip() == "read on after the SIGTERM"
+        assert process.wait(timeout=60) == 0, process.stderr.read()[-3000:]  # was: joined its SIGTERM-deaf worker forever
+    finally:
+        process.kill()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and subprocess.run(["ps", "-p", str(worker)], capture_output=True).returncode == 0:
+        time.sleep(0.2)
+    assert subprocess.run(["ps", "-p", str(worker)], capture_output=True).returncode != 0, "the worker outlived its rank"
+
+
 def _kill_tree(pid: int) -> None:
     """SIGKILL a process and all its descendants, as Slurm kills a job step (by cgroup): torchrun
     starts each rank in a session of its own, so killing the launcher's process group is not enough."""

@@ -14,8 +14,10 @@ step count, so one loader serves the whole run and its workers are started once.
 
 from __future__ import annotations
 
+import os
 import random
 import signal
+import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -218,11 +220,25 @@ class ClipStream(IterableDataset):
 
 
 def ignore_sigterm_in_worker(_worker_id: int) -> None:
-    """DataLoader workers ignore SIGTERM: Slurm and torchrun signal the whole process group, and
-    a worker that died of it would make the main process raise ("DataLoader worker ... killed by
-    signal") before it could agree on the stop with the other ranks and save. The main process
-    owns shutdown; it ends its workers itself when it exits."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    """DataLoader workers ignore SIGTERM from everyone but their own main process.
+
+    Slurm and torchrun signal the whole process group: a worker that died of that SIGTERM would
+    make the main process raise ("DataLoader worker ... killed by signal") before it could agree
+    on the stop with the other ranks and save, so the main process owns shutdown. It must still be
+    able to end its workers: when the iterator outlives the training loop (an exception's
+    traceback, a reference cycle), multiprocessing's exit hook ``terminate()``s the daemonic
+    workers with SIGTERM and joins them, and a worker that ignored that signal too would hang the
+    rank forever at exit. The kernel says who sent a signal (``si_pid``), so a thread waits for
+    SIGTERM and exits only when the sender is the parent."""
+    parent = os.getppid()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # threads started later inherit the mask
+
+    def obey_only_the_parent() -> None:
+        while signal.sigwaitinfo({signal.SIGTERM}).si_pid != parent:
+            pass  # the group's SIGTERM: the main process decides when to stop
+        os._exit(128 + signal.SIGTERM)
+
+    threading.Thread(target=obey_only_the_parent, name="sigterm-from-parent-only", daemon=True).start()
 
 
 def make_loader(config: StreamConfig, tokenize: Callable, rank: int, world_size: int, start_step: int) -> DataLoader:
