@@ -7,7 +7,9 @@ batch 16, the same steps and learning rate for every method, several seeds.
 
 Reported per method (mean over seeds): text-to-video R@1 / R@5 / MnR on the clips it trained on
 (multi-caption), and R@1 / MnR on the held-out test clips. For methods with a fine similarity,
-EERCF's two-stage R@1 on the training clips with --rerank-topk. The PEFT rows freeze a random
+EERCF's two-stage R@1 on the training clips with --rerank-topk. The tightTransf row "on a
+meanP-trained CLIP" starts from the CLIP of the same seed's meanP run (CLIP4Clip always trains its
+cross encoder on a pretrained CLIP), new modules at lr 1e-3, CLIP at 1e-4. The PEFT rows freeze a random
 tiny CLIP (saved to a file as the "pretrained" base): they measure what the trainable part
 alone learns, not what it does on real CLIP weights.
 
@@ -33,6 +35,7 @@ from pipeline.build import BuildOptions, build_shards
 from pipeline.extract import ExtractionSettings
 from shards.storage import Store
 from tools.make_sample_data import make_sample_data
+from train.checkpoint import latest_checkpoint, load_checkpoint
 from train.config import parse_config
 from train.trainer import train
 
@@ -43,6 +46,8 @@ METHODS = {
     "tightTransf": ["--sim-header", "tightTransf"],
     "DRL (seqTransf + WTI + CDCR)": ["--sim-header", "seqTransf", "--interaction", "wti", "--cdcr-weight", "0.001"],
     "DRL TI (meanP + TI)": ["--sim-header", "meanP", "--interaction", "ti"],
+    # CLIP4Clip trains its cross encoder on a pretrained CLIP; here: the same seed's meanP run's CLIP
+    "tightTransf on a meanP-trained CLIP": ["--sim-header", "tightTransf", "--pretrained", "CONTENT", "--lr", "1e-3", "--coef-lr", "0.1"],
     "Two-stage search over WTI (seqTransf + WTI + coarse loss)": ["--sim-header", "seqTransf", "--interaction", "wti", "--coarse-weight", "1"],
     "EMCL-Net (seqTransf + EMCL)": ["--sim-header", "seqTransf", "--emcl"],
     "PEFT LoRA r4, frozen random CLIP": ["--sim-header", "meanP", "--peft", "lora", "--lora-rank", "4", "--pretrained", "BASE"],
@@ -72,6 +77,31 @@ def build_data(out: str, num_videos: int) -> dict[str, str]:
     return shards
 
 
+def run_folder(out: str, name: str, seed: int) -> str:
+    return os.path.join(out, "runs", f"{re.sub(r'[^A-Za-z0-9]+', '_', name)}_seed{seed}")
+
+
+def content_clip(args: argparse.Namespace, shards: dict[str, str], seed: int) -> str:
+    """The CLIP of this seed's meanP run, saved in OpenAI's key layout (trained first if missing)."""
+    path = os.path.join(args.out, f"meanP_clip_seed{seed}.pt")
+    if os.path.exists(path):
+        return path
+    run = run_folder(args.out, "meanP", seed)
+    if latest_checkpoint(os.path.join(run, "checkpoints")) is None:
+        config = parse_config([*common_flags(args, shards, run, seed), *METHODS["meanP"]])
+        with contextlib.redirect_stdout(io.StringIO()):
+            train(config)
+    state = load_checkpoint(latest_checkpoint(os.path.join(run, "checkpoints")))
+    torch.save({k.removeprefix("clip."): v for k, v in state["model"].items() if k.startswith("clip.")}, path)
+    return path
+
+
+def common_flags(args: argparse.Namespace, shards: dict[str, str], run: str, seed: int) -> list[str]:
+    return ["--train-shards", shards["train"], "--output-dir", run, "--model", "tiny-ViT-112", "--batch-size", "16",
+            "--steps-per-epoch", str(args.steps), "--epochs", "1", "--max-frames", "8", "--workers", "1", "--lr", "2e-3",
+            "--coef-lr", "1", "--warmup-fraction", "0.05", "--seed", str(seed), "--log-every-steps", "1000"]  # fmt: skip
+
+
 def evaluate(run: str, shards: str, topk: int) -> dict:
     out = os.path.join(run, f"eval_{os.path.basename(shards)}")
     with contextlib.redirect_stdout(io.StringIO()):
@@ -96,16 +126,18 @@ def main() -> None:
     if not os.path.exists(base):
         torch.manual_seed(1234)
         torch.save(open_clip.create_model("tiny-ViT-112").state_dict(), base)
+    table = os.path.join(args.out, "methods.json")
     rows = {}
+    if os.path.exists(table):  # a later call for some methods keeps the others' rows
+        with open(table) as handle:
+            rows = json.load(handle)
     for name in args.methods:
-        flags = [base if flag == "BASE" else flag for flag in METHODS[name]]
         results = []
         for seed in args.seeds:
-            run = os.path.join(args.out, "runs", f"{re.sub(r'[^A-Za-z0-9]+', '_', name)}_seed{seed}")
-            config = parse_config(["--train-shards", shards["train"], "--output-dir", run, "--model", "tiny-ViT-112",
-                                   "--batch-size", "16", "--steps-per-epoch", str(args.steps), "--epochs", "1", "--max-frames", "8",
-                                   "--workers", "1", "--lr", "2e-3", "--coef-lr", "1", "--warmup-fraction", "0.05", "--seed", str(seed),
-                                   "--log-every-steps", "1000", *flags])  # fmt: skip
+            content = content_clip(args, shards, seed) if "CONTENT" in METHODS[name] else None
+            flags = [{"BASE": base, "CONTENT": content}.get(flag, flag) for flag in METHODS[name]]
+            run = run_folder(args.out, name, seed)
+            config = parse_config([*common_flags(args, shards, run, seed), *flags])
             with contextlib.redirect_stdout(io.StringIO()):
                 train(config)
             fit, held_out = evaluate(run, shards["train"], args.topk), evaluate(run, shards["test"], args.topk)
@@ -113,7 +145,7 @@ def main() -> None:
         fit_t2v = [r["fit"]["raw"]["t2v"] for r in results]
         held_t2v = [r["held_out"]["raw"]["t2v"] for r in results]
         row = {
-            "flags": " ".join(flag if flag != base else "BASE.pt" for flag in flags),
+            "flags": " ".join("BASE.pt" if flag == base else "MEANP_CLIP.pt" if flag == content else flag for flag in flags),
             "seeds": len(results),
             "fit_R1": float(np.mean([m["R1"] for m in fit_t2v])),
             "fit_R5": float(np.mean([m["R5"] for m in fit_t2v])),
@@ -129,7 +161,7 @@ def main() -> None:
             row["fit_coarse_only_R1"] = float(np.mean([s["coarse_only"]["t2v"]["R1"] for s in stages]))
         rows[name] = row
         print(json.dumps({"method": name, **row}), flush=True)
-    with open(os.path.join(args.out, "methods.json"), "w") as handle:
+    with open(table, "w") as handle:
         json.dump(rows, handle, indent=1)
 
 
