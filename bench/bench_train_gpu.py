@@ -25,8 +25,9 @@ from shards.reader import shard_urls
 from train import backbone
 from train.data import StreamConfig, make_loader
 from train.device_decode import DeviceDecodedBatches
+from train.features import TextFeatures, VideoFeatures
 from train.loss import symmetric_cross_entropy
-from train.model import CLIP4Clip, TextFeatures, VideoFeatures
+from train.model import CLIP4Clip
 from train.optim import build_optimizer
 from train.trainer import RetrievalStep
 
@@ -84,7 +85,7 @@ def main() -> None:
         mask = batch["mask"].to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=device.type == "cuda"):
             text_pooled, _, _, frame_features, pooled = step_module(tokens, frames, mask)
-            logits = model.similarity(TextFeatures(text_pooled), VideoFeatures(frame_features, mask, pooled))
+            logits = model.logits(TextFeatures(text_pooled), VideoFeatures(frame_features, mask, pooled))
         loss = symmetric_cross_entropy(logits.float())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

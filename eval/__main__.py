@@ -96,9 +96,9 @@ def run(args: argparse.Namespace) -> dict:
         "skipped": split.skipped,
         "raw": {name: summarize(values) for name, values in ranks.items()},
     }
-    if model.has_fine_stage and args.rerank_topk > 0:
+    if model.similarity.has_fine_stage and args.rerank_topk > 0:
         result["coarse_to_fine"] = compare_coarse_to_fine(scorer, caption_to_video, args.rerank_topk, args.block_size)
-    temperature = 1.0 / model.logit_scale().item() if model.is_loose else 1.0
+    temperature = 1.0 / model.logit_scale().item() if model.similarity.uses_logit_scale else 1.0
     for method in args.post:
         t_block, v_block = normalised_blocks(text_block, video_block, len(split.captions), method, temperature, args.block_size)
         result[method] = {

@@ -8,9 +8,10 @@ import torch.nn.functional as F
 
 from eval.metrics import metrics_from_matrix
 from train.backbone import load_clip
+from train.features import TextFeatures, VideoFeatures
 from train.heads import HEADS
 from train.loss import symmetric_cross_entropy
-from train.model import CLIP4Clip, TextFeatures, VideoFeatures
+from train.model import CLIP4Clip
 
 
 @pytest.fixture(scope="module")
@@ -26,14 +27,14 @@ def test_padded_frames_never_change_the_result(tiny_clip, head):
     frames = torch.randn(3, 6, 64)
     mask = torch.tensor([[1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1]], dtype=torch.bool)
     text = TextFeatures(F.normalize(torch.randn(2, 64), dim=-1))
-    pooled = model.pool(frames, mask)[1] if model.is_loose else None
-    scores = model.similarity(text, VideoFeatures(frames, mask, pooled))
+    pooled = model.pool(frames, mask)[1] if model.pool is not None else None
+    scores = model.logits(text, VideoFeatures(frames, mask, pooled))
     altered = frames.clone()
     altered[~mask] = torch.randn(int((~mask).sum()), 64) * 100
-    pooled_altered = model.pool(altered, mask)[1] if model.is_loose else None
-    assert torch.allclose(scores, model.similarity(text, VideoFeatures(altered, mask, pooled_altered)), atol=1e-5)
+    pooled_altered = model.pool(altered, mask)[1] if model.pool is not None else None
+    assert torch.allclose(scores, model.logits(text, VideoFeatures(altered, mask, pooled_altered)), atol=1e-5)
     assert scores.shape == (2, 3) and torch.isfinite(scores).all()
-    if model.is_loose:
+    if model.pool is not None:
         assert torch.allclose(pooled.norm(dim=-1), torch.ones(3), atol=1e-5)
 
 

@@ -12,8 +12,9 @@ from eval.rerank import compare_coarse_to_fine, two_stage_blocks
 from eval.scoring import SplitScorer, score_blocks
 from train.backbone import load_clip
 from train.cdcr import channel_decorrelation_loss
+from train.features import TextFeatures, VideoFeatures
 from train.interaction import TokenInteraction, TokenSet, all_pairs, paired
-from train.model import CLIP4Clip, TextFeatures, VideoFeatures
+from train.model import CLIP4Clip
 from train.peft import apply_peft, count_parameters, trainable_state
 
 
@@ -92,15 +93,15 @@ def encoded_split(model: CLIP4Clip, num_videos: int = 9, captions_per_video: int
     text_tokens = torch.randn(num_captions, 8, 64, generator=generator)
     text_mask = torch.arange(8)[None] < torch.randint(2, 9, (num_captions, 1), generator=generator)
     with torch.no_grad():
-        sequence, pooled = model.pool(frame_features, mask) if model.is_loose else (frame_features, None)
+        sequence, pooled = model.pool(frame_features, mask) if model.pool is not None else (frame_features, None)
     text = text_tokens[:, 0]
     return EncodedSplit(
         keys=[f"v{i}" for i in range(num_videos)],
         captions=[f"c{i}" for i in range(num_captions)],
         caption_to_video=torch.arange(num_videos).repeat_interleave(captions_per_video),
-        text=F.normalize(text, dim=-1) if model.is_loose else text,
-        text_tokens=text_tokens if model.uses_tokens else None,
-        text_mask=text_mask if model.uses_tokens else None,
+        text=F.normalize(text, dim=-1) if model.similarity.normalises_text else text,
+        text_tokens=text_tokens if model.similarity.keeps_text_tokens else None,
+        text_mask=text_mask if model.similarity.keeps_text_tokens else None,
         video_pooled=pooled,
         video_frames=sequence,
         video_mask=mask,
@@ -157,10 +158,10 @@ def test_model_with_wti_scores_short_clips_and_padded_captions(tiny_clip):
     with torch.no_grad():
         text = model.encode_text(tokens)
         video = model.encode_video(frames, mask)
-        scores = model.similarity(text, video)
+        scores = model.logits(text, video)
         altered = frames.clone()
         altered[~mask] = 0
-        rescored = model.similarity(text, model.encode_video(altered, mask))
+        rescored = model.logits(text, model.encode_video(altered, mask))
     assert text.tokens.shape == (3, 32, 64) and text.mask.sum(1).tolist() == [5, 2, 4]
     assert scores.shape == (3, 2) and torch.allclose(scores, rescored, atol=1e-5)
 
@@ -197,9 +198,9 @@ def test_token_models_carry_frames_and_tokens_through_similarity(tiny_clip):
     model = CLIP4Clip(copy.deepcopy(tiny_clip), "meanP", 6, "wti")
     frames, frame_mask, tokens, token_mask = short_clips_and_captions()
     sequence, pooled = model.pool(frames, frame_mask)
-    logits = model.similarity(
+    logits = model.logits(
         TextFeatures(F.normalize(tokens[:, 0], dim=-1), tokens, token_mask), VideoFeatures(sequence, frame_mask, pooled)
     )
     assert logits.shape == (4, 3)
     logits.sum().backward()
-    assert model.interaction.text_weights.mlp[0].weight.grad is not None
+    assert model.similarity.text_weights.mlp[0].weight.grad is not None

@@ -16,10 +16,11 @@ from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 from tests.reference_impl import clip4clip_seq_transf_visual, clip4clip_tight_scores, drl_wti_scores
 from train import backbone
 from train.config import parse_config
+from train.features import TextFeatures, VideoFeatures
 from train.foreign_checkpoints import ForeignCheckpointError, load_any_checkpoint, to_reference_layout
 from train.frame_rule import FrameRule, ShardSettingsError, frame_rule_for
 from train.interaction import all_pairs
-from train.model import CLIP4Clip, TextFeatures, VideoFeatures
+from train.model import CLIP4Clip
 from train.restore import restore_model
 from train.trainer import build_model
 
@@ -60,7 +61,7 @@ def test_tight_transf_scores_as_clip4clip_cross_similarity():
     frames, mask = frames_and_mask()
     text = torch.randn(3, WIDTH, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
-        ours = model.similarity(TextFeatures(text), VideoFeatures(frames, mask, None))
+        ours = model.logits(TextFeatures(text), VideoFeatures(frames, mask, None))
         theirs = clip4clip_tight_scores(reference_state, text, frames, mask)
     assert torch.allclose(ours, theirs, atol=1e-5), (ours - theirs).abs().max()
 
@@ -80,14 +81,14 @@ def test_cross_encoder_starts_as_clip4clip_initialises_it():
     CLIP itself was built with GELU; pooler and score head from CLIP4Clip's init_weights."""
     clip = small_clip(quick_gelu=False)
     model = CLIP4Clip(clip, "tightTransf", max_frames=12)
-    for index, block in enumerate(model.cross.blocks):
+    for index, block in enumerate(model.similarity.blocks):
         assert type(block.mlp.gelu).__name__ == "QuickGELU"
         assert block.ln_1.eps == 1e-12
         text_block = clip.transformer.resblocks[index].state_dict()
         assert all(torch.equal(value, text_block[name]) for name, value in block.state_dict().items())
-    assert torch.equal(model.cross.position.weight, clip.positional_embedding)
-    assert torch.equal(model.cross.pool_norm.weight, torch.ones(WIDTH)) and not model.cross.pool_norm.bias.any()
-    assert not model.cross.score.bias.any() and 0.01 < model.cross.score.weight.std() < 0.03
+    assert torch.equal(model.similarity.position.weight, clip.positional_embedding)
+    assert torch.equal(model.similarity.pool_norm.weight, torch.ones(WIDTH)) and not model.similarity.pool_norm.bias.any()
+    assert not model.similarity.score.bias.any() and 0.01 < model.similarity.score.weight.std() < 0.03
     seq = CLIP4Clip(small_clip(quick_gelu=False), "seqTransf", max_frames=12)
     assert all(type(block.mlp.gelu).__name__ == "QuickGELU" for block in seq.pool.blocks)
     with pytest.raises(ValueError, match="positions"):
@@ -100,14 +101,14 @@ def _positive_features(shape, seed):
 
 def test_wti_matches_drl_where_drl_is_well_defined():
     model = perturbed(CLIP4Clip(small_clip(), "seqTransf", max_frames=5, interaction="wti"))
-    assert model.interaction.text_weights.mlp[0].weight.shape == (WIDTH, WIDTH)  # DRL's wti_arch 2: Linear(D, D)
+    assert model.similarity.text_weights.mlp[0].weight.shape == (WIDTH, WIDTH)  # DRL's wti_arch 2: Linear(D, D)
     reference_state = to_reference_layout(model.state_dict(), "drl")
     text = _positive_features((3, 6, WIDTH), 4)  # all cosines positive: DRL's zeroed padding never wins a max
     text_mask = torch.tensor([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1], [1, 1, 0, 0, 0, 0]], dtype=torch.bool)
     video = _positive_features((4, 5, WIDTH), 5)
     _, video_mask = frames_and_mask()
     with torch.no_grad():
-        ours = all_pairs(model.interaction.text_side(text, text_mask), model.interaction.video_side(video, video_mask))
+        ours = all_pairs(model.similarity.text_side(text, text_mask), model.similarity.video_side(video, video_mask))
         theirs = drl_wti_scores(reference_state, text, text_mask, video, video_mask)
     assert torch.allclose(ours, theirs, atol=1e-5), (ours - theirs).abs().max()
 
@@ -123,8 +124,8 @@ def test_wti_padding_rule_is_the_documented_difference_from_drl():
     padded = torch.cat([real, torch.randn(1, 1, WIDTH)], dim=1)
     padded_mask = torch.tensor([[True, True, False]])
     with torch.no_grad():
-        ours_padded = all_pairs(model.interaction.text_side(text, text_mask), model.interaction.video_side(padded, padded_mask))
-        ours_unpadded = all_pairs(model.interaction.text_side(text, text_mask), model.interaction.video_side(real, torch.ones(1, 2, dtype=torch.bool)))
+        ours_padded = all_pairs(model.similarity.text_side(text, text_mask), model.similarity.video_side(padded, padded_mask))
+        ours_unpadded = all_pairs(model.similarity.text_side(text, text_mask), model.similarity.video_side(real, torch.ones(1, 2, dtype=torch.bool)))
         drl_padded = drl_wti_scores(reference_state, text, text_mask, padded, padded_mask)
         drl_unpadded = drl_wti_scores(reference_state, text, text_mask, real, torch.ones(1, 2, dtype=torch.bool))
     assert torch.allclose(ours_padded, ours_unpadded, atol=1e-6) and torch.allclose(drl_unpadded, ours_unpadded, atol=1e-5)
@@ -148,7 +149,7 @@ AMBIGUOUS = {"clip4clip-meanP", "clip4clip-seqLSTM", "clip4clip-seqTransf", "drl
 def _scores(model: CLIP4Clip, frames: torch.Tensor, mask: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         video, text = model.encode_video(frames, mask), model.encode_text(tokens)
-        return model.similarity(text, video)
+        return model.logits(text, video)
 
 
 def reference_file(tmp_path, name: str, model: CLIP4Clip) -> str:

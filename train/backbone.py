@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass
 
 import open_clip
 import torch
 from open_clip.model import build_model_from_openai_state_dict
 from torch import nn
+
+from train.features import TextFeatures
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_configs")
 open_clip.add_model_config(CONFIG_DIR)  # "tiny-ViT": a CPU-sized model for demos and tests
@@ -204,13 +205,6 @@ def _create(model_name: str, pretrained: str | None, activation: str) -> nn.Modu
     if activation == "gelu" and activation_name(model) != "GELU":
         raise BackboneLoadError(f"{model_name}: its open_clip config uses QuickGELU; --activation gelu cannot change that")
     return model
-
-
-@dataclass
-class TextFeatures:
-    pooled: torch.Tensor  # (B, D): projected feature at the end token
-    tokens: torch.Tensor  # (B, L, D): projected per-token features (token-level heads)
-    mask: torch.Tensor  # (B, L) bool: real tokens (start..end inclusive)
 
 
 def encode_text(clip: nn.Module, tokens: torch.Tensor) -> TextFeatures:

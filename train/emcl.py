@@ -32,12 +32,17 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
+
+from train.features import TextFeatures, VideoFeatures
+from train.similarity import DEFAULT_CHUNKS, PairScorer, ScoringChunks, Similarity, TrainingScores
 
 EVAL_BLOCK = 32  # EMCL-Net's _run_on_single_gpu mini_batch
 
 
-class EMCLNet(nn.Module):
+class EMCLNet(Similarity):
+    normalises_text = False  # EMCL-Net pools frames with, and runs EM on, CLIP's caption feature as it is
+    reads_frames = True
+
     def __init__(
         self,
         bases: int = 32,
@@ -94,3 +99,30 @@ class EMCLNet(nn.Module):
             rows.append(torch.cat([self.logits(text[a : a + block], frames[b : b + block], mask[b : b + block])
                                    for b in range(0, frames.shape[0], block)], dim=1))  # fmt: skip
         return torch.cat(rows)
+
+    def forward(self, text: TextFeatures, video: VideoFeatures, logit_scale: torch.Tensor) -> TrainingScores:
+        return TrainingScores(logit_scale * self.logits(text.pooled, video.frames, video.mask))
+
+    def pair_scorer(self, text: TextFeatures, video: VideoFeatures, chunks: ScoringChunks = DEFAULT_CHUNKS) -> PairScorer:
+        return EMCLPairs(self, text.pooled, video.frames, video.mask)
+
+
+class EMCLPairs(PairScorer):
+    """Test-time scoring as EMCL-Net does it: EM per 32 x 32 block, aligned to the split's order;
+    a query's rerank candidates are EM'd as one block with it."""
+
+    def __init__(self, emcl: EMCLNet, text: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor) -> None:
+        self.emcl, self.text, self.frames, self.mask = emcl, text, frames, mask
+
+    def block(self, texts: slice, videos: slice) -> torch.Tensor:
+        if any((part.start or 0) % EVAL_BLOCK for part in (texts, videos)):
+            raise ValueError(f"EMCL scores blocks of {EVAL_BLOCK}: score from offsets that are multiples of it (--block-size)")
+        return self.emcl.blockwise(self.text[texts], self.frames[videos], self.mask[videos]).float()
+
+    def for_texts(self, text_ids: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.emcl.logits(self.text[t : t + 1], self.frames[c], self.mask[c])
+                          for t, c in zip(text_ids, candidates, strict=True)]).float()  # fmt: skip
+
+    def for_videos(self, video_ids: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.emcl.logits(self.text[c], self.frames[v : v + 1], self.mask[v : v + 1]).T
+                          for v, c in zip(video_ids, candidates, strict=True)]).float()  # fmt: skip

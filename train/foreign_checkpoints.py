@@ -35,16 +35,16 @@ _SHARED = (
 KEY_TABLE: dict[str, tuple[tuple[str, str], ...]] = {
     "clip4clip": (
         *_SHARED,
-        ("cross.position.weight", "cross.embeddings.position_embeddings.weight"),
-        ("cross.blocks.", "cross.transformer.resblocks."),
-        ("cross.pool_norm.", "cross.pooler.ln_pool."),
-        ("cross.pool_dense.", "cross.pooler.dense."),
-        ("cross.score.", "similarity_dense."),
+        ("similarity.position.weight", "cross.embeddings.position_embeddings.weight"),
+        ("similarity.blocks.", "cross.transformer.resblocks."),
+        ("similarity.pool_norm.", "cross.pooler.ln_pool."),
+        ("similarity.pool_dense.", "cross.pooler.dense."),
+        ("similarity.score.", "similarity_dense."),
     ),
     "drl": (
         *_SHARED,
-        ("interaction.text_weights.mlp.", "text_weight_fc."),
-        ("interaction.frame_weights.mlp.", "video_weight_fc."),
+        ("similarity.text_weights.mlp.", "text_weight_fc."),
+        ("similarity.frame_weights.mlp.", "video_weight_fc."),
     ),
     "emcl": _SHARED,
 }
@@ -52,7 +52,7 @@ KEY_TABLE: dict[str, tuple[tuple[str, str], ...]] = {
 UNUSED_FOR_HEAD = {"seqLSTM": ("frame_position_embeddings.weight",), "meanP": (), "seqTransf": (), "tightTransf": ()}
 # running state a reference keeps outside its state dict (EMCL-Net's bases are a plain tensor
 # attribute): a loaded model starts it afresh, exactly as the reference does after loading
-NOT_SAVED_BY_REFERENCE = {"clip4clip": (), "drl": (), "emcl": ("emcl.",)}
+NOT_SAVED_BY_REFERENCE = {"clip4clip": (), "drl": (), "emcl": ("similarity.mu",)}
 # keys only EERCF's model has: named so that its checkpoints get a precise refusal
 _EERCF_MARKERS = ("global_mat_weight", "frame_logit_weight")
 

@@ -16,6 +16,9 @@ from open_clip.transformer import LayerNorm, QuickGELU, ResidualAttentionBlock
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from train.features import TextFeatures, VideoFeatures
+from train.similarity import DEFAULT_CHUNKS, PairScorer, ScoringChunks, Similarity, TrainingScores
+
 LOOSE_HEADS = ("meanP", "seqLSTM", "seqTransf")
 HEADS = (*LOOSE_HEADS, "tightTransf")
 
@@ -142,7 +145,7 @@ class TransformerPooling(nn.Module):
         return sequence, masked_mean_pool(sequence, mask)
 
 
-class CrossEncoderScore(nn.Module):
+class CrossEncoderScore(Similarity):
     """tightTransf as CLIP4Clip computes it (``modeling.py`` _cross_similarity, ``module_cross.py``).
 
     The caption's CLIP feature (one token) and the video's frame features are concatenated,
@@ -157,6 +160,10 @@ class CrossEncoderScore(nn.Module):
     """
 
     EMBEDDING_DROPOUT = 0.1  # CLIP4Clip's cross_config hidden_dropout_prob
+    normalises_text = False  # the caption's CLIP feature enters the sequence as it is
+    reads_frames = True
+    gathers_batch = False  # CLIP4Clip scores each rank's local batch (B x B passes); see train/trainer.py gather_batch
+    uses_logit_scale = False  # the score is the logit
 
     def __init__(self, clip: nn.Module, width: int, max_frames: int, layers: int = 4) -> None:
         super().__init__()
@@ -170,7 +177,14 @@ class CrossEncoderScore(nn.Module):
         self.score = nn.Linear(width, 1)  # CLIP4Clip's similarity_dense
         clip4clip_init_(nn.ModuleList([self.pool_norm, self.pool_dense, self.score]))
 
-    def forward(self, text: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, text: TextFeatures, video: VideoFeatures, logit_scale: torch.Tensor) -> TrainingScores:
+        return TrainingScores(self.every_pair(text.pooled, video.frames, video.mask))
+
+    def pair_scorer(self, text: TextFeatures, video: VideoFeatures, chunks: ScoringChunks = DEFAULT_CHUNKS) -> PairScorer:
+        # texts x videos sequences per pass: fewer texts at a time than the other similarities
+        return CrossPairs(self, text.pooled, video.frames, video.mask, ScoringChunks(min(chunks.texts, 16), chunks.videos))
+
+    def every_pair(self, text: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Every text against every video: (A, D) x (V, T, D) -> (A, V)."""
         num_texts, (num_videos, count, width) = text.shape[0], frames.shape
         text_rows = text[:, None, :].expand(num_texts, num_videos, width).reshape(-1, width)
@@ -189,6 +203,44 @@ class CrossEncoderScore(nn.Module):
             x = block(x, attn_mask=attn_mask)
         pooled = self.pool_activation(self.pool_dense(self.pool_norm(x)[:, 0]))
         return self.score(pooled).squeeze(-1)
+
+
+class CrossPairs(PairScorer):
+    """The cross encoder over a split: explicit (caption, video) pairs, a bounded number of
+    sequences per pass, whatever the rectangle or candidate list."""
+
+    def __init__(self, cross: CrossEncoderScore, text: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor, chunks: ScoringChunks) -> None:
+        self.cross, self.text, self.frames, self.mask, self.chunks = cross, text, frames, mask, chunks
+
+    def block(self, texts: slice, videos: slice) -> torch.Tensor:
+        text_ids, video_ids = range(self.text.shape[0])[texts], range(self.frames.shape[0])[videos]
+        device = self.text.device
+        rows = []
+        for t in range(0, len(text_ids), self.chunks.texts):
+            row = text_ids[t : t + self.chunks.texts]
+            parts = []
+            for v in range(0, len(video_ids), self.chunks.videos):
+                chunk = video_ids[v : v + self.chunks.videos]
+                pair_texts = torch.tensor(row, device=device)[:, None].expand(-1, len(chunk))
+                pair_videos = torch.tensor(chunk, device=device)[None].expand(len(row), -1)
+                parts.append(self.pairs(pair_texts, pair_videos))
+            rows.append(torch.cat(parts, dim=1))
+        return torch.cat(rows, dim=0)
+
+    def for_texts(self, text_ids: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        return self.pairs(text_ids[:, None].expand_as(candidates), candidates)
+
+    def for_videos(self, video_ids: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        return self.pairs(candidates, video_ids[:, None].expand_as(candidates))
+
+    def pairs(self, text_index: torch.Tensor, video_index: torch.Tensor, pairs_per_pass: int = 4096) -> torch.Tensor:
+        """Scores of (text_index[i], video_index[i]) for index tensors of any (equal) shape."""
+        flat_texts, flat_videos = text_index.reshape(-1), video_index.reshape(-1)
+        scores = []
+        for start in range(0, flat_texts.numel(), pairs_per_pass):
+            texts, videos = flat_texts[start : start + pairs_per_pass], flat_videos[start : start + pairs_per_pass]
+            scores.append(self.cross.pairs(self.text[texts], self.frames[videos], self.mask[videos]).float())
+        return torch.cat(scores).view(text_index.shape)
 
 
 def build_video_pooling(head: str, clip: nn.Module, width: int, max_frames: int) -> nn.Module:

@@ -20,6 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from train.features import TextFeatures, VideoFeatures
+from train.similarity import DEFAULT_CHUNKS, PairScorer, ScoringChunks, Similarity, TrainingScores
+
 INTERACTIONS = ("cosine", "wti", "ti")
 
 
@@ -78,12 +81,15 @@ class TokenSet:
         return TokenSet(self.features.to(device), self.mask.to(device), self.weights.to(device))
 
 
-class TokenInteraction(nn.Module):
+class TokenInteraction(Similarity):
     """WTI (learned weights) or TI (uniform weights) between text tokens and frames.
 
     Each side is prepared once (normalised, weighted), then scored against many partners;
     the weights of a caption do not depend on the video it is compared with.
     """
+
+    keeps_text_tokens = True
+    reads_frames = True
 
     def __init__(self, width: int, weighted: bool) -> None:
         super().__init__()
@@ -104,6 +110,51 @@ class TokenInteraction(nn.Module):
 
     def video_side(self, frames: torch.Tensor, mask: torch.Tensor) -> TokenSet:
         return self._side(frames, mask, self.frame_weights if self.weighted else None)
+
+    def sides(self, text: TextFeatures, video: VideoFeatures) -> tuple[TokenSet, TokenSet]:
+        return self.text_side(text.tokens, text.mask), self.video_side(video.frames, video.mask)
+
+    def forward(self, text: TextFeatures, video: VideoFeatures, logit_scale: torch.Tensor) -> TrainingScores:
+        sides = self.sides(text, video)
+        return TrainingScores(logit_scale * all_pairs(*sides), token_sides=sides)
+
+    def pair_scorer(self, text: TextFeatures, video: VideoFeatures, chunks: ScoringChunks = DEFAULT_CHUNKS) -> PairScorer:
+        return TokenPairs(*self.sides(text, video), chunks)
+
+
+class TokenPairs(PairScorer):
+    """Token sets of a whole split, scored chunk by chunk (views, never copies of a side)."""
+
+    def __init__(self, text: TokenSet, video: TokenSet, chunks: ScoringChunks) -> None:
+        self.text, self.video, self.chunks = text, video, chunks
+
+    def block(self, texts: slice, videos: slice) -> torch.Tensor:
+        text_ids, video_ids = range(self.text.mask.shape[0])[texts], range(self.video.mask.shape[0])[videos]
+        rows = []
+        for t in range(0, len(text_ids), self.chunks.texts):
+            row = text_ids[t : t + self.chunks.texts]
+            row_texts = self.text.select(slice(row.start, row.stop))
+            parts = []
+            for v in range(0, len(video_ids), self.chunks.videos):
+                chunk = video_ids[v : v + self.chunks.videos]
+                parts.append(all_pairs(row_texts, self.video.select(slice(chunk.start, chunk.stop))).float())
+            rows.append(torch.cat(parts, dim=1))
+        return torch.cat(rows, dim=0)
+
+    def _rows_per_pass(self, candidates: torch.Tensor, per_candidate: int) -> int:
+        """Queries per pass so that gathered candidate features stay near 16M floats (64 MB):
+        large gathers cost page faults, not arithmetic."""
+        return max(1, (16 << 20) // max(1, candidates.shape[1] * per_candidate))
+
+    def for_texts(self, text_ids: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        step = self._rows_per_pass(candidates, self.video.features[0].numel())
+        return torch.cat([text_against_candidates(self.text.select(text_ids[r : r + step]), self.video.select(candidates[r : r + step]))
+                          for r in range(0, len(text_ids), step)]).float()  # fmt: skip
+
+    def for_videos(self, video_ids: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        step = self._rows_per_pass(candidates, self.text.features[0].numel())
+        return torch.cat([video_against_candidates(self.video.select(video_ids[r : r + step]), self.text.select(candidates[r : r + step]))
+                          for r in range(0, len(video_ids), step)]).float()  # fmt: skip
 
 
 def all_pairs(text: TokenSet, video: TokenSet) -> torch.Tensor:

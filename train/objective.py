@@ -12,23 +12,24 @@ import torch
 
 from train.cdcr import channel_decorrelation_loss
 from train.config import TrainConfig
+from train.features import TextFeatures, VideoFeatures
 from train.loss import symmetric_cross_entropy
-from train.model import CLIP4Clip, TextFeatures, VideoFeatures
+from train.model import CLIP4Clip
 
 
 def retrieval_loss(
     model: CLIP4Clip, text: TextFeatures, video: VideoFeatures, config: TrainConfig
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Total loss and its parts (as floats, for the log). Inputs are the gathered global batch."""
-    sides = model.token_sides(text, video) if model.uses_tokens else None
-    loss = symmetric_cross_entropy(model.similarity(text, video, sides).float())
+    scores = model.similarity(text, video, model.logit_scale())
+    loss = symmetric_cross_entropy(scores.logits.float())
     parts = {"contrastive": loss}
     if config.coarse_weight:
         coarse = symmetric_cross_entropy((model.logit_scale() * model.coarse_similarity(text.pooled, video)).float())
         parts["coarse"] = coarse
         loss = loss + config.coarse_weight * coarse
     if config.cdcr_weight:
-        cdcr = channel_decorrelation_loss(*sides, config.cdcr_alpha1, config.cdcr_alpha2)
+        cdcr = channel_decorrelation_loss(*scores.token_sides, config.cdcr_alpha1, config.cdcr_alpha2)  # config: token interaction
         parts["cdcr"] = cdcr
         loss = loss + config.cdcr_weight * cdcr
     return loss, {name: value.detach() for name, value in parts.items()}

@@ -31,10 +31,11 @@ from train.config import TrainConfig
 from train.data import StreamConfig, make_loader
 from train.device_decode import DeviceDecodedBatches
 from train.distributed import DistInfo, all_reduce_mean, barrier, gather_with_local_grad, init_distributed, is_distributed
+from train.features import TextFeatures, VideoFeatures
 from train.foreign_checkpoints import load_any_checkpoint
 from train.frame_rule import frame_rule_for
 from train.logs import progress_enabled, setup_logging, weights_follow
-from train.model import MAX_LOGIT_SCALE, CLIP4Clip, TextFeatures, VideoFeatures
+from train.model import MAX_LOGIT_SCALE, CLIP4Clip
 from train.model_factory import assemble_model
 from train.objective import retrieval_loss
 from train.optim import build_optimizer, warmup_cosine
@@ -84,9 +85,9 @@ def gather_batch(model: CLIP4Clip, outputs: tuple, mask: torch.Tensor) -> tuple[
     batch (B x B cross-encoder passes, no all-gather), and so does this trainer; gathering
     would make the cost grow with the square of the world size and change the negatives."""
     text_pooled, text_tokens, text_mask, frames, pooled = outputs
-    if not model.is_loose:
+    if not model.similarity.gathers_batch:
         return TextFeatures(text_pooled), VideoFeatures(frames=frames, mask=mask, pooled=None)
-    needs_frames = model.needs_frames
+    needs_frames = model.similarity.reads_frames
     text = TextFeatures(
         gather_with_local_grad(text_pooled),
         gather_with_local_grad(text_tokens) if text_tokens is not None else None,

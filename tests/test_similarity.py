@@ -1,0 +1,94 @@
+"""The Similarity contract (train/similarity.py), checked for every kind the model can hold.
+
+Whatever a similarity computes, its three ways of scoring must agree on the same features:
+the training logits (without the temperature), a block of the split, and each query's own
+candidates. A new similarity joins KINDS and inherits these checks.
+"""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from train.backbone import load_clip
+from train.emcl import EMCLNet
+from train.features import TextFeatures, VideoFeatures
+from train.heads import CrossEncoderScore
+from train.interaction import TokenInteraction
+from train.model import CLIP4Clip, migrate_legacy_keys
+from train.similarity import PooledCosine, ScoringChunks
+
+KINDS = {  # (head, interaction, emcl) -> the class the model must hold
+    "cosine": (("seqTransf", "cosine", None), PooledCosine),
+    "wti": (("seqTransf", "wti", None), TokenInteraction),
+    "ti": (("meanP", "ti", None), TokenInteraction),
+    "emcl": (("seqTransf", "cosine", {"bases": 8}), EMCLNet),
+    "tightTransf": (("tightTransf", "cosine", None), CrossEncoderScore),
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_clip():
+    torch.manual_seed(0)
+    return load_clip("tiny-ViT-112", None)
+
+
+def features(model: CLIP4Clip, texts: int = 7, videos: int = 5, seed: int = 0) -> tuple[TextFeatures, VideoFeatures]:
+    generator = torch.Generator().manual_seed(seed)
+    frames = torch.randn(videos, 6, 64, generator=generator)
+    mask = torch.ones(videos, 6, dtype=torch.bool)
+    mask[::2, 4:] = False
+    tokens = torch.randn(texts, 8, 64, generator=generator)
+    token_mask = torch.arange(8)[None] < torch.randint(2, 9, (texts, 1), generator=generator)
+    pooled_text = tokens[:, 0] if not model.similarity.normalises_text else F.normalize(tokens[:, 0], dim=-1)
+    text = TextFeatures(pooled_text, tokens, token_mask) if model.similarity.keeps_text_tokens else TextFeatures(pooled_text)
+    sequence, pooled = model.pool(frames, mask) if model.pool is not None else (frames, None)
+    return text, VideoFeatures(sequence, mask, pooled)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_training_logits_blocks_and_candidates_agree(tiny_clip, kind):
+    (head, interaction, emcl), expected_class = KINDS[kind]
+    model = CLIP4Clip(copy.deepcopy(tiny_clip), head, 6, interaction, emcl).eval()
+    assert type(model.similarity) is expected_class
+    text, video = features(model)
+    with torch.no_grad():
+        scale = model.logit_scale()
+        logits = model.similarity(text, video, scale).logits / (scale if model.similarity.uses_logit_scale else 1.0)
+        pairs = model.similarity.pair_scorer(text, video, ScoringChunks(texts=3, videos=2))  # chunks smaller than the split
+        assert torch.allclose(pairs.block(slice(0, 7), slice(0, 5)), logits, atol=1e-5)
+        if kind == "emcl":  # EMCL-Net's EM runs per 32 x 32 block: a block must start on that grid
+            with pytest.raises(ValueError, match="multiples"):
+                pairs.block(slice(2, 7), slice(0, 5))
+            return  # and a query's candidates form a block of their own (tests/test_emcl.py)
+        assert torch.allclose(pairs.block(slice(2, 7), slice(1, 5)), logits[2:, 1:], atol=1e-5)
+        video_candidates = torch.tensor([[4, 0], [1, 3], [2, 2]])
+        expected = torch.stack([logits[0, [4, 0]], logits[3, [1, 3]], logits[6, [2, 2]]])
+        assert torch.allclose(pairs.for_texts(torch.tensor([0, 3, 6]), video_candidates), expected, atol=1e-5)
+        caption_candidates = torch.tensor([[6, 1, 0], [2, 5, 5]])
+        expected = torch.stack([logits[[6, 1, 0], 4], logits[[2, 5, 5], 1]])
+        assert torch.allclose(pairs.for_videos(torch.tensor([4, 1]), caption_candidates), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["wti", "emcl", "tightTransf"])
+def test_checkpoints_from_before_the_similarity_interface_load_unchanged(tiny_clip, kind):
+    """This project's older checkpoints kept the similarity's weights under interaction.*,
+    emcl.* or cross.*; they load into model.similarity with identical scores."""
+    (head, interaction, emcl), _ = KINDS[kind]
+    torch.manual_seed(5)
+    trained = CLIP4Clip(copy.deepcopy(tiny_clip), head, 6, interaction, emcl).eval()
+    with torch.no_grad():
+        for parameter in trained.similarity.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.1)
+        for buffer in trained.similarity.buffers():
+            buffer.add_(0.5)
+    legacy = {"wti": "interaction.", "emcl": "emcl.", "tightTransf": "cross."}[kind]
+    old_layout = {(legacy + k.removeprefix("similarity.") if k.startswith("similarity.") else k): v for k, v in trained.state_dict().items()}
+    assert not any(k.startswith("similarity.") for k in old_layout) and any(k.startswith(legacy) for k in old_layout)
+    assert migrate_legacy_keys(old_layout).keys() == trained.state_dict().keys()
+    restored = CLIP4Clip(copy.deepcopy(tiny_clip), head, 6, interaction, emcl).eval()
+    restored.load_state_dict(old_layout)
+    text, video = features(trained)
+    with torch.no_grad():
+        assert torch.equal(restored.logits(text, video), trained.logits(text, video))

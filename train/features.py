@@ -1,0 +1,21 @@
+"""What the encoders hand to a similarity: one type per side, shared by backbone, model, trainer and evaluator."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class TextFeatures:
+    pooled: torch.Tensor  # (B, D) end-token feature (normalised unless the similarity reads it raw)
+    tokens: torch.Tensor | None = None  # (B, L, D) per-token features (kept only for token interaction)
+    mask: torch.Tensor | None = None  # (B, L) bool, real tokens (start..end inclusive)
+
+
+@dataclass
+class VideoFeatures:
+    frames: torch.Tensor  # (B, T, D) per-frame features: the loose head's sequence output, or CLIP's for tightTransf
+    mask: torch.Tensor  # (B, T) bool
+    pooled: torch.Tensor | None  # (B, D) normalised video vector (loose heads only)
