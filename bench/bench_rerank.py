@@ -31,8 +31,8 @@ from eval.encode import EncodedSplit
 from eval.metrics import summarize, t2v_ranks
 from eval.rerank import two_stage_blocks
 from eval.scoring import SplitScorer
-from train.heads import masked_mean_pool
-from train.model import CLIP4Clip
+from model.clip4clip import CLIP4Clip
+from model.heads import masked_mean_pool
 
 
 def wti_model() -> CLIP4Clip:

@@ -31,6 +31,7 @@ from PIL import Image
 from torchvision import transforms
 
 from bench.clip4clip_baseline import compress_3fps, frames_each_second
+from model.clip_decode import decode_clip
 from pipeline.annotations import load_annotations
 from pipeline.build import BuildOptions, build_shards
 from pipeline.extract import ExtractionSettings
@@ -38,7 +39,6 @@ from pipeline.sampling import SlicePosition, select_frames
 from shards.reader import iter_samples, shard_urls
 from shards.storage import Store
 from tools.make_sample_data import make_sample_data
-from train.data import decode_clip
 
 CLIP4CLIP_TRANSFORM = transforms.Compose(
     [

@@ -1,7 +1,8 @@
 """Training clips/s of a CLIP4Clip step: fed from shards vs synthetic tensors (the ceiling).
 
-Both sides run the same step (train/: RetrievalStep -> symmetric InfoNCE -> AdamW with the
-two learning-rate groups, grad clipping, bf16 autocast), ViT-B/32 (random init: throughput
+Both sides run the production step itself (train/step.py ``Trainer.step``: encoders under DDP's
+wrapper module -> the similarity -> symmetric InfoNCE -> AdamW with the two learning-rate
+groups, grad clipping, bf16 autocast), ViT-B/32 (random init: throughput
 does not depend on the weights), 12 frames, batch 128, meanP by default. The ceiling
 reuses one device-resident uint8 batch; the streamed run takes every batch from
 train/data.py's DataLoader over real shards (JPEG decode on CPU workers).
@@ -21,15 +22,13 @@ import time
 
 import torch
 
+from model import backbone
+from model.factory import assemble_model
 from shards.reader import shard_urls
-from train import backbone
-from train.data import StreamConfig, make_loader
-from train.device_decode import DeviceDecodedBatches
-from train.features import TextFeatures, VideoFeatures
-from train.loss import symmetric_cross_entropy
-from train.model import CLIP4Clip
-from train.optim import build_optimizer
-from train.trainer import RetrievalStep
+from train.config import TrainConfig, config_problem
+from train.data import StreamConfig
+from train.device_decode import training_batches
+from train.step import Trainer
 
 
 def synchronize(device: torch.device) -> None:
@@ -53,7 +52,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shards", required=True)
     parser.add_argument("--model", default="ViT-B-32")
-    parser.add_argument("--head", default="meanP")
+    parser.add_argument("--head", default="meanP", help="meanP, seqLSTM, seqTransf or tightTransf")
+    parser.add_argument("--interaction", default="cosine", help="cosine, or DRL's wti / ti")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--frames", type=int, default=12)
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
@@ -66,31 +66,26 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = True
-    autocast_dtype = torch.bfloat16
+    # the production step (train/step.py Trainer): the run's defaults (AdamW 1e-4 / coef 1e-3, wd 0.2,
+    # grad clip 1.0, bf16 autocast on GPU), this benchmark's head, similarity and batch
+    config = TrainConfig(train_shards=args.shards, output_dir="", model=args.model, sim_header=args.head, interaction=args.interaction,
+                         max_frames=args.frames, batch_size=args.batch_size, workers=args.workers, decode_on=args.decode_on)  # fmt: skip
+    problem = config_problem(config)
+    if problem:
+        parser.error(problem)
     clip = backbone.load_clip(args.model, None)
     image_size = backbone.input_size(clip)
-    model = CLIP4Clip(clip, args.head, args.frames).to(device)
+    model = assemble_model(clip, config).to(device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if args.compile:
         model.clip.visual = torch.compile(model.clip.visual)
         model.clip.transformer = torch.compile(model.clip.transformer)
-    step_module = RetrievalStep(model)
-    optimizer = build_optimizer(model, 1e-4, 1e-3, 0.2)
+    trainer = Trainer(model, config, device, total_steps=2 * (args.steps + args.warmup))
     tokenize = backbone.tokenizer_for(args.model)
 
     def step(batch: dict) -> None:
-        tokens = batch["tokens"].to(device, non_blocking=True)
-        frames = batch["frames"].to(device, non_blocking=True)
-        mask = batch["mask"].to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=autocast_dtype, enabled=device.type == "cuda"):
-            text_pooled, _, _, frame_features, pooled = step_module(tokens, frames, mask)
-            logits = model.logits(TextFeatures(text_pooled), VideoFeatures(frame_features, mask, pooled))
-        loss = symmetric_cross_entropy(logits.float())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        trainer.step(batch)
 
     synthetic_batch = {
         "frames": torch.randint(0, 256, (args.batch_size, args.frames, 3, image_size, image_size), dtype=torch.uint8, device=device),
@@ -103,7 +98,7 @@ def main() -> None:
             yield synthetic_batch
 
     ceiling = timed_steps(step, repeat(), args.steps, args.warmup, args.batch_size, device)
-    config = StreamConfig(
+    stream = StreamConfig(
         urls=tuple(shard_urls(args.shards)),
         batch_size=args.batch_size,
         image_size=image_size,
@@ -112,14 +107,13 @@ def main() -> None:
         shuffle_buffer=256,
         decode_on=args.decode_on,
     )
-    loader = iter(make_loader(config, tokenize, 0, 1, 0))
-    if args.decode_on == "device":
-        loader = DeviceDecodedBatches(loader, args.batch_size, args.frames, image_size, device)
+    loader = training_batches(stream, tokenize, 0, 1, 0, device)
     streamed = timed_steps(step, loader, args.steps, args.warmup, args.batch_size, device)
     result = {
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu (smoke run, not a throughput figure)",
         "model": args.model,
         "head": args.head,
+        "interaction": args.interaction,
         "batch_size": args.batch_size,
         "frames": args.frames,
         "workers": args.workers,

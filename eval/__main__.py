@@ -20,17 +20,17 @@ from eval.postprocess import normalised_blocks
 from eval.report import rank_histogram_png, render_report
 from eval.rerank import compare_coarse_to_fine
 from eval.scoring import SplitScorer, fine_blocks
+from model import backbone
+from model.checkpoint import latest_checkpoint
+from model.foreign_checkpoints import FORMATS, load_any_checkpoint
+from model.frame_rule import frame_rule_for
+from model.restore import restore_model
+from runtime.distributed import init_distributed
+from runtime.logs import setup_logging
 from shards.manifest import BuildStateError
 from shards.probe import probe_location
 from shards.reader import ReadPolicy, ShardReadError, shard_urls
 from shards.storage import StorageError, Store
-from train import backbone
-from train.checkpoint import latest_checkpoint
-from train.distributed import init_distributed
-from train.foreign_checkpoints import FORMATS, load_any_checkpoint
-from train.frame_rule import frame_rule_for
-from train.logs import setup_logging
-from train.restore import restore_model
 
 
 def resolve_checkpoint(path: str) -> str:
@@ -151,8 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-frames", type=int, help="frames per video (default: the checkpoint's; 12 for reference checkpoints)")
     parser.add_argument("--max-words", type=int, help="tokens per caption (default: the checkpoint's; 32 for reference checkpoints)")
     parser.add_argument("--base-weights", help="where the frozen base of a PEFT checkpoint is now, if it moved")
-    parser.add_argument("--read-retries", type=int, default=5, help="attempts after a failed shard read before the shard is skipped")
-    parser.add_argument("--read-timeout", type=float, default=60.0, help="seconds before a stalled object-store read counts as failed")
+    parser.add_argument("--read-retries", type=int, default=ReadPolicy.retries, help="attempts after a failed shard read before the shard is skipped")
+    parser.add_argument("--read-timeout", type=float, default=ReadPolicy.timeout_s, help="seconds before a stalled object-store read counts as failed")
     parser.add_argument("--report-queries", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

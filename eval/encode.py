@@ -17,12 +17,12 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from model.clip_decode import decode_clip
+from model.frame_rule import FrameRule
+from runtime.distributed import is_distributed
+from runtime.logs import progress_enabled
 from shards.reader import ReadErrors, ReadPolicy, iter_samples
 from shards.sample_format import usable_captions
-from train.data import decode_clip
-from train.distributed import is_distributed
-from train.frame_rule import FrameRule
-from train.logs import progress_enabled
 
 
 @dataclass
@@ -56,7 +56,7 @@ def encode_split(
     read_policy: ReadPolicy | None = None,
     frame_rule: FrameRule | None = None,
 ) -> EncodedSplit:
-    """``frame_rule``: which stored frames to keep (train/frame_rule.py); default the builder's default."""
+    """``frame_rule``: which stored frames to keep (model/frame_rule.py); default the builder's default."""
     rank, world = (dist.get_rank(), dist.get_world_size()) if is_distributed() else (0, 1)
     was_training = model.training
     model.eval()

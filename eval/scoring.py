@@ -2,7 +2,7 @@
 
 ``SplitScorer`` prepares each side once through the model's similarity (its ``pair_scorer``:
 EMCL's transform, DRL's normalised and weighted token sets, the cross encoder's pair batches;
-train/similarity.py), plus EERCF's coarse vectors, and then scores any rectangle of captions x
+model/similarity.py), plus EERCF's coarse vectors, and then scores any rectangle of captions x
 videos, or each query's own candidates, in chunks small enough that memory stays bounded
 however large the split. Rescoring a query's candidates never copies the query once per
 candidate.
@@ -14,9 +14,9 @@ import torch
 
 from eval.encode import EncodedSplit
 from eval.metrics import summarize, t2v_ranks, v2t_ranks
-from train.features import TextFeatures, VideoFeatures
-from train.model import CLIP4Clip
-from train.similarity import ScoringChunks
+from model.clip4clip import CLIP4Clip
+from model.features import TextFeatures, VideoFeatures
+from model.similarity import ScoringChunks
 
 
 class SplitScorer:

@@ -15,7 +15,7 @@ import os
 import braceexpand
 import fsspec
 
-from shards.storage import StorageError
+from shards.storage_errors import StorageError
 
 PROBE_TIMEOUT_S = 5.0
 

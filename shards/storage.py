@@ -19,9 +19,10 @@ from contextlib import contextmanager
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from shards.probe import probe_location
+from shards.storage_errors import StorageError
 
-class StorageError(OSError):
-    """An output location that cannot be read or written; names the URL."""
+__all__ = ["Store", "StorageError"]
 
 
 STAGING_ROOT_NAME = "clip4clip-stream-staging"
@@ -93,8 +94,6 @@ class Store:
             if self.is_local:
                 os.makedirs(self.root, exist_ok=True)
             else:
-                from shards.probe import probe_location
-
                 probe_location(self.url, must_exist=False)
         except OSError as error:
             if isinstance(error, StorageError):

@@ -4,7 +4,7 @@ import open_clip
 import pytest
 import torch
 
-from train.backbone import BackboneLoadError, encode_text, load_clip, tokenizer_for
+from model.backbone import BackboneLoadError, encode_text, load_clip, tokenizer_for
 
 
 @pytest.fixture(scope="module")

@@ -126,7 +126,8 @@ def test_train_refuses_missing_shards_bad_weights_and_impossible_options(tmp_pat
     assert train_main(["--train-shards", str(shards), *base, "--pretrained", str(garbage)]) == 2
     assert "weights.pt" in capsys.readouterr().err
     for impossible in (["--peft", "lora"], ["--cdcr-weight", "0.001"], ["--sim-header", "tightTransf", "--interaction", "wti"],
-                       ["--emcl", "--interaction", "ti"], ["--interaction", "bogus"]):  # fmt: skip
+                       ["--emcl", "--interaction", "ti"], ["--interaction", "bogus"], ["--caption-mode", "bogus"],
+                       ["--precision", "fp16"]):  # fmt: skip
         with pytest.raises(SystemExit) as exit_info:
             train_main(["--train-shards", str(shards), *base, *impossible])
         assert exit_info.value.code == 2

@@ -4,8 +4,8 @@ jpthu17/EMCL ``until_module.py`` Emcl and ``modeling.py`` get_logits), and bases
 import torch
 import torch.nn.functional as F
 
+from model.emcl import EMCLNet
 from tests.reference_impl import EmclNetReference, emcl_net_logits
-from train.emcl import EMCLNet
 
 WIDTH, FRAMES = 512, 12
 

@@ -7,11 +7,11 @@ import torch
 import torch.nn.functional as F
 
 from eval.metrics import metrics_from_matrix
-from train.backbone import load_clip
-from train.features import TextFeatures, VideoFeatures
-from train.heads import HEADS
+from model.backbone import load_clip
+from model.clip4clip import CLIP4Clip
+from model.features import TextFeatures, VideoFeatures
+from model.heads import HEADS
 from train.loss import symmetric_cross_entropy
-from train.model import CLIP4Clip
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,8 @@ def train_on_direction(tiny_clip, head: str, steps: int = 250) -> float:
     torch.manual_seed(0)
     model = CLIP4Clip(copy.deepcopy(tiny_clip), head, max_frames=6)
     trajectory, direction = torch.nn.Embedding(8, 64), torch.nn.Embedding(2, 64)  # caption = trajectory + direction
-    parameters = [*model.new_parameters(), *trajectory.parameters(), *direction.parameters()]
+    new_modules = [p for name, p in model.named_parameters() if not name.startswith("clip.")]  # head and similarity
+    parameters = [*new_modules, *trajectory.parameters(), *direction.parameters()]
     optimizer = torch.optim.Adam(parameters, lr=3e-3)
     ids = torch.arange(16)
     mask = torch.ones(16, 6, dtype=torch.bool)

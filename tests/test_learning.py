@@ -13,16 +13,16 @@ import open_clip
 import pytest
 import torch
 
+from model.checkpoint import latest_checkpoint, load_checkpoint
+from model.heads import LOOSE_HEADS
+from model.restore import restore_model
 from pipeline.annotations import load_annotations
 from pipeline.build import BuildOptions, build_shards
 from pipeline.extract import ExtractionSettings
 from shards.storage import Store
 from tools.make_sample_data import make_sample_data
 from train import trainer
-from train.checkpoint import latest_checkpoint, load_checkpoint
 from train.config import parse_config
-from train.heads import LOOSE_HEADS
-from train.restore import restore_model
 from train.trainer import train
 
 

@@ -10,12 +10,12 @@ from eval.encode import EncodedSplit
 from eval.metrics import t2v_ranks, v2t_ranks
 from eval.rerank import compare_coarse_to_fine, two_stage_blocks
 from eval.scoring import SplitScorer, score_blocks
-from train.backbone import load_clip
+from model.backbone import load_clip
+from model.clip4clip import CLIP4Clip
+from model.features import TextFeatures, VideoFeatures
+from model.interaction import TokenInteraction, TokenSet, all_pairs, paired
+from model.peft import apply_peft, count_parameters, trainable_state
 from train.cdcr import channel_decorrelation_loss
-from train.features import TextFeatures, VideoFeatures
-from train.interaction import TokenInteraction, TokenSet, all_pairs, paired
-from train.model import CLIP4Clip
-from train.peft import apply_peft, count_parameters, trainable_state
 
 
 @pytest.fixture(scope="module")

@@ -13,15 +13,15 @@ import pytest
 import torch
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 
+from model import backbone
+from model.clip4clip import CLIP4Clip
+from model.features import TextFeatures, VideoFeatures
+from model.foreign_checkpoints import ForeignCheckpointError, load_any_checkpoint, to_reference_layout
+from model.frame_rule import FrameRule, ShardSettingsError, frame_rule_for
+from model.interaction import all_pairs
+from model.restore import restore_model
 from tests.reference_impl import clip4clip_seq_transf_visual, clip4clip_tight_scores, drl_wti_scores
-from train import backbone
 from train.config import parse_config
-from train.features import TextFeatures, VideoFeatures
-from train.foreign_checkpoints import ForeignCheckpointError, load_any_checkpoint, to_reference_layout
-from train.frame_rule import FrameRule, ShardSettingsError, frame_rule_for
-from train.interaction import all_pairs
-from train.model import CLIP4Clip
-from train.restore import restore_model
 from train.trainer import build_model
 
 WIDTH = 128  # two attention heads of 64, as CLIP4Clip's width // 64 rule gives

@@ -1,4 +1,4 @@
-"""The Similarity contract (train/similarity.py), checked for every kind the model can hold.
+"""The Similarity contract (model/similarity.py), checked for every kind the model can hold.
 
 Whatever a similarity computes, its three ways of scoring must agree on the same features:
 the training logits (without the temperature), a block of the split, and each query's own
@@ -11,13 +11,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from train.backbone import load_clip
-from train.emcl import EMCLNet
-from train.features import TextFeatures, VideoFeatures
-from train.heads import CrossEncoderScore
-from train.interaction import TokenInteraction
-from train.model import CLIP4Clip, migrate_legacy_keys
-from train.similarity import PooledCosine, ScoringChunks
+from model.backbone import load_clip
+from model.clip4clip import CLIP4Clip, migrate_legacy_keys
+from model.emcl import EMCLNet
+from model.features import TextFeatures, VideoFeatures
+from model.heads import CrossEncoderScore
+from model.interaction import TokenInteraction
+from model.similarity import PooledCosine, ScoringChunks
 
 KINDS = {  # (head, interaction, emcl) -> the class the model must hold
     "cosine": (("seqTransf", "cosine", None), PooledCosine),

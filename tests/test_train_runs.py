@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from model.backbone import load_clip
+from model.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from pipeline.annotations import load_annotations
 from pipeline.build import BuildOptions, build_shards
 from pipeline.extract import ExtractionSettings
 from shards.manifest import read_manifest
 from shards.storage import Store
 from tests.conftest import REPO_ROOT
-from train.backbone import load_clip
-from train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from train.data import ClipStream, StreamConfig, StreamConfigError
 
 TINY = ["--model", "tiny-ViT-112", "--max-frames", "6", "--workers", "1", "--log-every-steps", "1", "--lr", "1e-3", "--coef-lr", "1"]
@@ -369,3 +369,16 @@ def test_logs_read_like_one_process_and_tensorboard_records_the_run(uneven_shard
     assert "No pretrained weights loaded" not in caplog.text  # untrue when the weights come from a checkpoint
     events = list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
     assert events and sum(e.stat().st_size for e in events) > 200
+
+
+@pytest.mark.parametrize("extra", [[], ["--head", "seqTransf", "--interaction", "wti", "--decode-on", "device"]])
+def test_gpu_benchmark_runs_the_production_step_on_cpu(uneven_shards, extra):
+    """bench/bench_train_gpu.py's --device cpu smoke mode: its options run through train/step.py's
+    Trainer (no throughput figure comes of it)."""
+    command = [sys.executable, "-m", "bench.bench_train_gpu", "--shards", str(uneven_shards), "--device", "cpu", "--model", "tiny-ViT-112",
+               "--batch-size", "4", "--frames", "6", "--workers", "1", "--steps", "2", "--warmup", "1", *extra]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert report["device"].startswith("cpu (smoke run")
+    assert report["synthetic_ceiling"]["steps"] == 2 and report["streamed"]["clips_per_s"] > 0

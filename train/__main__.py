@@ -9,15 +9,15 @@ import sys
 
 import torch.distributed as dist
 
+from model.backbone import BackboneLoadError
+from model.checkpoint import CheckpointError
+from model.foreign_checkpoints import ForeignCheckpointError
+from model.frame_rule import ShardSettingsError
 from shards.manifest import BuildStateError
 from shards.reader import ShardReadError
 from shards.storage import StorageError
-from train.backbone import BackboneLoadError
-from train.checkpoint import CheckpointError
 from train.config import parse_config
 from train.data import StreamConfigError
-from train.foreign_checkpoints import ForeignCheckpointError
-from train.frame_rule import ShardSettingsError
 from train.trainer import TrainingSetupError, train
 
 

@@ -18,97 +18,82 @@ import os
 import random
 import signal
 import threading
-import warnings
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
+from typing import TypedDict
 
 import torch
-import torchvision.transforms.v2.functional as TF
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
-from torchvision.io import decode_jpeg
 
+from model.clip_decode import decode_clip_into
+from model.config import choices_problem, option
+from model.frame_rule import FrameRule
 from pipeline.sampling import SlicePosition
+from runtime.logs import get_logger
 from shards.reader import ReadPolicy, ShardReadError, iter_samples
 from shards.sample_format import usable_captions
-from train.frame_rule import FrameRule
-from train.logs import get_logger
 
-# torchvision 0.29 marks its JPEG decoder deprecated in favour of torchcodec; it is still the
-# fastest batched CPU/GPU JPEG path available here, so the per-process warning is silenced.
-warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision", category=DeprecationWarning)
-# JPEG bytes are wrapped without a copy; decode_jpeg only reads them
-warnings.filterwarnings("ignore", message="The given buffer is not writable", category=UserWarning)
+
+class Batch(TypedDict, total=False):
+    """One rank's batch as the loop and ``Trainer.step`` see it, whichever side decoded the JPEGs
+    (the data workers, or the training device through train/device_decode.py)."""
+
+    frames: torch.Tensor  # (B, T, 3, S, S) uint8
+    mask: torch.Tensor  # (B, T) bool: real frames
+    tokens: torch.Tensor  # (B, max_words) CLIP token ids
+    keys: list[str]
+    worker: int  # the data worker that produced it (its skip counters are per worker)
+    skipped: dict[str, int]  # that worker's running counts of incomplete / undecodable / captionless samples
+    skipped_on_device: int  # device decoding only: clips its batched decode dropped
 
 
 class StreamConfigError(ValueError):
     """A stream that cannot work as configured (e.g. too few shards to split)."""
 
 
-@dataclass(frozen=True)
-class StreamConfig:
+@dataclass(kw_only=True)
+class DataOptions:
+    """The stream's options as flags of ``python -m train`` (``TrainConfig`` extends this class, and
+    so does ``StreamConfig``: each is declared once)."""
+
+    caption_mode: str = option("random", "random: one random caption per video per visit; expand: every caption is a sample",
+                               ("random", "expand"))  # fmt: skip
+    shuffle_buffer: int = option(500, "samples held for shuffling, per worker")
+    workers: int = option(4, "data loader processes per rank")
+    resampled: bool = option(True, "draw shards with replacement (never uneven across ranks); --no-resampled splits shards")
+    decode_on: str = option("worker", "worker: CPU JPEG decoding in the data workers (default); device: workers ship JPEG bytes and "
+                            "the training device decodes each batch (nvJPEG on a GPU), for GPUs with few CPU cores", ("worker", "device"))  # fmt: skip
+
+    def data_options(self) -> dict:
+        """These options' values, to build a ``StreamConfig`` from a ``TrainConfig``."""
+        return {f.name: getattr(self, f.name) for f in fields(DataOptions)}
+
+
+@dataclass(kw_only=True)
+class StreamConfig(DataOptions):
+    """One rank's stream: the data options plus what the run resolved (its shards, its share of
+    the batch, the model's input size, the builder's frame rule)."""
+
     urls: tuple[str, ...]
     batch_size: int  # per rank
     max_frames: int = 12
     max_words: int = 32
     image_size: int = 224
-    caption_mode: str = "random"  # or "expand": every caption is its own sample
-    shuffle_buffer: int = 500
-    resampled: bool = True
     seed: int = 0
-    workers: int = 2
-    read_policy: ReadPolicy = ReadPolicy()
-    decode_on: str = "worker"  # or "device": workers ship JPEG bytes, train/device_decode.py decodes
-    slice_position: SlicePosition = SlicePosition.UNIFORM  # the builder's rule (train/frame_rule.py)
+    read_policy: ReadPolicy = field(default_factory=ReadPolicy)
+    slice_position: SlicePosition = SlicePosition.UNIFORM  # the builder's rule (model/frame_rule.py)
 
     @property
     def frame_rule(self) -> FrameRule:
         return FrameRule(self.max_frames, self.slice_position)
 
     def __post_init__(self) -> None:
-        if self.caption_mode not in ("random", "expand"):
-            raise StreamConfigError(f"caption_mode must be 'random' or 'expand', not {self.caption_mode!r}")
+        problem = choices_problem(self, DataOptions)
+        if problem:
+            raise StreamConfigError(problem)
         if not self.urls:
             raise StreamConfigError("no shard URLs")
-        if self.decode_on not in ("worker", "device"):
-            raise StreamConfigError(f"decode_on must be 'worker' or 'device', not {self.decode_on!r}")
-
-
-def fit_square(image: torch.Tensor, image_size: int) -> torch.Tensor:
-    """CLIP4Clip's pixels: bicubic resize of the short side to S (skipped when it already is S),
-    centre crop S x S. One rule for CPU worker and on-device decoding, on any device."""
-    if min(image.shape[1:]) != image_size:
-        image = TF.resize(image, image_size, interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
-    return TF.center_crop(image, [image_size, image_size])
-
-
-def decode_clip_into(sample: dict, out: torch.Tensor, rule: FrameRule | None = None) -> int:
-    """Decodes a sample's JPEG frames into ``out`` (uint8, (T, 3, S, S)); returns how many.
-
-    Bicubic resize of the short side to S and a centre crop, as CLIP4Clip; frames built at
-    short side S skip the resize. Slots past the clip's length are zeroed (and masked by the
-    caller, CLIP4Clip's video mask). ``rule`` picks the frames when the shard holds more than
-    ``out`` has slots (default: the builder's default rule). A frame that fails to decode raises, so the whole
-    sample is skipped rather than trained on as a black frame. Writing into a preallocated
-    (shared-memory) batch avoids a stack and a copy into shared memory per batch.
-    """
-    max_frames, image_size = out.shape[0], out.shape[-1]
-    names = (rule or FrameRule(max_frames)).members(sample)
-    if len(names) > max_frames:
-        raise ValueError(f"frame rule for {rule.max_frames} frames used with {max_frames} slots")
-    for index, name in enumerate(names):
-        out[index] = fit_square(decode_jpeg(torch.frombuffer(sample[name], dtype=torch.uint8)), image_size)
-    out[len(names) :] = 0
-    return len(names)
-
-
-def decode_clip(sample: dict, max_frames: int, image_size: int, rule: FrameRule | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """JPEG frames -> uint8 (max_frames, 3, S, S) and a bool frame mask (see decode_clip_into)."""
-    frames = torch.empty(max_frames, 3, image_size, image_size, dtype=torch.uint8)
-    count = decode_clip_into(sample, frames, rule)
-    mask = torch.zeros(max_frames, dtype=torch.bool)
-    mask[:count] = True
-    return frames, mask
 
 
 def packed_jpegs(samples: list[dict], rule: FrameRule) -> dict[str, torch.Tensor]:
@@ -205,11 +190,11 @@ class ClipStream(IterableDataset):
                        "keys": [sample["__key__"] for sample, _ in pending], "worker": worker, "skipped": dict(skipped)}  # fmt: skip
                 pending = []
                 continue
-            batch, pending = self._batch(pending, skipped)
-            if batch is None:
+            decoded, pending = self._batch(pending, skipped)
+            if decoded is None:
                 continue
-            frames, mask, captions, keys = batch
-            yield {
+            frames, mask, captions, keys = decoded
+            batch: Batch = {
                 "frames": frames,
                 "mask": mask,
                 "tokens": self.tokenize(captions, context_length=self.config.max_words),
@@ -217,6 +202,7 @@ class ClipStream(IterableDataset):
                 "worker": worker,
                 "skipped": dict(skipped),
             }
+            yield batch
 
 
 def ignore_sigterm_in_worker(_worker_id: int) -> None:

@@ -18,8 +18,9 @@ from collections.abc import Iterator
 import torch
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from train.data import fit_square
-from train.logs import get_logger
+from model.clip_decode import fit_square
+from runtime.logs import get_logger
+from train.data import Batch, StreamConfig, make_loader
 
 
 def _decode_frames(jpegs: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
@@ -84,7 +85,7 @@ class DeviceDecodedBatches:
     def __iter__(self) -> DeviceDecodedBatches:
         return self
 
-    def __next__(self) -> dict:
+    def __next__(self) -> Batch:
         while len(self._keys) < self.batch_size:
             raw = next(self.batches)
             frames, mask, kept = decode_clips_on_device(unpack_clips(raw), self.max_frames, self.image_size, self.device)
@@ -97,7 +98,7 @@ class DeviceDecodedBatches:
             self._keys.extend(raw["keys"][i] for i in kept)
             self._last = raw
         size = self.batch_size
-        batch = {
+        batch: Batch = {
             "frames": torch.stack(self._frames[:size]),
             "mask": torch.stack(self._masks[:size]),
             "tokens": torch.stack(self._tokens[:size]),
@@ -108,3 +109,12 @@ class DeviceDecodedBatches:
         }
         del self._frames[:size], self._masks[:size], self._tokens[:size], self._keys[:size]
         return batch
+
+
+def training_batches(config: StreamConfig, tokenize, rank: int, world_size: int, start_step: int, device: torch.device) -> Iterator[Batch]:  # noqa: ANN001
+    """This rank's endless stream of ``Batch``es, whichever side decodes the JPEGs: the loop and the
+    GPU benchmark never see the decode mode."""
+    batches = iter(make_loader(config, tokenize, rank, world_size, start_step))
+    if config.decode_on == "device":
+        return DeviceDecodedBatches(batches, config.batch_size, config.max_frames, config.image_size, device)
+    return batches

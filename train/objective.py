@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import torch
 
+from model.clip4clip import CLIP4Clip
+from model.features import TextFeatures, VideoFeatures
 from train.cdcr import channel_decorrelation_loss
 from train.config import TrainConfig
-from train.features import TextFeatures, VideoFeatures
 from train.loss import symmetric_cross_entropy
-from train.model import CLIP4Clip
 
 
 def retrieval_loss(

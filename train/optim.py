@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from train.peft import is_trainable_backbone_name
+from model.peft import is_trainable_backbone_name
 
 NO_DECAY_HINTS = ("bias", "ln_", "norm", "LayerNorm", "positional_embedding", "class_embedding", "logit_scale", "token_embedding")
 

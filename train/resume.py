@@ -15,8 +15,8 @@ import os
 
 import torch.distributed as dist
 
-from train.checkpoint import latest_checkpoint, load_checkpoint
-from train.distributed import DistInfo, is_distributed
+from model.checkpoint import latest_checkpoint, load_checkpoint
+from runtime.distributed import DistInfo, is_distributed
 
 
 def _visible_checkpoint(directory: str) -> str | None:

@@ -12,37 +12,33 @@ import os
 import random
 import signal
 import time
-from contextlib import nullcontext
 
 import numpy as np
 import torch
-from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from eval.encode import encode_split
 from eval.scoring import split_metrics
+from model import backbone
+from model.checkpoint import save_checkpoint, set_rng_state, training_checkpoint
+from model.clip4clip import CLIP4Clip
+from model.factory import assemble_model
+from model.foreign_checkpoints import load_any_checkpoint
+from model.frame_rule import frame_rule_for
+from model.peft import count_parameters
+from model.restore import restore_model
+from runtime.distributed import DistInfo, all_reduce_mean, barrier, init_distributed, is_distributed
+from runtime.logs import progress_enabled, setup_logging, weights_follow
 from shards.manifest import MANIFEST_NAME, read_manifest
 from shards.probe import probe_location
 from shards.reader import ReadPolicy, shard_urls
 from shards.storage import Store
-from train import backbone
-from train.checkpoint import rng_state, save_checkpoint, set_rng_state
 from train.config import TrainConfig
-from train.data import StreamConfig, make_loader
-from train.device_decode import DeviceDecodedBatches
-from train.distributed import DistInfo, all_reduce_mean, barrier, gather_with_local_grad, init_distributed, is_distributed
-from train.features import TextFeatures, VideoFeatures
-from train.foreign_checkpoints import load_any_checkpoint
-from train.frame_rule import frame_rule_for
-from train.logs import progress_enabled, setup_logging, weights_follow
-from train.model import MAX_LOGIT_SCALE, CLIP4Clip
-from train.model_factory import assemble_model
-from train.objective import retrieval_loss
-from train.optim import build_optimizer, warmup_cosine
-from train.peft import base_reference, check_base, count_parameters, load_trainable_state, trainable_state
-from train.restore import restore_model
+from train.data import StreamConfig
+from train.device_decode import training_batches
 from train.resume import agreed_resume_state
 from train.run_log import RunLog
+from train.step import Trainer
 from train.tensorboard import TensorBoard
 
 
@@ -62,43 +58,6 @@ class _StopFlag:
 
     def agreed(self, device: torch.device) -> bool:
         return all_reduce_mean(1.0 if self.requested else 0.0, device) > 0
-
-
-class RetrievalStep(torch.nn.Module):
-    """The part of a step that DDP wraps: encoders + head features for one local batch."""
-
-    def __init__(self, model: CLIP4Clip) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, tokens: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor):
-        # plain tensors (or None) out: DDP walks its outputs, and dataclasses are opaque to it
-        video = self.model.encode_video(frames, mask)
-        text = self.model.encode_text(tokens)
-        return text.pooled, text.tokens, text.mask, video.frames, video.pooled
-
-
-def gather_batch(model: CLIP4Clip, outputs: tuple, mask: torch.Tensor) -> tuple[TextFeatures, VideoFeatures]:
-    """The global batch's features, each all-gathered only if the similarity reads it.
-
-    tightTransf is the exception: CLIP4Clip's ``_cross_similarity`` scores each rank's local
-    batch (B x B cross-encoder passes, no all-gather), and so does this trainer; gathering
-    would make the cost grow with the square of the world size and change the negatives."""
-    text_pooled, text_tokens, text_mask, frames, pooled = outputs
-    if not model.similarity.gathers_batch:
-        return TextFeatures(text_pooled), VideoFeatures(frames=frames, mask=mask, pooled=None)
-    needs_frames = model.similarity.reads_frames
-    text = TextFeatures(
-        gather_with_local_grad(text_pooled),
-        gather_with_local_grad(text_tokens) if text_tokens is not None else None,
-        gather_with_local_grad(text_mask) if text_mask is not None else None,
-    )
-    video = VideoFeatures(
-        frames=gather_with_local_grad(frames) if needs_frames else frames,
-        mask=gather_with_local_grad(mask) if needs_frames else mask,
-        pooled=gather_with_local_grad(pooled) if pooled is not None else None,
-    )
-    return text, video
 
 
 def _steps_per_epoch(config: TrainConfig) -> int:
@@ -181,36 +140,19 @@ def train(config: TrainConfig) -> dict:
     image_size = backbone.input_size(model.clip)
     train_rule = frame_rule_for(config.train_shards, config.max_frames, image_size)
     tokenize = backbone.tokenizer_for(config.model)
-    optimizer = build_optimizer(model, config.lr, config.coef_lr, config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, config.warmup_fraction))
-    use_bf16 = config.precision == "bf16" or (config.precision == "auto" and info.device.type == "cuda")
-    autocast = (lambda: torch.autocast(info.device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
 
     checkpoints = f"{config.output_dir.rstrip('/')}/checkpoints"  # a folder or an fsspec URL
     log = RunLog(config.output_dir, info.is_main)
-    step = 0
     state, resume, delivery = agreed_resume_state(checkpoints, info)
-    is_peft = config.peft != "none"
-    base = base_reference(config.pretrained) if is_peft else None
+    trainer = Trainer(model, config, info.device, total_steps, resume=state, distributed=is_distributed())
+    step = trainer.step_count
     if state is not None:
-        if is_peft:
-            check_base(state["base"], config.pretrained)  # the frozen part must be what was trained on
-            load_trainable_state(model, state["model"])
-        else:
-            model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step = state["step"]
         set_rng_state(state["rng"])
         logger.info("resumed from %s at step %d", resume, step)
         if delivery == "from rank 0":
             logger.warning("%s is not in this node's --output-dir; resumed from rank 0's copy", resume)
     else:
         _seed_everything(config.seed + info.rank)
-    # wrapped only now: DDP's constructor broadcasts rank 0's (possibly resumed) weights to every rank
-    step_module = RetrievalStep(model)
-    if is_distributed():
-        step_module = DistributedDataParallel(step_module, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
 
     trainable, total = count_parameters(model)
     backbone_record = {"activation": backbone.activation_name(model.clip), "description": backbone.describe_backbone(model.clip)}
@@ -218,7 +160,7 @@ def train(config: TrainConfig) -> dict:
     logger.info(
         "run: %s, world size %d, global batch %d (%d per rank), %d steps (%d per epoch), %s%s, %s of %s parameters trained; "
         "options and records in %s/metrics.jsonl", config.sim_header, info.world_size, config.batch_size, local_batch, total_steps,
-        steps_per_epoch, info.device, " bf16" if use_bf16 else "", f"{trainable:,}", f"{total:,}", config.output_dir.rstrip("/"),
+        steps_per_epoch, info.device, " bf16" if trainer.uses_bf16 else "", f"{trainable:,}", f"{total:,}", config.output_dir.rstrip("/"),
     )  # fmt: skip
     if info.is_main:
         log.write(
@@ -233,36 +175,20 @@ def train(config: TrainConfig) -> dict:
             backbone=backbone_record,
         )
 
-    def checkpoint_state() -> dict:
-        return {
-            # PEFT runs store only what trains, plus where the frozen base lives (and its hash)
-            "model": trainable_state(model) if is_peft else model.state_dict(),
-            "base": base,
-            "backbone": backbone_record,  # restore rebuilds CLIP with the activation it trained with
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "step": step,
-            "epoch": step // steps_per_epoch,
-            "data": {"start_step": step, "seed": config.seed},  # the stream is rebuilt from these
-            "rng": rng_state(),
-            "config": config.to_json(),
-        }
-
     def save() -> None:
         if info.is_main:
-            save_checkpoint(checkpoints, checkpoint_state(), step)
+            state = training_checkpoint(trainer.state_dict(), config=config.to_json(), backbone=backbone_record,
+                                        steps_per_epoch=steps_per_epoch, seed=config.seed)  # fmt: skip
+            save_checkpoint(checkpoints, state, step)
         barrier()
 
     stop = _StopFlag()
     urls = tuple(shard_urls(config.train_shards))
     stream = StreamConfig(urls=urls, batch_size=local_batch, max_frames=config.max_frames, max_words=config.max_words, image_size=image_size,
-                          caption_mode=config.caption_mode, shuffle_buffer=config.shuffle_buffer, resampled=config.resampled,
-                          seed=config.seed, workers=config.workers, read_policy=read_policy(config), decode_on=config.decode_on,
-                          slice_position=train_rule.slice_position)  # fmt: skip
+                          seed=config.seed, read_policy=read_policy(config), slice_position=train_rule.slice_position,
+                          **config.data_options())  # fmt: skip
     last_eval: dict | None = None
-    batches = iter(make_loader(stream, tokenize, info.rank, info.world_size, step))
-    if config.decode_on == "device":
-        batches = DeviceDecodedBatches(batches, local_batch, config.max_frames, image_size, info.device)
+    batches = training_batches(stream, tokenize, info.rank, info.world_size, step, info.device)
     window_start, window_steps, skipped_by_worker = time.perf_counter(), 0, {}
     bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", dynamic_ncols=True) if progress_enabled(info.is_main) else None
     board = TensorBoard(config.output_dir if config.tensorboard and info.is_main else None)
@@ -279,21 +205,8 @@ def train(config: TrainConfig) -> dict:
         skipped_by_worker[batch["worker"]] = batch["skipped"]
         if "skipped_on_device" in batch:
             skipped_by_worker["device"] = {**dict.fromkeys(batch["skipped"], 0), "undecodable": batch["skipped_on_device"]}
-        tokens = batch["tokens"].to(info.device, non_blocking=True)
-        frames = batch["frames"].to(info.device, non_blocking=True)
-        mask = batch["mask"].to(info.device, non_blocking=True)
-        with autocast():
-            text, video = gather_batch(model, step_module(tokens, frames, mask), mask)
-            loss, loss_parts = retrieval_loss(model, text, video, config)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        with torch.no_grad():
-            model.clip.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
-        step += 1
+        loss, loss_parts = trainer.step(batch)
+        step = trainer.step_count
         window_steps += 1
         if bar is not None:
             bar.update(1)
@@ -302,7 +215,7 @@ def train(config: TrainConfig) -> dict:
         if step % config.log_every_steps == 0 or step == total_steps:
             elapsed = time.perf_counter() - window_start
             skipped = {k: sum(s[k] for s in skipped_by_worker.values()) for k in next(iter(skipped_by_worker.values()))}
-            record = {"step": step, "epoch": epoch, "loss": all_reduce_mean(loss.item(), info.device), "lr": scheduler.get_last_lr()[-1],
+            record = {"step": step, "epoch": epoch, "loss": all_reduce_mean(loss.item(), info.device), "lr": trainer.scheduler.get_last_lr()[-1],
                       "clips_per_s": window_steps * config.batch_size / elapsed, "logit_scale": model.logit_scale().item(), "skipped_rank0": skipped}  # fmt: skip
             if len(loss_parts) > 1:
                 record["loss_parts"] = {name: value.item() for name, value in loss_parts.items()}

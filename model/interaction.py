@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.features import TextFeatures, VideoFeatures
-from train.similarity import DEFAULT_CHUNKS, PairScorer, ScoringChunks, Similarity, TrainingScores
+from model.features import TextFeatures, VideoFeatures
+from model.similarity import DEFAULT_CHUNKS, PairScorer, ScoringChunks, Similarity, TrainingScores
 
 INTERACTIONS = ("cosine", "wti", "ti")
 

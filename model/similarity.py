@@ -12,9 +12,9 @@ evaluator ask it instead of branching on option names:
 - scoring an encoded split (``pair_scorer``): any rectangle of captions x videos and each
   query's own candidates, in chunks that keep memory bounded.
 
-The kinds: :class:`PooledCosine` here; DRL's token interaction (train/interaction.py),
-EMCL-Net (train/emcl.py) and CLIP4Clip's cross encoder (train/heads.py), each next to its
-math. Adding one = a subclass, a line in ``train/model.py`` ``build_similarity``, its test.
+The kinds: :class:`PooledCosine` here; DRL's token interaction (model/interaction.py),
+EMCL-Net (model/emcl.py) and CLIP4Clip's cross encoder (model/heads.py), each next to its
+math. Adding one = a subclass, a line in ``model/clip4clip.py`` ``build_similarity``, its test.
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 from torch import nn
 
-from train.features import TextFeatures, VideoFeatures
+from model.features import TextFeatures, VideoFeatures
 
 if TYPE_CHECKING:
-    from train.interaction import TokenSet
+    from model.interaction import TokenSet
 
 
 @dataclass

@@ -17,7 +17,7 @@ import torch
 from open_clip.model import build_model_from_openai_state_dict
 from torch import nn
 
-from train.features import TextFeatures
+from model.features import TextFeatures
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_configs")
 open_clip.add_model_config(CONFIG_DIR)  # "tiny-ViT": a CPU-sized model for demos and tests
@@ -178,7 +178,9 @@ def load_clip(model_name: str | None, pretrained: str | None, activation: str = 
         state, from_torchscript = _read_local_weights(pretrained)
         if is_openai_layout(state):
             if activation == "gelu" and from_torchscript:
-                raise BackboneLoadError(f"{pretrained}: OpenAI's TorchScript release was trained with QuickGELU; --activation gelu would be wrong")
+                raise BackboneLoadError(
+                    f"{pretrained}: OpenAI's TorchScript release was trained with QuickGELU; --activation gelu would be wrong"
+                )
             if model_name:
                 _check_model_name_agrees(model_name, state, pretrained)
             return _build_from_openai_state(state, activation != "gelu", pretrained).train()

@@ -11,27 +11,17 @@ from __future__ import annotations
 import open_clip
 from open_clip.model import build_model_from_openai_state_dict
 
-from train import backbone
-from train.config import TrainConfig
-from train.logs import weights_follow
-from train.model import CLIP4Clip
-from train.model_factory import assemble_model
-from train.peft import check_base, load_trainable_state
+from model import backbone
+from model.clip4clip import CLIP4Clip
+from model.config import ModelConfig
+from model.factory import assemble_model
+from model.peft import check_base, load_trainable_state
+from runtime.logs import weights_follow
 
 
-def config_from_checkpoint(stored: dict) -> TrainConfig:
-    """The stored training options; checkpoints written before ``--activation`` replaced
-    ``--force-quick-gelu`` say ``force_quick_gelu`` instead."""
-    stored = dict(stored)
-    stored.pop("emcl_temperature", None)  # the pre-EMCL-Net option; such checkpoints no longer load (bases differ)
-    if "force_quick_gelu" in stored:
-        stored["activation"] = "quickgelu" if stored.pop("force_quick_gelu") else "auto"
-    return TrainConfig(**stored)
-
-
-def restore_model(state: dict, base_weights: str | None = None) -> tuple[CLIP4Clip, TrainConfig]:
+def restore_model(state: dict, base_weights: str | None = None) -> tuple[CLIP4Clip, ModelConfig]:
     """``base_weights`` overrides where a PEFT checkpoint's frozen base is read from (moved files)."""
-    config = config_from_checkpoint(state["config"])
+    config = ModelConfig.from_stored(state["config"])
     weights = state["model"]
     base = state.get("base")
     if base:

@@ -16,8 +16,8 @@ from open_clip.transformer import LayerNorm, QuickGELU, ResidualAttentionBlock
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from train.features import TextFeatures, VideoFeatures
-from train.similarity import DEFAULT_CHUNKS, PairScorer, ScoringChunks, Similarity, TrainingScores
+from model.features import TextFeatures, VideoFeatures
+from model.similarity import DEFAULT_CHUNKS, PairScorer, ScoringChunks, Similarity, TrainingScores
 
 LOOSE_HEADS = ("meanP", "seqLSTM", "seqTransf")
 HEADS = (*LOOSE_HEADS, "tightTransf")
@@ -209,7 +209,9 @@ class CrossPairs(PairScorer):
     """The cross encoder over a split: explicit (caption, video) pairs, a bounded number of
     sequences per pass, whatever the rectangle or candidate list."""
 
-    def __init__(self, cross: CrossEncoderScore, text: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor, chunks: ScoringChunks) -> None:
+    def __init__(
+        self, cross: CrossEncoderScore, text: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor, chunks: ScoringChunks
+    ) -> None:
         self.cross, self.text, self.frames, self.mask, self.chunks = cross, text, frames, mask, chunks
 
     def block(self, texts: slice, videos: slice) -> torch.Tensor:

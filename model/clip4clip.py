@@ -1,7 +1,7 @@
 """CLIP4Clip and the methods built on it: an open_clip backbone, a video head, a similarity.
 
 The model exposes the two halves separately (``encode_text``, ``encode_video``) and its
-similarity (``model.similarity``, train/similarity.py) on their outputs, because training
+similarity (``model.similarity``, model/similarity.py) on their outputs, because training
 all-gathers the halves across ranks before scoring and evaluation encodes each side once and
 scores in blocks.
 
@@ -9,11 +9,11 @@ The similarity is one object chosen by options, so that every method shares the 
 trainer and evaluator (``build_similarity``):
 
 - ``PooledCosine`` of pooled vectors (CLIP4Clip's loose heads);
-- ``EMCLNet`` (train/emcl.py): EMCL-Net's text-conditioned frame pooling, EM over channels and
+- ``EMCLNet`` (model/emcl.py): EMCL-Net's text-conditioned frame pooling, EM over channels and
   reconstruction, per block of captions x videos;
-- ``TokenInteraction`` wti / ti (train/interaction.py, DRL): caption tokens against the head's
+- ``TokenInteraction`` wti / ti (model/interaction.py, DRL): caption tokens against the head's
   per-frame features;
-- ``CrossEncoderScore`` (train/heads.py): the tightTransf cross encoder (``head="tightTransf"``).
+- ``CrossEncoderScore`` (model/heads.py): the tightTransf cross encoder (``head="tightTransf"``).
 
 ``coarse_similarity`` is the cheap video-level cosine EERCF ranks every video with before the
 fine similarity rescores the top candidates (eval/rerank.py).
@@ -27,28 +27,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train import backbone
-from train.emcl import EMCLNet
-from train.features import TextFeatures, VideoFeatures
-from train.heads import HEADS, CrossEncoderScore, build_video_pooling, masked_mean_pool
-from train.interaction import INTERACTIONS, TokenInteraction
-from train.similarity import PooledCosine, Similarity
+from model import backbone
+from model.config import method_problem
+from model.emcl import EMCLNet
+from model.features import TextFeatures, VideoFeatures
+from model.heads import CrossEncoderScore, build_video_pooling, masked_mean_pool
+from model.interaction import TokenInteraction
+from model.similarity import PooledCosine, Similarity
 
 MAX_LOGIT_SCALE = math.log(100.0)
 # this project's checkpoints written before the Similarity interface kept its weights under these names
 LEGACY_SIMILARITY_PREFIXES = ("interaction.", "emcl.", "cross.")
 
+
 def build_similarity(head: str, clip: nn.Module, width: int, max_frames: int, interaction: str, emcl: dict | None) -> Similarity:
-    """The one place that maps options to a similarity (and refuses combinations that cannot work)."""
-    if interaction not in INTERACTIONS:
-        raise ValueError(f"unknown interaction {interaction!r}; choose from {INTERACTIONS}")
+    """The one place that maps options to a similarity (refusing, with the CLI's own rule,
+    combinations that cannot work: model/config.py ``method_problem``)."""
+    problem = method_problem(head, interaction, emcl is not None)
+    if problem:
+        raise ValueError(problem)
     if head == "tightTransf":
-        if interaction != "cosine" or emcl is not None:
-            raise ValueError("tightTransf scores pairs with its own cross encoder; --interaction and --emcl need a loose head")
         return CrossEncoderScore(clip, width, max_frames)
     if emcl is not None:
-        if interaction != "cosine":
-            raise ValueError("EMCL reconstructs pooled embeddings for the cosine; it does not combine with --interaction wti/ti")
         return EMCLNet(**emcl)
     if interaction == "cosine":
         return PooledCosine()
@@ -69,8 +69,6 @@ class CLIP4Clip(nn.Module):
         self, clip: nn.Module, head: str = "meanP", max_frames: int = 12, interaction: str = "cosine", emcl: dict | None = None
     ) -> None:
         super().__init__()
-        if head not in HEADS:
-            raise ValueError(f"unknown head {head!r}; choose from {HEADS}")
         self.clip = clip
         self.head = head
         width = clip.text_projection.shape[1] if isinstance(clip.text_projection, torch.Tensor) else clip.text_projection.out_features
@@ -84,10 +82,6 @@ class CLIP4Clip(nn.Module):
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # noqa: ANN001, ANN201 - nn.Module's signature
         return super().load_state_dict(migrate_legacy_keys(state_dict), strict=strict, assign=assign)
-
-    def new_parameters(self) -> list[nn.Parameter]:
-        """Parameters outside CLIP (head, interaction weights): CLIP4Clip trains them at the full learning rate."""
-        return [p for name, p in self.named_parameters() if not name.startswith("clip.")]
 
     def encode_text(self, tokens: torch.Tensor) -> TextFeatures:
         features = backbone.encode_text(self.clip, tokens)

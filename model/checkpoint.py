@@ -50,6 +50,22 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def training_checkpoint(trainer_state: dict, *, config: dict, backbone: dict, steps_per_epoch: int, seed: int) -> dict:
+    """The whole checkpoint of a training run, the one layout this project writes:
+
+    - ``model``, ``base``, ``optimizer``, ``scheduler``, ``step``: ``Trainer.state_dict()``
+      (train/step.py); a PEFT run's ``model`` holds only what trains, ``base`` the frozen file's
+      path and SHA-256 (None otherwise);
+    - ``backbone``: the activation CLIP trained with, so restore rebuilds the same network;
+    - ``epoch``; ``data``: the stream is rebuilt from its start step and seed;
+    - ``rng``: every generator's state (tensors and lists, so ``weights_only`` loads it);
+    - ``config``: every option of the run (``ModelConfig.from_stored`` reads the model's part).
+    Reference codebases' files are converted to the same keys (model/foreign_checkpoints.py)."""
+    step = trainer_state["step"]
+    return {**trainer_state, "backbone": backbone, "epoch": step // steps_per_epoch, "data": {"start_step": step, "seed": seed},
+            "rng": rng_state(), "config": config}  # fmt: skip
+
+
 def save_checkpoint(directory: str, state: dict, step: int, keep: int = 2) -> str:
     """Writes ``step_N.pt`` under ``directory`` (a folder or any fsspec URL), then points
     ``latest`` at it; each becomes visible only when complete (shards/storage.py Store)."""

@@ -33,8 +33,8 @@ import math
 
 import torch
 
-from train.features import TextFeatures, VideoFeatures
-from train.similarity import DEFAULT_CHUNKS, PairScorer, ScoringChunks, Similarity, TrainingScores
+from model.features import TextFeatures, VideoFeatures
+from model.similarity import DEFAULT_CHUNKS, PairScorer, ScoringChunks, Similarity, TrainingScores
 
 EVAL_BLOCK = 32  # EMCL-Net's _run_on_single_gpu mini_batch
 

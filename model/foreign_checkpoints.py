@@ -20,7 +20,7 @@ from dataclasses import replace
 
 import torch
 
-from train.config import TrainConfig
+from model.config import ModelConfig
 
 FORMATS = ("clip4clip", "drl", "emcl")
 
@@ -114,7 +114,7 @@ def to_reference_layout(state: dict[str, torch.Tensor], checkpoint_format: str) 
     return out
 
 
-def reference_config(keys: set[str], checkpoint_format: str, base: TrainConfig) -> TrainConfig:
+def reference_config(keys: set[str], checkpoint_format: str, base: ModelConfig) -> ModelConfig:
     """The options that rebuild the reference's model: head and similarity from the keys, the
     rest (frames, words) from ``base``."""
     head = detect_head(keys)
@@ -153,7 +153,7 @@ def convert_reference_state(
 
 
 def _torch_load(path: str) -> object:
-    from train.checkpoint import torch_load
+    from model.checkpoint import torch_load
 
     try:
         return torch_load(path)  # weights only: never runs pickled code
@@ -173,15 +173,14 @@ def as_state_dict(loaded: object, path: str) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in loaded.items()}
 
 
-
 def load_any_checkpoint(path: str, checkpoint_format: str = "auto", max_frames: int = 12, max_words: int = 32) -> dict:
     """A checkpoint of this project as it is, or a reference checkpoint turned into one
-    (``model``, ``config``, ``step`` 0, ``backbone``) that :func:`train.restore.restore_model` rebuilds."""
+    (``model``, ``config``, ``step`` 0, ``backbone``) that :func:`model.restore.restore_model` rebuilds."""
     from open_clip.model import build_model_from_openai_state_dict
 
-    from train.backbone import is_openai_layout
-    from train.checkpoint import load_checkpoint
-    from train.model_factory import assemble_model
+    from model.backbone import is_openai_layout
+    from model.checkpoint import load_checkpoint
+    from model.factory import assemble_model
 
     if checkpoint_format not in ("auto", "project", *FORMATS):
         raise ForeignCheckpointError(f"--checkpoint-format must be auto, project or one of {FORMATS}")
@@ -201,7 +200,7 @@ def load_any_checkpoint(path: str, checkpoint_format: str = "auto", max_frames: 
         )
     keys = set(state)
     chosen = detect_format(keys, path) if checkpoint_format == "auto" else checkpoint_format
-    config = reference_config(keys, chosen, TrainConfig(train_shards="", output_dir="", max_frames=max_frames, max_words=max_words))
+    config = reference_config(keys, chosen, ModelConfig(max_frames=max_frames, max_words=max_words))
     if "visual.conv2.weight" in clip_state:
         raise ForeignCheckpointError(f"{path}: trained with CLIP4Clip's --linear_patch 3d, which this model does not build")
     clip = build_model_from_openai_state_dict(clip_state, quick_gelu=True, cast_dtype=None).float()

@@ -1,0 +1,49 @@
+"""train/step.py: the step the loop and the GPU benchmark share, and the state a restart needs."""
+
+import copy
+
+import pytest
+import torch
+
+from model.backbone import load_clip
+from model.factory import assemble_model
+from train.config import TrainConfig
+from train.step import Trainer
+
+
+def batch(seed: int) -> dict:
+    generator = torch.Generator().manual_seed(seed)
+    tokens = torch.zeros(4, 32, dtype=torch.long)
+    tokens[:, 0], tokens[:, 1:5], tokens[:, 5] = 49406, torch.randint(300, 40000, (4, 4), generator=generator), 49407
+    frames = torch.randint(0, 256, (4, 3, 3, 112, 112), dtype=torch.uint8, generator=generator)
+    return {"tokens": tokens, "frames": frames, "mask": torch.ones(4, 3, dtype=torch.bool)}
+
+
+@pytest.mark.parametrize("method", [["--sim-header", "seqTransf"], ["--sim-header", "meanP", "--interaction", "wti"]])
+def test_a_trainer_restored_from_its_state_takes_the_same_next_step(method):
+    options = dict(zip([m.removeprefix("--").replace("-", "_") for m in method[::2]], method[1::2], strict=True))
+    config = TrainConfig(train_shards="", output_dir="", model="tiny-ViT-112", max_frames=3, lr=1e-3, coef_lr=1.0, **options)
+    torch.manual_seed(0)
+    model = assemble_model(load_clip("tiny-ViT-112", None), config)
+    fresh = copy.deepcopy(model)
+    first = Trainer(model, config, torch.device("cpu"), total_steps=10)
+    first.step(batch(1))
+    assert first.step_count == 1 and first.scheduler.last_epoch == 1
+    resumed = Trainer(fresh, config, torch.device("cpu"), total_steps=10, resume=copy.deepcopy(first.state_dict()))
+    assert resumed.step_count == 1
+    loss_first, _ = first.step(batch(2))
+    loss_resumed, _ = resumed.step(batch(2))
+    assert torch.equal(loss_first, loss_resumed)
+    for (name, a), b in zip(model.state_dict().items(), fresh.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name  # Adam's moments and the schedule came along: the same update
+    assert first.scheduler.get_last_lr() == resumed.scheduler.get_last_lr()
+
+
+def test_logit_scale_is_clamped_at_ln_100_after_every_step():
+    config = TrainConfig(train_shards="", output_dir="", model="tiny-ViT-112", max_frames=3, lr=1e-4, coef_lr=1.0)
+    model = assemble_model(load_clip("tiny-ViT-112", None), config)
+    with torch.no_grad():
+        model.clip.logit_scale.fill_(10.0)  # far above ln 100: one small step cannot bring it back, only the clamp
+    trainer = Trainer(model, config, torch.device("cpu"), total_steps=2)
+    trainer.step(batch(3))
+    assert model.clip.logit_scale.item() <= torch.log(torch.tensor(100.0)).item() + 1e-6

@@ -1,0 +1,126 @@
+"""One training step and the state a restart needs: the part of training that is timed.
+
+``Trainer`` owns the encoders' forward under DDP, the gathering of the global batch, the loss,
+the backward pass, gradient clipping, the optimiser and schedule, and CLIP4Clip's temperature
+clamp. The loop (train/trainer.py) adds data, logs, evaluation, checkpoint files and the agreed
+SIGTERM stop around it, and the GPU benchmark (bench/bench_train_gpu.py) calls the same
+``step()``, so what is measured is what trains.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from model.clip4clip import MAX_LOGIT_SCALE, CLIP4Clip
+from model.features import TextFeatures, VideoFeatures
+from model.peft import base_reference, check_base, load_trainable_state, trainable_state
+from runtime.distributed import gather_with_local_grad
+from train.config import TrainConfig
+from train.data import Batch
+from train.objective import retrieval_loss
+from train.optim import build_optimizer, warmup_cosine
+
+
+class RetrievalStep(torch.nn.Module):
+    """The part of a step that DDP wraps: encoders + head features for one local batch."""
+
+    def __init__(self, model: CLIP4Clip) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor):
+        # plain tensors (or None) out: DDP walks its outputs, and dataclasses are opaque to it
+        video = self.model.encode_video(frames, mask)
+        text = self.model.encode_text(tokens)
+        return text.pooled, text.tokens, text.mask, video.frames, video.pooled
+
+
+def gather_batch(model: CLIP4Clip, outputs: tuple, mask: torch.Tensor) -> tuple[TextFeatures, VideoFeatures]:
+    """The global batch's features, each all-gathered only if the similarity reads it.
+
+    The cross encoder is the exception (``gathers_batch`` False): CLIP4Clip's
+    ``_cross_similarity`` scores each rank's local batch (B x B cross-encoder passes, no
+    all-gather), and so does this trainer; gathering would make the cost grow with the square of
+    the world size and change the negatives."""
+    text_pooled, text_tokens, text_mask, frames, pooled = outputs
+    if not model.similarity.gathers_batch:
+        return TextFeatures(text_pooled), VideoFeatures(frames=frames, mask=mask, pooled=None)
+    needs_frames = model.similarity.reads_frames
+    text = TextFeatures(
+        gather_with_local_grad(text_pooled),
+        gather_with_local_grad(text_tokens) if text_tokens is not None else None,
+        gather_with_local_grad(text_mask) if text_mask is not None else None,
+    )
+    video = VideoFeatures(
+        frames=gather_with_local_grad(frames) if needs_frames else frames,
+        mask=gather_with_local_grad(mask) if needs_frames else mask,
+        pooled=gather_with_local_grad(pooled) if pooled is not None else None,
+    )
+    return text, video
+
+
+class Trainer:
+    """``resume``: a checkpoint's state, loaded before the model is wrapped for DDP (whose
+    constructor then broadcasts rank 0's weights, so every rank starts from the same ones)."""
+
+    def __init__(self, model: CLIP4Clip, config: TrainConfig, device: torch.device, total_steps: int, resume: dict | None = None,
+                 distributed: bool = False) -> None:  # fmt: skip
+        self.model, self.config, self.device = model, config, device
+        self.optimizer = build_optimizer(model, config.lr, config.coef_lr, config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(total_steps, config.warmup_fraction))
+        self.uses_bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
+        # PEFT runs store only what trains, plus where the frozen base lives (and its hash)
+        self.peft_base = base_reference(config.pretrained) if config.peft != "none" else None
+        self.step_count = 0
+        if resume is not None:
+            self.load_state_dict(resume)
+        self.forward_module: torch.nn.Module = RetrievalStep(model)
+        if distributed:
+            # runtime/distributed.py puts each rank on cuda:LOCAL_RANK
+            self.forward_module = DistributedDataParallel(self.forward_module, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def autocast(self):  # noqa: ANN201 - a context manager
+        return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.uses_bf16 else nullcontext()
+
+    def step(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One optimisation step on this rank's batch; the loss (not synchronised) and its parts."""
+        tokens = batch["tokens"].to(self.device, non_blocking=True)
+        frames = batch["frames"].to(self.device, non_blocking=True)
+        mask = batch["mask"].to(self.device, non_blocking=True)
+        with self.autocast():
+            text, video = gather_batch(self.model, self.forward_module(tokens, frames, mask), mask)
+            loss, parts = retrieval_loss(self.model, text, video, self.config)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        with torch.no_grad():
+            self.model.clip.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+        self.step_count += 1
+        return loss, parts
+
+    def state_dict(self) -> dict:
+        return {
+            "model": trainable_state(self.model) if self.peft_base else self.model.state_dict(),
+            "base": self.peft_base,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "step": self.step_count,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if isinstance(getattr(self, "forward_module", None), DistributedDataParallel):
+            raise RuntimeError("load a resumed state through Trainer(resume=...): DDP has already broadcast rank 0's weights")
+        if self.peft_base is not None:
+            check_base(state["base"], self.config.pretrained)  # the frozen part must be what was trained on
+            load_trainable_state(self.model, state["model"])
+        else:
+            self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step_count = state["step"]
