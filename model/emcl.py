@@ -115,9 +115,17 @@ class EMCLPairs(PairScorer):
         self.emcl, self.text, self.frames, self.mask = emcl, text, frames, mask
 
     def block(self, texts: slice, videos: slice) -> torch.Tensor:
-        if any((part.start or 0) % EVAL_BLOCK for part in (texts, videos)):
-            raise ValueError(f"EMCL scores blocks of {EVAL_BLOCK}: score from offsets that are multiples of it (--block-size)")
-        return self.emcl.blockwise(self.text[texts], self.frames[videos], self.mask[videos]).float()
+        """Any rectangle, with the scores EMCL-Net's 32 x 32 grid gives its pairs: the enclosing
+        grid-aligned blocks are computed and the rectangle cut out, so a single caption's row (the
+        HTML report) equals its row in the metrics' blocks."""
+        (t0, t1, _), (v0, v1, _) = texts.indices(self.text.shape[0]), videos.indices(self.frames.shape[0])
+
+        def grid(start: int, stop: int, size: int) -> tuple[int, int]:  # the whole blocks holding [start, stop)
+            return start - start % EVAL_BLOCK, min(size, -(-stop // EVAL_BLOCK) * EVAL_BLOCK)
+
+        (ta, tb), (va, vb) = grid(t0, t1, self.text.shape[0]), grid(v0, v1, self.frames.shape[0])
+        scores = self.emcl.blockwise(self.text[ta:tb], self.frames[va:vb], self.mask[va:vb])
+        return scores[t0 - ta : t1 - ta, v0 - va : v1 - va].float()
 
     def for_texts(self, text_ids: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.emcl.logits(self.text[t : t + 1], self.frames[c], self.mask[c])

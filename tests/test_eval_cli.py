@@ -100,3 +100,18 @@ def test_eval_reports_coarse_to_fine_for_a_token_interaction_model(trained, tmp_
     assert stages["two_stage"]["t2v"]["N"] == 24 and stages["coarse_only"]["v2t"]["N"] == 8
     assert all(stages[name]["seconds"] > 0 for name in ("coarse_only", "fine_all", "two_stage"))
     assert metrics["model"]["interaction"] == "wti"
+
+
+def test_eval_report_of_an_emcl_model(trained, tmp_path):
+    """The report scores one caption row at a time; EMCL-Net's scores come from its 32 x 32 EM grid,
+    so those rows must be cut from the grid's blocks (this once stopped the evaluator with an error)."""
+    config = parse_config(["--train-shards", str(trained / "shards"), "--output-dir", str(tmp_path / "emcl"), "--model", "tiny-ViT-112",
+                           "--sim-header", "seqTransf", "--emcl", "--emcl-bases", "4", "--batch-size", "4", "--steps-per-epoch", "2",
+                           "--epochs", "1", "--max-frames", "8", "--workers", "0", "--lr", "1e-3", "--coef-lr", "1"])  # fmt: skip
+    train(config)
+    out = tmp_path / "eval"
+    assert eval_main(["--checkpoint", str(tmp_path / "emcl"), "--shards", str(trained / "shards"), "--out", str(out), "--rerank-topk", "3"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["raw"]["t2v"]["N"] == 24 and "coarse_to_fine" in metrics
+    page = (out / "report.html").read_text()
+    assert page.count("class='hit") == 12 * 5

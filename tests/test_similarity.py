@@ -58,11 +58,10 @@ def test_training_logits_blocks_and_candidates_agree(tiny_clip, kind):
         logits = model.similarity(text, video, scale).logits / (scale if model.similarity.uses_logit_scale else 1.0)
         pairs = model.similarity.pair_scorer(text, video, ScoringChunks(texts=3, videos=2))  # chunks smaller than the split
         assert torch.allclose(pairs.block(slice(0, 7), slice(0, 5)), logits, atol=1e-5)
-        if kind == "emcl":  # EMCL-Net's EM runs per 32 x 32 block: a block must start on that grid
-            with pytest.raises(ValueError, match="multiples"):
-                pairs.block(slice(2, 7), slice(0, 5))
-            return  # and a query's candidates form a block of their own (tests/test_emcl.py)
-        assert torch.allclose(pairs.block(slice(2, 7), slice(1, 5)), logits[2:, 1:], atol=1e-5)
+        assert torch.allclose(pairs.block(slice(2, 7), slice(1, 5)), logits[2:, 1:], atol=1e-5)  # any rectangle, the same scores
+        assert torch.allclose(pairs.block(slice(4, 5), slice(0, 5)), logits[4:5], atol=1e-5)  # one caption's row (the report)
+        if kind == "emcl":
+            return  # EMCL-Net's EM runs per block: a query's candidates form a block of their own (tests/test_emcl.py)
         video_candidates = torch.tensor([[4, 0], [1, 3], [2, 2]])
         expected = torch.stack([logits[0, [4, 0]], logits[3, [1, 3]], logits[6, [2, 2]]])
         assert torch.allclose(pairs.for_texts(torch.tensor([0, 3, 6]), video_candidates), expected, atol=1e-5)
@@ -92,3 +91,19 @@ def test_checkpoints_from_before_the_similarity_interface_load_unchanged(tiny_cl
     text, video = features(trained)
     with torch.no_grad():
         assert torch.equal(restored.logits(text, video), trained.logits(text, video))
+
+
+def test_emcl_rectangles_off_the_grid_get_the_grids_scores(tiny_clip):
+    """EMCL-Net runs EM per 32 x 32 block, so a pair's score depends on its block: any rectangle
+    (one caption's row for the HTML report, a rerank window) must be cut from the grid's blocks,
+    not EM'd on its own."""
+    (head, interaction, emcl), _ = KINDS["emcl"]
+    model = CLIP4Clip(copy.deepcopy(tiny_clip), head, 6, interaction, emcl).eval()
+    text, video = features(model, texts=70, videos=40, seed=3)
+    with torch.no_grad():
+        pairs = model.similarity.pair_scorer(text, video)
+        grid = pairs.block(slice(0, 70), slice(0, 40))
+        assert torch.allclose(pairs.block(slice(33, 35), slice(5, 38)), grid[33:35, 5:38], atol=1e-6)
+        assert torch.allclose(pairs.block(slice(40, 41), slice(0, 40)), grid[40:41], atol=1e-6)
+        alone = model.similarity.blockwise(text.pooled[33:35], video.frames[5:38], video.mask[5:38])
+        assert not torch.allclose(alone, grid[33:35, 5:38], atol=1e-4)  # EM on the rectangle alone differs: the grid matters
