@@ -20,7 +20,8 @@ MSRVTT_SAMPLE = REPO_ROOT.parent / "shared" / "data" / "msrvtt_test_sample"
 
 
 # What makes a test an integration test: it makes real videos with ffmpeg, builds shards,
-# trains, starts processes or an S3 server (seconds to minutes each). Every other test is a unit
+# trains, starts processes or an S3 server (seconds to minutes each), or marks itself (a long
+# training loop on synthetic features). Every other test is a unit
 # test: ``pytest -m "not integration"`` runs those alone, in seconds. CI runs everything.
 INTEGRATION_FIXTURES = {"time_coded_videos", "sample_dataset", "msrvtt_sample", "s3_endpoint", "s3_bucket"}
 INTEGRATION_MODULES = {"test_build", "test_extract", "test_learning", "test_train_runs", "test_s3_faults", "test_eval_cli"}
@@ -30,7 +31,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1]
         heavy = module in INTEGRATION_MODULES or INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ()))
-        item.add_marker(pytest.mark.integration if heavy else pytest.mark.unit)
+        if item.get_closest_marker("integration") is None:  # a test may also say so itself (a long training loop)
+            item.add_marker(pytest.mark.integration if heavy else pytest.mark.unit)
 
 
 def write_time_coded_video(path: Path, width: int, height: int, seconds: float, fps: int = 24) -> None:

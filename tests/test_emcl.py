@@ -1,6 +1,7 @@
 """EMCL as EMCL-Net computes it, step by step against tests/reference_impl.py (written from
 jpthu17/EMCL ``until_module.py`` Emcl and ``modeling.py`` get_logits), and bases that stay diverse."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -49,6 +50,7 @@ def test_test_time_blocks_match_emcl_net_and_leave_the_state_alone():
     assert torch.equal(ours.mu, before)
 
 
+@pytest.mark.integration  # hundreds of optimisation steps
 def test_bases_stay_diverse_and_matches_stay_apart_over_many_steps():
     """The pre-EMCL-Net version collapsed its bases (mean pairwise cosine 1.000 after 50 steps)
     and shrank the matched-minus-unmatched margin ~14x; EMCL-Net's EM does neither."""

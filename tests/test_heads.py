@@ -73,6 +73,7 @@ def train_on_direction(tiny_clip, head: str, steps: int = 250) -> float:
     return metrics_from_matrix(held_out.numpy())["t2v"]["R1"]
 
 
+@pytest.mark.integration  # hundreds of optimisation steps
 def test_sequence_heads_learn_direction_that_mean_pooling_cannot_see(tiny_clip):
     mean_pooling = train_on_direction(tiny_clip, "meanP")
     transformer = train_on_direction(tiny_clip, "seqTransf")

@@ -1,4 +1,5 @@
-"""Training options: the model's (model/config.py) plus the run's, filled from the command line
+"""Training options: the model's (model/config.py), the data stream's (train/data.py), the
+optimiser's (train/optim.py) and the loss's (train/objective.py), plus the run's, filled from the command line
 and stored in every checkpoint. Each field carries its help and choices; ``config_problem`` is
 the one validation, run by ``parse_config`` before anything heavy starts."""
 
@@ -11,6 +12,8 @@ from model.config import ModelConfig, choices_problem, option
 from model.foreign_checkpoints import FORMATS
 from shards.reader import ReadPolicy
 from train.data import DataOptions
+from train.objective import LossOptions
+from train.optim import OptimOptions
 
 
 def required(help: str) -> object:  # noqa: A002 - mirrors argparse
@@ -18,7 +21,7 @@ def required(help: str) -> object:  # noqa: A002 - mirrors argparse
 
 
 @dataclass(kw_only=True)
-class TrainConfig(ModelConfig, DataOptions):
+class TrainConfig(ModelConfig, DataOptions, OptimOptions, LossOptions):
     train_shards: str = required("build folder / s3:// prefix with manifest.json, or a brace pattern of .tar URLs")
     output_dir: str = required("run folder or fsspec URL (s3://...): checkpoints, metrics.jsonl, curves")
     val_shards: str | None = option(None, "shards of the test split, evaluated with all ranks")
@@ -28,11 +31,6 @@ class TrainConfig(ModelConfig, DataOptions):
     batch_size: int = option(128, "global batch, over all ranks")
     epochs: int = option(5)
     steps_per_epoch: int | None = option(None, "default: the manifest's samples (or captions with --caption-mode expand) // batch size")
-    lr: float = option(1e-4, "learning rate of the modules outside CLIP (head, similarity)")
-    coef_lr: float = option(1e-3, "CLIP's learning rate is lr x coef_lr (CLIP4Clip's 1e-7)")
-    weight_decay: float = option(0.2)
-    warmup_fraction: float = option(0.1, "linear warmup over this fraction of the steps, then cosine")
-    grad_clip: float = option(1.0, "gradient norm clip (0: off)")
     seed: int = option(42)
     precision: str = option("auto", "auto: bf16 autocast on GPU, fp32 on CPU", ("auto", "bf16", "fp32"))
     grad_checkpointing: bool = option(False, "recompute CLIP's activations in the backward pass (less memory, more time)")
@@ -47,14 +45,6 @@ class TrainConfig(ModelConfig, DataOptions):
     read_timeout: float = option(ReadPolicy.timeout_s, "seconds a stalled object-store connection may wait before it counts as failed")
     dist_timeout: float = option(30.0, "minutes a rank waits in a collective before the job fails (a node that died leaves the others "
                                  "waiting this long unless the launcher ends the job: srun --kill-on-bad-exit=1, or torchrun --max-restarts)")  # fmt: skip
-    # DRL's regulariser of token interaction
-    cdcr_weight: float = option(0.0, "DRL's channel decorrelation loss weight (DRL uses 0.001; needs --interaction wti/ti)")
-    cdcr_alpha1: float = option(0.11, "CDCR's weight of the diagonal term")
-    cdcr_alpha2: float = option(0.0, "CDCR's weight of the off-diagonal term")
-    # EERCF: train the cheap video-level cosine next to the fine similarity (two-stage retrieval)
-    coarse_weight: float = option(
-        0.0, "weight of a pooled-cosine loss added to a fine similarity's, so EERCF's first stage is trained (e.g. 1.0)"
-    )
 
 
 def _argument_type(annotation: str) -> type:

@@ -8,17 +8,33 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from model.clip4clip import CLIP4Clip
+from model.config import option
 from model.features import TextFeatures, VideoFeatures
 from train.cdcr import channel_decorrelation_loss
-from train.config import TrainConfig
 from train.loss import symmetric_cross_entropy
 
 
+@dataclass(kw_only=True)
+class LossOptions:
+    """The loss terms' flags (``TrainConfig`` extends this class)."""
+
+    # DRL's regulariser of token interaction
+    cdcr_weight: float = option(0.0, "DRL's channel decorrelation loss weight (DRL uses 0.001; needs --interaction wti/ti)")
+    cdcr_alpha1: float = option(0.11, "CDCR's weight of the diagonal term")
+    cdcr_alpha2: float = option(0.0, "CDCR's weight of the off-diagonal term")
+    # EERCF: train the cheap video-level cosine next to the fine similarity (two-stage retrieval)
+    coarse_weight: float = option(
+        0.0, "weight of a pooled-cosine loss added to a fine similarity's, so EERCF's first stage is trained (e.g. 1.0)"
+    )
+
+
 def retrieval_loss(
-    model: CLIP4Clip, text: TextFeatures, video: VideoFeatures, config: TrainConfig
+    model: CLIP4Clip, text: TextFeatures, video: VideoFeatures, config: LossOptions
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Total loss and its parts (as floats, for the log). Inputs are the gathered global batch."""
     scores = model.similarity(text, video, model.logit_scale())

@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from model.config import option
 from model.peft import is_trainable_backbone_name
+
+
+@dataclass(kw_only=True)
+class OptimOptions:
+    """The optimiser's flags (``TrainConfig`` extends this class); defaults are CLIP4Clip's."""
+
+    lr: float = option(1e-4, "learning rate of the modules outside CLIP (head, similarity)")
+    coef_lr: float = option(1e-3, "CLIP's learning rate is lr x coef_lr (CLIP4Clip's 1e-7)")
+    weight_decay: float = option(0.2)
+    warmup_fraction: float = option(0.1, "linear warmup over this fraction of the steps, then cosine")
+    grad_clip: float = option(1.0, "gradient norm clip (0: off)")
 
 NO_DECAY_HINTS = ("bias", "ln_", "norm", "LayerNorm", "positional_embedding", "class_embedding", "logit_scale", "token_embedding")
 
