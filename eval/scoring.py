@@ -21,7 +21,7 @@ from model.similarity import ScoringChunks
 
 class SplitScorer:
     def __init__(self, model: CLIP4Clip, split: EncodedSplit, device: torch.device, text_chunk: int = 64, video_chunk: int = 256) -> None:
-        self.model, self.device = model, device
+        self.device = device
         self.num_texts, self.num_videos = len(split.captions), len(split.keys)
         with torch.no_grad():
             frames, mask = split.video_frames.to(device), split.video_mask.to(device)
