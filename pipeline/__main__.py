@@ -55,6 +55,11 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument(
         "--max-seconds", type=_positive_float, default=None, help="decode at most this much of each video (caps huge inputs)"
     )
+    build.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="keep what a truncated file decoded (flagged partial in its JSON) instead of recording a failure",
+    )
     build.add_argument("--timeout", type=_positive_float, default=600.0, help="seconds before one ffmpeg call is killed")
     build.add_argument("--workers", type=int, default=0, help="decoder processes (default: all cores)")
     build.add_argument("--num-jobs", type=int, default=None, help="jobs sharing this build (default: from Slurm, else 1)")
@@ -87,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             keep_transcode=args.keep_transcode,
             max_seconds=args.max_seconds,
             timeout_s=args.timeout,
+            allow_partial=args.allow_partial,
         )
         options = BuildOptions(
             prefix=args.prefix,

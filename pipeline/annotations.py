@@ -23,7 +23,15 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".gif", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts")
+# Containers an id is looked up with (``video7020`` -> ``video7020.<any of these>``): phones,
+# camcorders (AVCHD .mts/.m2ts), DVD (.vob), broadcast (.mxf), web (.ogv/.webm/.flv), old PCs.
+VIDEO_EXTENSIONS = (
+    *(".mp4", ".m4v", ".mov", ".qt", ".avi", ".divx", ".webm", ".mkv", ".gif", ".flv", ".f4v", ".wmv", ".asf"),
+    *(".mpg", ".mpeg", ".m1v", ".m2v", ".ts", ".mts", ".m2ts", ".vob", ".mod", ".tod", ".mxf", ".dv"),
+    *(".3gp", ".3g2", ".ogv", ".ogg", ".rm", ".rmvb", ".nut", ".y4m", ".h264", ".264", ".hevc", ".h265", ".mjpeg"),
+)
+# A still image is a one-frame clip; it is found when the annotation names the file itself.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
 
 class AnnotationError(ValueError):
@@ -38,22 +46,36 @@ class VideoRecord:
     split: str | None = None
     path: str | None = None  # resolved file, None when it is not under the videos folder
     problem: str | None = None  # why path is None
+    missing: bool = False  # the problem is only that no file exists (what --ignore-missing may drop)
     extra: dict = field(default_factory=dict)
 
 
-_INVISIBLE = ("Cc", "Cf", "Cs")  # control, format (zero-width, bidi overrides), lone surrogates
+# Invisible noise removed from captions: bidi embeddings/overrides/isolates and marks, BOM,
+# soft hyphen, zero-width space, word joiner, invisible operators, interlinear annotation.
+# Every other format character stays: the zero-width joiner and non-joiner (U+200D/U+200C)
+# build emoji sequences and spell Persian and Hindi words, tag characters spell flag emoji.
+_INVISIBLE_NOISE = frozenset(
+    "\u00ad\u061c\u180e\u200b\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2060\u2061\u2062\u2063\u2064"
+    "\u2066\u2067\u2068\u2069\u206a\u206b\u206c\u206d\u206e\u206f\ufeff\ufff9\ufffa\ufffb"
+)
+
+
+def _visible(ch: str) -> bool:
+    if ch in "\t\n\r":
+        return True  # whitespace, collapsed below
+    category = unicodedata.category(ch)
+    return category not in ("Cc", "Cs") and ch not in _INVISIBLE_NOISE  # control, lone surrogates
 
 
 def clean_captions(captions: Iterable[object]) -> list[str]:
-    """NFC-normalises, removes invisible control/format characters, collapses whitespace, and
-    drops captions left empty or not strings (they train nothing). Accents, CJK and emoji stay."""
+    """NFC-normalises, removes control characters and invisible noise, collapses whitespace,
+    and drops captions left empty or not strings (they train nothing). Accents, CJK, emoji
+    sequences and joiners stay."""
     cleaned = []
     for caption in captions:
         if not isinstance(caption, str):
             continue
-        visible = "".join(
-            ch for ch in unicodedata.normalize("NFC", caption) if unicodedata.category(ch) not in _INVISIBLE or ch in "\t\n\r"
-        )
+        visible = "".join(ch for ch in unicodedata.normalize("NFC", caption) if _visible(ch))
         text = " ".join(visible.split())
         if text:
             cleaned.append(text)
@@ -169,12 +191,18 @@ def _pick(row: dict, names: tuple[str, ...]) -> str | None:
     return None
 
 
+def _strip_media_extension(name: str) -> str:
+    """``clip.mp4`` -> ``clip``, but ``party.2019`` stays: a dot inside an id is not an extension."""
+    stem, ext = os.path.splitext(name)
+    return stem if ext.lower() in VIDEO_EXTENSIONS + IMAGE_EXTENSIONS else name
+
+
 def _group(entries: Iterable[tuple[str, list[str], str | None]]) -> list[VideoRecord]:
     records: dict[str, VideoRecord] = {}
     for reference, captions, split in entries:
         record = records.get(reference)
         if record is None:
-            video_id = os.path.splitext(os.path.basename(reference))[0] or reference
+            video_id = _strip_media_extension(os.path.basename(reference)) or reference
             record = records[reference] = VideoRecord(video_id=video_id, reference=reference, captions=[], split=split)
         record.captions.extend(clean_captions(captions))
     return list(records.values())
@@ -262,39 +290,73 @@ def load_annotations(path: str, fmt: str = "auto", split_file: str | None = None
     return records
 
 
+def _nfc(text: str) -> str:
+    """macOS writes file names decomposed (e + combining accent); annotations are usually
+    composed. Both sides are compared in NFC."""
+    return unicodedata.normalize("NFC", text)
+
+
 class VideoIndex:
     """Resolves an annotation's video reference to a file under the videos folder.
 
-    References are ids (``video7020``, matched on the file stem with any video extension)
-    or relative paths. A path that resolves outside the folder is refused: annotation files
-    come from elsewhere and must not make the builder read arbitrary files.
+    A reference is tried, in order, as a path relative to the folder (``sub/clip.mp4``, or
+    ``clip.mp4`` anywhere below it), then as an id matched on the file stem with any video
+    extension (``video7020``, ``party.2019``). Names compare in NFC. An id that matches more
+    than one file is refused with both names: picking one silently would pair captions with
+    whichever the directory listing gave first. A path that resolves outside the folder is
+    refused: annotation files come from elsewhere and must not make the builder read
+    arbitrary files.
     """
 
     def __init__(self, root: str) -> None:
         if not os.path.isdir(root):
             raise AnnotationError(f"{root}: videos folder not found")
         self.root = os.path.realpath(root)
-        self._by_stem: dict[str, str] = {}
+        self._by_stem: dict[str, list[str]] = {}
+        self._by_name: dict[str, list[str]] = {}
+        self._by_relative: dict[str, str] = {}
         for directory, _, files in sorted(os.walk(self.root)):
             for name in sorted(files):
+                path = os.path.join(directory, name)
                 stem, ext = os.path.splitext(name)
+                if ext.lower() in VIDEO_EXTENSIONS + IMAGE_EXTENSIONS:
+                    self._by_relative[_nfc(os.path.relpath(path, self.root))] = path
+                    self._by_name.setdefault(_nfc(name), []).append(path)
                 if ext.lower() in VIDEO_EXTENSIONS:
-                    self._by_stem.setdefault(stem, os.path.join(directory, name))
+                    self._by_stem.setdefault(_nfc(stem), []).append(path)
+
+    def _relative(self, path: str) -> str:
+        return os.path.relpath(path, self.root)
+
+    def _one(self, record: VideoRecord, matches: list[str], what: str) -> VideoRecord:
+        matches = list(dict.fromkeys(os.path.realpath(m) for m in matches))  # a link to the same file is one file
+        if len(matches) == 1:
+            record.path = matches[0]
+        else:
+            names = ", ".join(repr(self._relative(m)) for m in matches)
+            record.problem = f"{what} {record.reference!r} matches {len(matches)} files: {names}; name the file in the annotation"
+        return record
 
     def resolve(self, record: VideoRecord) -> VideoRecord:
         reference = record.reference
-        if os.path.splitext(reference)[1] or "/" in reference or os.sep in reference:
-            candidate = os.path.realpath(os.path.join(self.root, reference))
-            if os.path.commonpath([candidate, self.root]) != self.root:
-                record.problem = f"path escapes the videos folder: {reference!r}"
-            elif os.path.isfile(candidate):
-                record.path = candidate
-            else:
-                record.problem = f"video file not found: {reference!r}"
+        candidate = os.path.realpath(os.path.join(self.root, reference))
+        if os.path.commonpath([candidate, self.root]) != self.root:
+            record.problem = f"path escapes the videos folder: {reference!r}"
+            return record
+        if os.path.isfile(candidate):
+            record.path = candidate
+            return record
+        relative = _nfc(os.path.normpath(reference))
+        if relative in self._by_relative:
+            record.path = self._by_relative[relative]
+            return record
+        if "/" not in reference and os.sep not in reference:
+            if _nfc(reference) in self._by_name:  # "clip.mp4" in a sub-folder
+                return self._one(record, self._by_name[_nfc(reference)], "file name")
+            if _nfc(reference) in self._by_stem:
+                return self._one(record, self._by_stem[_nfc(reference)], "id")
+            record.problem = f"no video file named {reference!r} or {reference!r}.* under {self.root}"
         else:
-            found = self._by_stem.get(reference)
-            if found:
-                record.path = found
-            else:
-                record.problem = f"no video file named {reference!r}.* under {self.root}"
+            record.problem = f"video file not found: {reference!r}"
+        record.missing = True
         return record

@@ -18,7 +18,8 @@ from tqdm import tqdm
 
 from pipeline.annotations import VideoIndex, VideoRecord
 from pipeline.cluster import units_for_job
-from pipeline.extract import ExtractedVideo, ExtractionSettings, VideoDecodeError, extract_video
+from pipeline.decode_worker import decode_one
+from pipeline.extract import ExtractedVideo, ExtractionSettings, VideoDecodeError
 from pipeline.keys import unique_keys
 from shards.manifest import (
     ShardStats,
@@ -76,11 +77,12 @@ def plan_units(
     """Resolves files and keys, then cuts the ordered list into fixed-size units.
 
     Returns the units and how many annotations were dropped by ``ignore_missing`` (files
-    that do not exist; a path escaping the videos folder is never dropped silently).
+    that do not exist; a path escaping the videos folder or an id matching two files is
+    never dropped silently).
     """
     index = VideoIndex(videos_root)
     resolved = [index.resolve(record) for record in records]
-    kept = [r for r in resolved if not (ignore_missing and r.path is None and r.problem and "escapes" not in r.problem)]
+    kept = [r for r in resolved if not (ignore_missing and r.missing)]
     keys = unique_keys(record.video_id for record in kept)
     planned = [PlannedVideo(key, record) for key, record in zip(keys, kept, strict=True)]
     units = [planned[i : i + samples_per_shard] for i in range(0, len(planned), samples_per_shard)]
@@ -102,30 +104,20 @@ def build_plan_document(units: list[list[PlannedVideo]], settings: ExtractionSet
     }
 
 
-def _decode_one(task: tuple[str, ExtractionSettings]) -> ExtractedVideo | VideoDecodeError:
-    """Runs in a worker; returns the error instead of raising so one video cannot end a pool."""
-    path, settings = task
-    try:
-        return extract_video(path, settings)
-    except VideoDecodeError as error:
-        return error
-    except Exception as error:  # noqa: BLE001 - an unexpected decoder bug is still one video's failure
-        return VideoDecodeError(path, f"unexpected {type(error).__name__}: {error}")
-
-
 def _decoded_stream(tasks: list[tuple[str, ExtractionSettings]], workers: int) -> Iterator[ExtractedVideo | VideoDecodeError]:
     if workers <= 1 or len(tasks) <= 1:
-        yield from map(_decode_one, tasks)
+        yield from map(decode_one, tasks)
         return
     # spawn: the parent may hold s3fs/aiohttp threads, which fork would copy mid-state
     with multiprocessing.get_context("spawn").Pool(min(workers, len(tasks))) as pool:
-        yield from pool.imap(_decode_one, tasks, chunksize=1)
+        yield from pool.imap(decode_one, tasks, chunksize=1)
 
 
 def _sample_metadata(video: PlannedVideo, extracted: ExtractedVideo, videos_root: str, settings: ExtractionSettings) -> dict:
     record = video.record
     source = extracted.source
-    return {
+    display = source.display_size
+    metadata = {
         "key": video.key,
         "video_id": record.video_id,
         "captions": record.captions,
@@ -134,20 +126,31 @@ def _sample_metadata(video: PlannedVideo, extracted: ExtractedVideo, videos_root
             "reference": record.reference,
             "file": os.path.relpath(record.path, os.path.realpath(videos_root)) if record.path else None,
             "duration_s": source.duration_s,
+            "decoded_s": extracted.decoded_s,
             "fps": source.fps,
-            "width": source.width,
+            "width": source.width,  # as stored
             "height": source.height,
+            "sample_aspect": f"{source.sample_aspect[0]}:{source.sample_aspect[1]}",
+            "rotation_degrees": source.rotation_degrees,
+            "display_width": display[0] if display else None,  # as a player shows it
+            "display_height": display[1] if display else None,
             "codec": source.codec,
         },
         "frames": {
             "count": len(extracted.frames_jpeg),
             "timestamps_s": extracted.timestamps_s,
+            "sampled_at_s": extracted.sampled_at_s,
             "width": extracted.width,
             "height": extracted.height,
             "candidates": extracted.num_candidates,
         },
         "settings": settings.to_json(),
     }
+    if extracted.partial:
+        metadata["partial"] = True
+    if extracted.warnings:
+        metadata["warnings"] = extracted.warnings
+    return metadata
 
 
 def _failure(video: PlannedVideo, unit: int, error: str) -> dict:

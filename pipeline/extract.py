@@ -1,10 +1,30 @@
 """One ffmpeg pass per video: decode, resample to the transcode rate, keep the sampled frames.
 
 CLIP4Clip writes a 3 fps mp4 first and decodes it again with OpenCV later. Here a single
-ffmpeg process applies ``fps`` -> ``select`` (every ``stride``-th frame) -> ``scale`` and
-streams the surviving frames as PPM images over a pipe, so nothing is written to disk and
-only the sampled frames are scaled. The 3 fps mp4 is produced in the same pass (a ``split``
-branch) only when asked for.
+ffmpeg process applies ``metadata`` (a log line per decoded frame) -> ``fps`` -> ``select``
+(every ``stride``-th frame) ->
+``scale`` and streams the surviving frames as 8-bit RGB PPM images over a pipe, so nothing is
+written to disk and only the sampled frames are scaled. The 3 fps mp4 is produced in the
+same pass (a ``split`` branch) only when asked for.
+
+Choices that make the frames what the README promises, on the files people really have:
+
+- ``fps`` rounds *up*, from time 0: transcode slot T shows the frame on screen at T/fps (the
+  latest frame whose timestamp is <= T/fps), so sampled frame k is the frame shown at second
+  k. ffmpeg's default rounding shows the frame 0.16-0.3 s after the mark instead, and drops a
+  one-frame clip entirely. A ``metadata`` filter logs every decoded frame's exact timestamp
+  to a pipe of its own, from
+  which the source time of each kept frame is recorded (``DecodedFrameLog``).
+- ``scale`` works on the *display* size (stored width x sample aspect ratio; rotation is
+  applied by ffmpeg before the filters) and its output is taken as square pixels, so a 16:9
+  DVD stored as 720x480 comes out ~398x224, not squashed to 336x224.
+- The pipe asks for ``rgb24``: for 10-bit or 4:2:2 sources ffmpeg would otherwise pick 16-bit
+  RGB for PPM.
+- Frames are chosen while they stream (``StreamingFrameChooser``): memory per worker does not
+  grow with the clip's duration.
+- A file whose decoded frames end well before the duration its header promises, or whose
+  demuxer reports a partial file, is a failure unless ``allow_partial`` (then it is kept and
+  flagged): a truncated download must not pass as a whole clip.
 """
 
 from __future__ import annotations
@@ -16,7 +36,9 @@ import re
 import subprocess
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 from typing import IO
 
 import ffmpeg
@@ -24,7 +46,11 @@ import numpy as np
 from PIL import Image
 
 from pipeline.ffmpeg_binary import ffmpeg_executable, ffmpeg_major_version
-from pipeline.sampling import SlicePosition, sampling_stride, select_frames
+from pipeline.ffmpeg_log import DecodedFrameLog, SourceInfo, damage_lines, parse_source_info, truncation_lines
+from pipeline.frame_choice import StreamingFrameChooser, predicted_candidates
+from pipeline.sampling import SlicePosition, sampling_stride
+
+__all__ = ["ExtractedVideo", "ExtractionSettings", "SourceInfo", "VideoDecodeError", "extract_video", "parse_source_info"]
 
 
 class VideoDecodeError(Exception):
@@ -54,6 +80,7 @@ class ExtractionSettings:
     keep_transcode: bool = False
     max_seconds: float | None = None
     timeout_s: float = 600.0
+    allow_partial: bool = False  # keep what a truncated file decoded (flagged) instead of failing it
 
     def __post_init__(self) -> None:
         sampling_stride(self.transcode_fps, self.sample_fps)
@@ -71,77 +98,55 @@ class ExtractionSettings:
         data["slice_position"] = self.slice_position.value
         return data
 
-
-@dataclass(frozen=True)
-class SourceInfo:
-    """What ffmpeg reported about the input; None where it could not tell."""
-
-    duration_s: float | None
-    fps: float | None
-    width: int | None
-    height: int | None
-    codec: str | None
+    @property
+    def mark_step(self) -> Fraction:
+        """Seconds between two sampling marks, exactly (1/sample_fps)."""
+        return 1 / Fraction(str(self.sample_fps))
 
 
 @dataclass
 class ExtractedVideo:
     frames_jpeg: list[bytes]
-    timestamps_s: list[float]
+    timestamps_s: list[float]  # source time of each kept frame (the frame on screen at its mark)
+    sampled_at_s: list[float]  # the mark each kept frame stands for: k / sample_fps
     width: int
     height: int
     num_candidates: int
     source: SourceInfo
+    decoded_s: float | None = None  # where the decoded frames end
+    partial: bool = False  # a truncated file kept because allow_partial was set
     transcode_mp4: bytes | None = None
     warnings: list[str] = field(default_factory=list)
 
 
-_DURATION = re.compile(r"Duration:\s*(\d+):(\d+):(\d+(?:\.\d+)?)")
-_VIDEO_STREAM = re.compile(r"Stream #0:\d+.*?: Video: (\w+)")
-_SIZE = re.compile(r",\s*(\d{1,5})x(\d{1,5})[\s,]")
-_FPS = re.compile(r"([\d.]+)\s*(?:fps|tbr)")
-
-
-def parse_source_info(stderr_text: str) -> SourceInfo:
-    """Reads the input section of ffmpeg's banner (the bundled binary has no ffprobe)."""
-    input_part = stderr_text.split("Stream mapping:")[0].split("Output #0")[0]
-    duration = None
-    match = _DURATION.search(input_part)
-    if match:
-        hours, minutes, seconds = match.groups()
-        duration = int(hours) * 3600 + int(minutes) * 60 + float(seconds)
-    codec = width = height = fps = None
-    for line in input_part.splitlines():
-        video = _VIDEO_STREAM.search(line)
-        if not video:
-            continue
-        codec = video.group(1)
-        size = _SIZE.search(line + " ")
-        if size:
-            width, height = int(size.group(1)), int(size.group(2))
-        rate = _FPS.search(line)
-        if rate:
-            fps = float(rate.group(1))
-        break
-    return SourceInfo(duration_s=duration, fps=fps, width=width, height=height, codec=codec)
-
-
 def _scale_expressions(short_side: int) -> tuple[str, str]:
-    """Short side to ``short_side`` for landscape and portrait alike (CLIP4Clip's portrait
-    formula squashes the aspect ratio; this one keeps it). -2 keeps dimensions even so the
-    optional H.264 branch can use yuv420p."""
-    width = f"if(gte(iw,ih),-2,{short_side})"
-    height = f"if(gte(iw,ih),{short_side},-2)"
+    """Scale by the *display* aspect (``dar`` = iw/ih x sar), short side to ``short_side``,
+    landscape and portrait alike (CLIP4Clip's portrait formula squashes the aspect ratio; this
+    one keeps it). Each free side is rounded to an even number the way ffmpeg's own ``-2``
+    rounds, so square-pixel sources come out exactly as before, and the optional H.264 branch
+    can use yuv420p. ``short_side`` 0 keeps the stored height and stretches (or narrows) the
+    width to square pixels."""
+    if not short_side:
+        return "if(eq(sar,1),iw,2*round(iw*sar/2))", "ih"
+    width = f"if(gte(dar,1),2*round({short_side}*dar/2),{short_side})"
+    height = f"if(gte(dar,1),{short_side},2*round({short_side}/dar/2))"
     return width, height
 
 
-def build_command(path: str, settings: ExtractionSettings, transcode_path: str | None) -> list[str]:
-    """The argument list (never a shell string: paths come from user annotations)."""
+def build_command(path: str, settings: ExtractionSettings, transcode_path: str | None, frame_log_fd: int | None = None) -> list[str]:
+    """The argument list (never a shell string: paths come from user annotations).
+
+    ``frame_log_fd``: a pipe the child inherits; every decoded frame's timestamp is printed
+    there (``DecodedFrameLog`` reads it)."""
     input_kwargs = {"t": settings.max_seconds} if settings.max_seconds else {}
-    video = ffmpeg.input(path, **input_kwargs).video.filter("fps", fps=settings.transcode_fps)
+    video = ffmpeg.input(path, **input_kwargs).video
+    if frame_log_fd is not None:  # print mode prints only frames carrying the key: tag them all
+        video = video.filter("metadata", mode="add", key="f", value="1").filter(
+            "metadata", mode="print", key="f", file=f"pipe:{frame_log_fd}"
+        )
+    video = video.filter("fps", fps=settings.transcode_fps, round="up", start_time=0)
 
     def scaled(stream):  # scaling after select touches 1 frame in `stride`, not all of them
-        if not settings.short_side:
-            return stream
         return stream.filter("scale", *_scale_expressions(settings.short_side))
 
     outputs = []
@@ -150,7 +155,9 @@ def build_command(path: str, settings: ExtractionSettings, transcode_path: str |
         video = branches[0]
         outputs.append(
             ffmpeg.output(
-                scaled(branches[1]),
+                # square pixels in the mp4 too; PPM has no aspect field (and a filter between
+                # scale and the pipe would make ffmpeg convert to RGB in a second pass: 3x slower)
+                scaled(branches[1]).filter("setsar", "1"),
                 transcode_path,
                 vcodec="libx264",
                 pix_fmt="yuv420p",
@@ -163,31 +170,33 @@ def build_command(path: str, settings: ExtractionSettings, transcode_path: str |
     stride = sampling_stride(settings.transcode_fps, settings.sample_fps)
     sampled = scaled(video.filter("select", f"not(mod(n,{stride}))"))
     sync = {"fps_mode": "passthrough"} if ffmpeg_major_version() >= 5 else {"vsync": "passthrough"}
-    outputs.insert(0, ffmpeg.output(sampled, "pipe:", format="image2pipe", vcodec="ppm", **sync))
+    outputs.insert(0, ffmpeg.output(sampled, "pipe:", format="image2pipe", vcodec="ppm", pix_fmt="rgb24", **sync))
     merged = ffmpeg.merge_outputs(*outputs) if len(outputs) > 1 else outputs[0]
     args = merged.compile(cmd=ffmpeg_executable(), overwrite_output=True)
     # -nostdin: a worker must never block on a terminal; -hide_banner keeps stderr small
     return [args[0], "-nostdin", "-hide_banner", *args[1:]]
 
 
-def _read_ppm_frames(stream: IO[bytes], path: str) -> list[np.ndarray]:
-    frames: list[np.ndarray] = []
+def _read_ppm_frames(stream: IO[bytes], path: str, on_frame: Callable[[np.ndarray], None]) -> None:
+    """Hands each frame to ``on_frame`` as it arrives; nothing is accumulated here."""
     while True:
         magic = stream.readline()
         if not magic:
-            return frames
+            return
         if magic.strip() != b"P6":
             raise VideoDecodeError(path, f"unexpected data from ffmpeg: {magic[:20]!r}")
         dims = stream.readline().split()
         maxval = stream.readline().strip()
-        if len(dims) != 2 or maxval != b"255":
+        if len(dims) != 2:
             raise VideoDecodeError(path, "malformed PPM header from ffmpeg")
+        if maxval != b"255":  # rgb24 is asked for; anything else is a decoder/filter surprise
+            raise VideoDecodeError(path, f"ffmpeg sent {maxval.decode(errors='replace')}-level frames where 8-bit RGB was asked for")
         width, height = int(dims[0]), int(dims[1])
         size = width * height * 3
         payload = stream.read(size)
         if len(payload) != size:
             raise VideoDecodeError(path, "ffmpeg output ended inside a frame")
-        frames.append(np.frombuffer(payload, dtype=np.uint8).reshape(height, width, 3))
+        on_frame(np.frombuffer(payload, dtype=np.uint8).reshape(height, width, 3))
 
 
 def _encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
@@ -196,22 +205,83 @@ def _encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
     return buffer.getvalue()
 
 
-def _run_ffmpeg(args: list[str], path: str, timeout_s: float) -> tuple[list[np.ndarray], str, int]:
-    """Runs ffmpeg with stderr drained on a thread (a full stderr pipe would deadlock it)
-    and a watchdog that kills it after ``timeout_s``."""
-    process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+@dataclass
+class FfmpegRun:
+    """What one ffmpeg process left behind besides its frames."""
+
+    returncode: int
+    stderr_text: str  # the banner and the last lines
+    damage: list[str]  # demuxer/decoder complaints, the first few
+    banner_read: threading.Event
+
+
+_MAX_DAMAGE_LINES = 20
+
+
+def _run_ffmpeg(
+    args: list[str],
+    path: str,
+    timeout_s: float,
+    on_frame: Callable[[np.ndarray], None],
+    frame_log: DecodedFrameLog | None = None,
+    frame_log_pipe: tuple[int, int] | None = None,
+    on_banner: Callable[[str], None] | None = None,
+) -> FfmpegRun:
+    """Runs ffmpeg with stderr (and the frame log pipe) drained on threads (a full pipe would
+    deadlock it) and a watchdog that kills it after ``timeout_s``. ``on_banner`` gets the
+    input banner before the first frame is handed over (the frame chooser needs the duration).
+    ``frame_log_pipe``: (read end, write end) of the pipe ``args`` name for the frame log; both
+    are closed here."""
+    try:
+        process = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            pass_fds=(frame_log_pipe[1],) if frame_log_pipe else (),
+        )
+    except BaseException:
+        if frame_log_pipe:
+            os.close(frame_log_pipe[0])
+        raise
+    finally:
+        if frame_log_pipe:
+            os.close(frame_log_pipe[1])  # the child holds its copy; EOF comes when it exits
     # the head holds the input banner (parsed for source info), the tail the final error
     header_lines: list[str] = []
     tail_lines: collections.deque[str] = collections.deque(maxlen=50)
+    damage: list[str] = []
+    banner_read = threading.Event()
+
+    def keep(line: str) -> None:
+        if not banner_read.is_set() and (line.startswith("Stream mapping:") or line.startswith("Output #0")):
+            banner_read.set()
+        # only ffmpeg's "[context] message" lines, the input's name masked (it may say "truncated")
+        if len(damage) < _MAX_DAMAGE_LINES and line.startswith("[") and damage_lines([line.replace(path, "<input>")]):
+            damage.append(line)
+        if len(header_lines) < 200:
+            header_lines.append(line)
+        else:
+            tail_lines.append(line)
 
     def drain() -> None:
         assert process.stderr is not None
-        for raw in process.stderr:
-            line = raw.decode("utf-8", "replace").rstrip()
-            if len(header_lines) < 200:
-                header_lines.append(line)
-            else:
-                tail_lines.append(line)
+        try:
+            for raw in process.stderr:
+                keep(raw.decode("utf-8", "replace").rstrip())
+        finally:
+            banner_read.set()
+
+    def read_frame_log() -> None:
+        assert frame_log is not None and frame_log_pipe is not None
+        with os.fdopen(frame_log_pipe[0], "rb", buffering=0) as pipe:
+            banner_read.wait(timeout=30)  # the stream's time base is in the banner
+            frame_log.use_time_base(parse_source_info("\n".join(header_lines)).time_base)
+            carry = b""
+            while chunk := pipe.read(1 << 16):
+                block, _, carry = (carry + chunk).rpartition(b"\n")
+                frame_log.feed_block(block)
+            frame_log.feed_block(carry)
 
     timed_out = threading.Event()
 
@@ -219,16 +289,30 @@ def _run_ffmpeg(args: list[str], path: str, timeout_s: float) -> tuple[list[np.n
         timed_out.set()
         process.kill()
 
+    first_frame = True
+
+    def frame_after_banner(frame: np.ndarray) -> None:
+        nonlocal first_frame
+        if first_frame:
+            first_frame = False
+            banner_read.wait(timeout=30)  # ffmpeg prints the banner before any frame
+            if on_banner is not None:
+                on_banner("\n".join(header_lines))
+        on_frame(frame)
+
     drainer = threading.Thread(target=drain, daemon=True)
+    readers = [drainer]
+    if frame_log_pipe is not None:
+        readers.append(threading.Thread(target=read_frame_log, daemon=True))
     watchdog = threading.Timer(timeout_s, kill)
-    drainer.start()
+    for reader in readers:
+        reader.start()
     watchdog.start()
     read_error: VideoDecodeError | None = None
-    frames: list[np.ndarray] = []
     try:
         assert process.stdout is not None
         try:
-            frames = _read_ppm_frames(process.stdout, path)
+            _read_ppm_frames(process.stdout, path, frame_after_banner)
         except VideoDecodeError as error:  # may only be the kill cutting a frame in half
             read_error = error
         finally:
@@ -239,19 +323,86 @@ def _run_ffmpeg(args: list[str], path: str, timeout_s: float) -> tuple[list[np.n
         if process.poll() is None:
             process.kill()
             process.wait()
-        drainer.join(timeout=5)
+        for reader in readers:
+            reader.join(timeout=5)
     if timed_out.is_set():  # the watchdog's kill explains whatever the reader saw
         raise VideoDecodeError(path, f"ffmpeg timed out after {timeout_s:g} s") from read_error
     if read_error is not None:
         raise read_error
-    return frames, "\n".join(header_lines + list(tail_lines)), returncode
+    return FfmpegRun(returncode, "\n".join(header_lines + list(tail_lines)), damage, banner_read)
+
+
+def _report_lines(lines: list[str]) -> str:
+    """ffmpeg's error lines without their "[ctx @ 0x55...]" pointers, so failure reports are
+    the same on every run."""
+    return re.sub(r" @ 0x[0-9a-f]+", "", "\n".join(lines))
+
+
+def _error_tail(stderr_text: str) -> str:
+    errors = [line for line in stderr_text.splitlines() if line and not line[0].isspace()]  # indented: the banner
+    return _report_lines(errors[-4:])
+
+
+@dataclass
+class _Decoded:
+    chosen: list[tuple[int, np.ndarray]] | None
+    candidates: int
+    log: DecodedFrameLog
+    run: FfmpegRun
+    source: SourceInfo
+
+
+def _decode_once(path: str, settings: ExtractionSettings, transcode_path: str | None, known_count: int | None) -> _Decoded:
+    log = DecodedFrameLog(settings.mark_step)
+    chooser: StreamingFrameChooser | None = None
+
+    def make_chooser(banner: str) -> None:
+        nonlocal chooser
+        if known_count is not None:
+            chooser = StreamingFrameChooser.for_known_count(settings.max_frames, settings.slice_position, known_count)
+            return
+        predicted = predicted_candidates(parse_source_info(banner).duration_s, settings.sample_fps, settings.max_seconds)
+        chooser = StreamingFrameChooser.for_prediction(settings.max_frames, settings.slice_position, predicted)
+
+    def offer(frame: np.ndarray) -> None:
+        assert chooser is not None
+        chooser.offer(frame)
+
+    pipe = os.pipe()
+    try:
+        args = build_command(path, settings, transcode_path, frame_log_fd=pipe[1])
+    except BaseException:
+        os.close(pipe[0])
+        os.close(pipe[1])
+        raise
+    run = _run_ffmpeg(args, path, settings.timeout_s, offer, log, pipe, make_chooser)
+    source = parse_source_info(run.stderr_text)
+    if chooser is None:  # no frame came out
+        return _Decoded([], 0, log, run, source)
+    return _Decoded(chooser.chosen(), chooser.offered, log, run, source)
+
+
+def _truncation(decoded: _Decoded, settings: ExtractionSettings) -> str | None:
+    """Why the decoded frames are not the whole file, or None when they are."""
+    cut = truncation_lines(decoded.run.damage)
+    promised = decoded.source.duration_s
+    if promised is not None and settings.max_seconds is not None:
+        promised = min(promised, settings.max_seconds)
+    ended = decoded.log.decoded_end_s
+    # the container's duration includes audio, which often outlasts the video by a little
+    if promised is not None and ended is not None and promised - ended > max(1.0, 0.05 * promised):
+        return f"truncated: frames end at {ended:.2f} s of the {promised:.2f} s the header promises"
+    if cut:
+        return "truncated: " + _report_lines(cut[:1]).split("] ", 1)[-1]
+    return None
 
 
 def extract_video(path: str, settings: ExtractionSettings) -> ExtractedVideo:
     """Decodes ``path`` once and returns the selected frames as JPEG bytes.
 
-    Raises VideoDecodeError for anything without at least one decodable frame: a clip of
-    zeros would train the model on nothing and hide the problem.
+    Raises VideoDecodeError for anything without at least one decodable frame (a clip of
+    zeros would train the model on nothing and hide the problem), and for a truncated file
+    unless ``settings.allow_partial``.
     """
     if not os.path.isfile(path):
         raise VideoDecodeError(path, "file not found")
@@ -259,28 +410,41 @@ def extract_video(path: str, settings: ExtractionSettings) -> ExtractedVideo:
         raise VideoDecodeError(path, "file is empty")
     with tempfile.TemporaryDirectory(prefix="pipeline-") as scratch:
         transcode_path = os.path.join(scratch, "transcode.mp4") if settings.keep_transcode else None
-        args = build_command(path, settings, transcode_path)
-        candidates, stderr_text, returncode = _run_ffmpeg(args, path, settings.timeout_s)
-        # drop ffmpeg's "[ctx @ 0x55...]" pointers so failure reports are the same on every run
-        # (indented lines are the input banner, not the error)
-        errors = [line for line in stderr_text.splitlines() if line and not line[0].isspace()]
-        tail = re.sub(r" @ 0x[0-9a-f]+", "", "\n".join(errors[-4:]))
-        if returncode != 0:
-            raise VideoDecodeError(path, f"ffmpeg exited with code {returncode}", tail)
-        if not candidates:
-            raise VideoDecodeError(path, "no video frames decoded", tail)
+        decoded = _decode_once(path, settings, transcode_path, known_count=None)
+        if decoded.chosen is None:  # the header's duration was off: decode again, count known
+            again = _decode_once(path, settings, transcode_path, known_count=decoded.candidates)
+            if again.candidates != decoded.candidates or again.chosen is None:
+                raise VideoDecodeError(path, f"ffmpeg gave {decoded.candidates} then {again.candidates} frames for the same file")
+            decoded = again
+        tail = _error_tail(decoded.run.stderr_text)
+        if decoded.run.returncode != 0:
+            raise VideoDecodeError(path, f"ffmpeg exited with code {decoded.run.returncode}", tail)
+        if not decoded.candidates:
+            reason = "no video frames decoded" if not decoded.log.frames else f"{decoded.log.frames} frames decoded but none sampled"
+            raise VideoDecodeError(path, reason, tail)
+        truncated = _truncation(decoded, settings)
+        if truncated and not settings.allow_partial:
+            raise VideoDecodeError(path, truncated + " (--allow-partial keeps what decoded)", _report_lines(decoded.run.damage[-4:]))
         transcode_mp4 = None
         if transcode_path is not None:
             with open(transcode_path, "rb") as handle:
                 transcode_mp4 = handle.read()
-    keep = select_frames(len(candidates), settings.max_frames, settings.slice_position)
-    height, width = candidates[keep[0]].shape[:2]
+    assert decoded.chosen is not None
+    indices = [i for i, _ in decoded.chosen]
+    shown = decoded.log.shown_at_marks(decoded.candidates)
+    height, width = decoded.chosen[0][1].shape[:2]
+    # a kept partial file says so; damage ffmpeg concealed is kept but written down
+    warnings = ([truncated] if truncated else []) + [_report_lines([line]) for line in decoded.run.damage[:5]]
     return ExtractedVideo(
-        frames_jpeg=[_encode_jpeg(candidates[i], settings.jpeg_quality) for i in keep],
-        timestamps_s=[i / settings.sample_fps for i in keep],
+        frames_jpeg=[_encode_jpeg(frame, settings.jpeg_quality) for _, frame in decoded.chosen],
+        timestamps_s=[round(shown[i], 6) for i in indices],
+        sampled_at_s=[float(i * settings.mark_step) for i in indices],
         width=width,
         height=height,
-        num_candidates=len(candidates),
-        source=parse_source_info(stderr_text),
+        num_candidates=decoded.candidates,
+        source=decoded.source,
+        decoded_s=decoded.log.decoded_end_s,
+        partial=bool(truncated),
         transcode_mp4=transcode_mp4,
+        warnings=warnings,
     )

@@ -1,7 +1,7 @@
 """Frame selection rules, kept identical to CLIP4Clip so shards are comparable with its numbers.
 
-CLIP4Clip reads a 3 fps transcode and keeps the first frame of every second
-(``rawvideo_util.py`` at feature_framerate 1); when more than ``max_frames`` remain it keeps
+CLIP4Clip reads a 3 fps transcode and keeps one frame per second, the transcode's frame
+at each second mark (``rawvideo_util.py`` at feature_framerate 1); when more than ``max_frames`` remain it keeps
 the head, the tail, or ``np.linspace(0, n - 1, max_frames)`` cast to int (``slice_framepos``
 0, 1, 2). Selection has no randomness, so it is done once at build time instead of in every
 training epoch.
@@ -25,8 +25,9 @@ class SlicePosition(StrEnum):
 def sampling_stride(transcode_fps: float, sample_fps: float) -> int:
     """How many transcoded frames separate two sampled ones (3 fps -> 1 fps gives 3).
 
-    With stride 3 the sampled frames are 0, 3, 6, ...: the first frame of each second, as
-    CLIP4Clip's reader seeks to ``sec * fps``. A non-integer ratio has no such "first frame
+    With stride 3 the sampled frames are 0, 3, 6, ...: the transcode's frame at each second
+    mark, as CLIP4Clip's reader seeks to ``sec * fps`` (``pipeline/extract.py`` makes that the
+    source frame on screen at the mark). A non-integer ratio has no such "first frame
     of each interval", so it is refused instead of being silently rounded.
     """
     if sample_fps <= 0 or transcode_fps <= 0:

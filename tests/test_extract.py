@@ -134,7 +134,7 @@ def test_timeout_kills_a_hung_ffmpeg():
         "pipe:",
     ]
     with pytest.raises(VideoDecodeError, match="timed out after 0.5 s"):
-        _run_ffmpeg(endless, "endless-source", timeout_s=0.5)
+        _run_ffmpeg(endless, "endless-source", timeout_s=0.5, on_frame=lambda frame: None)
 
 
 def test_parse_source_info_reads_the_input_section_only():
