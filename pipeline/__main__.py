@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from pipeline.annotations import AnnotationError, load_annotations
+from pipeline.annotations import FORMATS, AnnotationError, Columns, load_annotations
 from pipeline.build import BuildOptions, build_shards
 from pipeline.cluster import job_share
 from pipeline.extract import ExtractionSettings
@@ -28,12 +28,21 @@ def _parser() -> argparse.ArgumentParser:
 
     build = commands.add_parser("build", help="transcode, sample and pack videos into WebDataset shards")
     build.add_argument(
-        "--annotations", required=True, help="MSRVTT_data.json, a MSR-VTT split CSV, MSVD raw-captions.pkl, or a generic .csv/.jsonl"
+        "--annotations",
+        required=True,
+        help="MSR-VTT, MSVD, LSMDC, ActivityNet Captions, DiDeMo or VATEX annotation file, or a generic .csv/.tsv/.parquet/.jsonl",
     )
-    build.add_argument("--videos", required=True, help="folder holding the videos (searched recursively by id)")
+    build.add_argument(
+        "--videos", required=True, help="folder or fsspec URL (s3://bucket/raw/) holding the videos (searched recursively by id)"
+    )
     build.add_argument("--out", required=True, help="output folder or s3://bucket/prefix")
-    build.add_argument("--format", default="auto", choices=["auto", "msrvtt", "msvd", "csv", "jsonl"])
-    build.add_argument("--split-file", help="MSR-VTT split CSV (with MSRVTT_data.json) or MSVD *_list.txt")
+    build.add_argument("--format", default="auto", choices=FORMATS, help="auto recognises every layout from the file")
+    build.add_argument(
+        "--split-file",
+        help="MSR-VTT split CSV (with MSRVTT_data.json), MSVD/DiDeMo *_list.txt, or ActivityNet *_ids.json",
+    )
+    for column in ("video", "caption", "split", "start", "end"):
+        build.add_argument(f"--{column}-column", help=f"generic tables: the column holding the {column} (default: a known name)")
     build.add_argument("--split", help="split name to record (and, for MSRVTT_data.json alone, to select)")
     build.add_argument("--prefix", default="shard", help="shard names are PREFIX-NNNNNN.tar")
     build.add_argument("--samples-per-shard", type=int, default=100)
@@ -104,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             show_progress=not args.no_progress,
             ignore_missing=args.ignore_missing,
         )
-        records = load_annotations(args.annotations, args.format, args.split_file, args.split)
+        columns = Columns(args.video_column, args.caption_column, args.split_column, args.start_column, args.end_column)
+        records = load_annotations(args.annotations, args.format, args.split_file, args.split, columns)
         report = build_shards(records, args.videos, Store(args.out), settings, options)
     except (AnnotationError, BuildStateError, StorageError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -116,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     if report.manifest is not None:
         m = report.manifest
         print(f"manifest: {m['num_samples']} samples in {len(m['shards'])} shards, {m['num_failures']} failures listed in failures.jsonl")
+        print(f"totals: {json.dumps(m['totals'])}")
     else:
         print("other jobs may still be running; when all are done: python -m pipeline merge-manifest --out", args.out)
     return 0

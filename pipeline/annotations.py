@@ -6,8 +6,13 @@ Supported, in their published formats:
   ``MSRVTT_JSFUSION_test.csv``: key, vid_key, video_id, sentence). The JSFUSION CSV alone is
   enough for the 1k-A test split: its one sentence per video is the standard query.
 - MSVD: ``raw-captions.pkl`` (video id -> list of token lists) with ``*_list.txt`` splits.
-- Generic CSV (columns video + caption [+ split]; repeated rows add captions) or JSONL
-  (``{"video": ..., "captions": [...] | "caption": ..., "split": ...}``).
+- LSMDC, ActivityNet Captions, DiDeMo and VATEX in their published layouts
+  (``pipeline/benchmark_datasets.py``).
+- Generic tables: CSV, TSV or Parquet (columns video + caption [+ split, start, end]; repeated
+  rows add captions; ``Columns`` names other columns) or JSONL
+  (``{"video": ..., "captions": [...] | "caption": ..., "split": ..., "start": s, "end": s}``).
+  ``start``/``end`` (seconds) make a segment: the builder decodes only that span, and each
+  segment is its own sample.
 
 The order of records is the order of the annotation file; shard contents depend on it, so
 it must not depend on directory listing order or hashing.
@@ -19,67 +24,18 @@ import csv
 import json
 import os
 import pickle
-import unicodedata
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-# Containers an id is looked up with (``video7020`` -> ``video7020.<any of these>``): phones,
-# camcorders (AVCHD .mts/.m2ts), DVD (.vob), broadcast (.mxf), web (.ogv/.webm/.flv), old PCs.
-VIDEO_EXTENSIONS = (
-    *(".mp4", ".m4v", ".mov", ".qt", ".avi", ".divx", ".webm", ".mkv", ".gif", ".flv", ".f4v", ".wmv", ".asf"),
-    *(".mpg", ".mpeg", ".m1v", ".m2v", ".ts", ".mts", ".m2ts", ".vob", ".mod", ".tod", ".mxf", ".dv"),
-    *(".3gp", ".3g2", ".ogv", ".ogg", ".rm", ".rmvb", ".nut", ".y4m", ".h264", ".264", ".hevc", ".h265", ".mjpeg"),
+from pipeline import benchmark_datasets as benchmarks
+from pipeline.records import (  # noqa: F401 - VideoRecord, AnnotationError, clean_captions: this module's public names
+    IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    AnnotationError,
+    VideoRecord,
+    clean_captions,
+    split_from_filename,
 )
-# A still image is a one-frame clip; it is found when the annotation names the file itself.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
-
-
-class AnnotationError(ValueError):
-    """The annotation file itself is unusable; names the file (and line where it helps)."""
-
-
-@dataclass
-class VideoRecord:
-    video_id: str
-    reference: str  # what the annotation said (id or relative path), kept for failure reports
-    captions: list[str]
-    split: str | None = None
-    path: str | None = None  # resolved file, None when it is not under the videos folder
-    problem: str | None = None  # why path is None
-    missing: bool = False  # the problem is only that no file exists (what --ignore-missing may drop)
-    extra: dict = field(default_factory=dict)
-
-
-# Invisible noise removed from captions: bidi embeddings/overrides/isolates and marks, BOM,
-# soft hyphen, zero-width space, word joiner, invisible operators, interlinear annotation.
-# Every other format character stays: the zero-width joiner and non-joiner (U+200D/U+200C)
-# build emoji sequences and spell Persian and Hindi words, tag characters spell flag emoji.
-_INVISIBLE_NOISE = frozenset(
-    "\u00ad\u061c\u180e\u200b\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2060\u2061\u2062\u2063\u2064"
-    "\u2066\u2067\u2068\u2069\u206a\u206b\u206c\u206d\u206e\u206f\ufeff\ufff9\ufffa\ufffb"
-)
-
-
-def _visible(ch: str) -> bool:
-    if ch in "\t\n\r":
-        return True  # whitespace, collapsed below
-    category = unicodedata.category(ch)
-    return category not in ("Cc", "Cs") and ch not in _INVISIBLE_NOISE  # control, lone surrogates
-
-
-def clean_captions(captions: Iterable[object]) -> list[str]:
-    """NFC-normalises, removes control characters and invisible noise, collapses whitespace,
-    and drops captions left empty or not strings (they train nothing). Accents, CJK, emoji
-    sequences and joiners stay."""
-    cleaned = []
-    for caption in captions:
-        if not isinstance(caption, str):
-            continue
-        visible = "".join(ch for ch in unicodedata.normalize("NFC", caption) if _visible(ch))
-        text = " ".join(visible.split())
-        if text:
-            cleaned.append(text)
-    return cleaned
 
 
 class _PlainDataUnpickler(pickle.Unpickler):
@@ -135,7 +91,7 @@ def load_msrvtt(data_json: str | None, split_csv: str | None, split: str | None)
     rows = _read_csv_rows(split_csv)
     if "video_id" not in rows[0]:
         raise AnnotationError(f"{split_csv}: expected a video_id column, found {list(rows[0])}")
-    split_name = split or _split_from_filename(split_csv)
+    split_name = split or split_from_filename(split_csv)
     records: dict[str, VideoRecord] = {}
     for row in rows:
         video_id = row["video_id"].strip()
@@ -152,14 +108,6 @@ def load_msrvtt(data_json: str | None, split_csv: str | None, split: str | None)
     return list(records.values())
 
 
-def _split_from_filename(path: str) -> str | None:
-    name = os.path.basename(path).lower()
-    for split in ("train", "val", "test"):
-        if split in name:
-            return split
-    return None
-
-
 def load_msvd(captions_pkl: str, split_list: str | None, split: str | None) -> list[VideoRecord]:
     """MSVD: every caption of a video is kept (all are queries in multi-sentence eval)."""
     try:
@@ -170,7 +118,7 @@ def load_msvd(captions_pkl: str, split_list: str | None, split: str | None) -> l
     if not isinstance(raw, dict):
         raise AnnotationError(f"{captions_pkl}: expected a dict video_id -> captions")
     ids = _read_id_list(split_list) if split_list else sorted(raw)
-    split_name = split or (_split_from_filename(split_list) if split_list else None)
+    split_name = split or (split_from_filename(split_list) if split_list else None)
     records = []
     for video_id in ids:
         if video_id not in raw:
@@ -180,8 +128,21 @@ def load_msvd(captions_pkl: str, split_list: str | None, split: str | None) -> l
     return records
 
 
-_VIDEO_COLUMNS = ("video", "video_id", "path", "video_path")
-_CAPTION_COLUMNS = ("caption", "sentence", "text", "captions")
+_VIDEO_COLUMNS = ("video", "video_id", "path", "video_path", "url", "videoID")
+_CAPTION_COLUMNS = ("caption", "sentence", "text", "captions", "description")
+_START_COLUMNS = ("start", "start_s", "start_time", "timestamp_start")
+_END_COLUMNS = ("end", "end_s", "end_time", "timestamp_end")
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Which columns of a generic table hold what; None picks the first known name."""
+
+    video: str | None = None
+    caption: str | None = None
+    split: str | None = None
+    start: str | None = None
+    end: str | None = None
 
 
 def _pick(row: dict, names: tuple[str, ...]) -> str | None:
@@ -197,67 +158,181 @@ def _strip_media_extension(name: str) -> str:
     return stem if ext.lower() in VIDEO_EXTENSIONS + IMAGE_EXTENSIONS else name
 
 
-def _group(entries: Iterable[tuple[str, list[str], str | None]]) -> list[VideoRecord]:
-    records: dict[str, VideoRecord] = {}
-    for reference, captions, split in entries:
-        record = records.get(reference)
+def _seconds(value: object, where: str) -> float | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as error:
+        raise AnnotationError(f"{where}: {value!r} is not a number of seconds") from error
+    if seconds != seconds or seconds < 0:
+        raise AnnotationError(f"{where}: {value!r} is not a number of seconds >= 0")
+    return seconds
+
+
+@dataclass
+class _Entry:
+    reference: str
+    captions: list
+    split: str | None
+    start_s: float | None = None
+    end_s: float | None = None
+
+
+def _segment_id(video_id: str, start_s: float | None, end_s: float | None) -> str:
+    if start_s is None and end_s is None:
+        return video_id
+    return f"{video_id}_{start_s or 0:g}-{'end' if end_s is None else f'{end_s:g}'}"
+
+
+def _group(entries: Iterable[_Entry]) -> list[VideoRecord]:
+    """One record per (file, segment); repeated rows add captions."""
+    records: dict[tuple, VideoRecord] = {}
+    for entry in entries:
+        if entry.start_s is not None and entry.end_s is not None and entry.end_s <= entry.start_s:
+            raise AnnotationError(f"{entry.reference}: segment end {entry.end_s:g} s is not after its start {entry.start_s:g} s")
+        group = (entry.reference, entry.start_s, entry.end_s)
+        record = records.get(group)
         if record is None:
-            video_id = _strip_media_extension(os.path.basename(reference)) or reference
-            record = records[reference] = VideoRecord(video_id=video_id, reference=reference, captions=[], split=split)
-        record.captions.extend(clean_captions(captions))
+            base = _strip_media_extension(os.path.basename(entry.reference.rstrip("/"))) or entry.reference
+            record = records[group] = VideoRecord(
+                video_id=_segment_id(base, entry.start_s, entry.end_s),
+                reference=entry.reference,
+                captions=[],
+                split=entry.split,
+                start_s=entry.start_s,
+                end_s=entry.end_s,
+            )
+        record.captions.extend(clean_captions(entry.captions))
     return list(records.values())
 
 
-def load_generic_csv(path: str, split: str | None) -> list[VideoRecord]:
-    rows = _read_csv_rows(path)
-    video_col, caption_col = _pick(rows[0], _VIDEO_COLUMNS), _pick(rows[0], _CAPTION_COLUMNS)
-    if video_col is None or caption_col is None:
-        raise AnnotationError(
-            f"{path}: needs a video column {_VIDEO_COLUMNS} and a caption column {_CAPTION_COLUMNS}, found {list(rows[0])}"
-        )
+def _table_rows(path: str) -> list[dict]:
+    """Rows of a CSV, TSV or Parquet annotation list, as dicts."""
+    lower = path.lower()
+    if lower.endswith(".parquet"):
+        import pyarrow.parquet  # only parquet users pay for the import
+
+        try:
+            rows = pyarrow.parquet.read_table(path).to_pylist()
+        except Exception as error:  # noqa: BLE001 - pyarrow raises its own hierarchy
+            raise AnnotationError(f"{path}: not a readable Parquet file ({error})") from error
+        if not rows:
+            raise AnnotationError(f"{path}: Parquet file has no rows")
+        return rows
+    delimiter = "\t" if lower.endswith(".tsv") else ","
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle, delimiter=delimiter)
+        if not reader.fieldnames:
+            raise AnnotationError(f"{path}: empty table (no header row)")
+        rows = list(reader)
+    if not rows:
+        raise AnnotationError(f"{path}: table has a header but no rows")
+    return rows
+
+
+def _column(row: dict, chosen: str | None, names: tuple[str, ...], path: str, required: bool, what: str) -> str | None:
+    if chosen is not None:
+        if chosen not in row:
+            raise AnnotationError(f"{path}: no column {chosen!r} for the {what}; columns are {list(row)}")
+        return chosen
+    found = _pick(row, names)
+    if found is None and required:
+        raise AnnotationError(f"{path}: needs a {what} column {names} (or name it), found {list(row)}")
+    return found
+
+
+def load_table(path: str, split: str | None, columns: Columns = Columns()) -> list[VideoRecord]:
+    """Generic CSV/TSV/Parquet list; a caption cell may hold one caption or a list of them."""
+    rows = _table_rows(path)
+    first = rows[0]
+    video_col = _column(first, columns.video, _VIDEO_COLUMNS, path, True, "video")
+    caption_col = _column(first, columns.caption, _CAPTION_COLUMNS, path, True, "caption")
+    split_col = _column(first, columns.split, ("split",), path, False, "split")
+    start_col = _column(first, columns.start, _START_COLUMNS, path, False, "start")
+    end_col = _column(first, columns.end, _END_COLUMNS, path, False, "end")
     entries = []
     for line, row in enumerate(rows, start=2):
-        reference = (row.get(video_col) or "").strip()
+        where = f"{path}:{line}"
+        reference = str(row.get(video_col) or "").strip()
         if not reference:
-            raise AnnotationError(f"{path}:{line}: empty video field")
-        entries.append((reference, [row.get(caption_col) or ""], split or row.get("split") or None))
+            raise AnnotationError(f"{where}: empty video field")
+        captions = row.get(caption_col)
+        captions = list(captions) if isinstance(captions, list | tuple) else [captions or ""]
+        entries.append(
+            _Entry(
+                reference,
+                captions,
+                split or (row.get(split_col) if split_col else None) or None,
+                _seconds(row.get(start_col), where) if start_col else None,
+                _seconds(row.get(end_col), where) if end_col else None,
+            )
+        )
     return _group(entries)
 
 
-def load_jsonl(path: str, split: str | None) -> list[VideoRecord]:
+def load_generic_csv(path: str, split: str | None) -> list[VideoRecord]:
+    return load_table(path, split)
+
+
+def load_jsonl(path: str, split: str | None, columns: Columns = Columns()) -> list[VideoRecord]:
     entries = []
     with open(path, encoding="utf-8") as handle:
         for line_number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
+            where = f"{path}:{line_number}"
             try:
                 item = json.loads(line)
             except json.JSONDecodeError as error:
-                raise AnnotationError(f"{path}:{line_number}: invalid JSON ({error.msg})") from error
+                raise AnnotationError(f"{where}: invalid JSON ({error.msg})") from error
             if not isinstance(item, dict):
-                raise AnnotationError(f"{path}:{line_number}: expected an object")
-            video_key = _pick(item, _VIDEO_COLUMNS)
-            if video_key is None or not str(item[video_key]).strip():
-                raise AnnotationError(f"{path}:{line_number}: no video field {_VIDEO_COLUMNS}")
-            captions = item.get("captions", item.get("caption", item.get("sentence", [])))
+                raise AnnotationError(f"{where}: expected an object")
+            video_key = columns.video or _pick(item, _VIDEO_COLUMNS)
+            if video_key is None or not str(item.get(video_key, "")).strip():
+                raise AnnotationError(f"{where}: no video field {(columns.video,) if columns.video else _VIDEO_COLUMNS}")
+            caption_key = columns.caption or _pick(item, _CAPTION_COLUMNS)
+            captions = item.get(caption_key, []) if caption_key else []
             if isinstance(captions, str):
                 captions = [captions]
-            entries.append((str(item[video_key]).strip(), list(captions), split or item.get("split")))
+            start_key = columns.start or _pick(item, _START_COLUMNS)
+            end_key = columns.end or _pick(item, _END_COLUMNS)
+            entries.append(
+                _Entry(
+                    str(item[video_key]).strip(),
+                    list(captions),
+                    split or item.get(columns.split or "split"),
+                    _seconds(item.get(start_key), where) if start_key else None,
+                    _seconds(item.get(end_key), where) if end_key else None,
+                )
+            )
     if not entries:
         raise AnnotationError(f"{path}: no annotations")
     return _group(entries)
 
 
+FORMATS = ("auto", "msrvtt", "msvd", "lsmdc", "activitynet", "didemo", "vatex", "csv", "tsv", "parquet", "jsonl")
+
+
 def detect_format(path: str) -> str:
-    """Guesses the adapter from the file so the common cases need no ``--format``."""
+    """Recognises each layout from the file (name, then content) so ``--format auto`` works."""
     name = os.path.basename(path).lower()
     if name.endswith(".pkl"):
         return "msvd"
     if name.endswith(".jsonl"):
         return "jsonl"
+    if name.endswith(".parquet"):
+        return "parquet"
+    if name.endswith(".tsv"):
+        return "tsv"
     if name.endswith(".json"):
-        return "msrvtt"
+        found = benchmarks.sniff_json(path)
+        if found is None:
+            raise AnnotationError(f"{path}: a JSON file in none of the known layouts (MSR-VTT, ActivityNet, DiDeMo, VATEX); pass --format")
+        return found
     if name.endswith(".csv"):
+        if name.startswith("lsmdc") or benchmarks.sniff_lsmdc(path):
+            return "lsmdc"
         with open(path, newline="", encoding="utf-8-sig") as handle:
             header = next(csv.reader(handle), [])
         if "video_id" in header and ("sentence" in header or len(header) == 1):
@@ -266,7 +341,9 @@ def detect_format(path: str) -> str:
     raise AnnotationError(f"{path}: cannot tell the annotation format; pass --format")
 
 
-def load_annotations(path: str, fmt: str = "auto", split_file: str | None = None, split: str | None = None) -> list[VideoRecord]:
+def load_annotations(
+    path: str, fmt: str = "auto", split_file: str | None = None, split: str | None = None, columns: Columns = Columns()
+) -> list[VideoRecord]:
     if not os.path.isfile(path):
         raise AnnotationError(f"{path}: annotation file not found")
     if split_file is not None and not os.path.isfile(split_file):
@@ -279,84 +356,20 @@ def load_annotations(path: str, fmt: str = "auto", split_file: str | None = None
             records = load_msrvtt(path, split_file, split)
     elif fmt == "msvd":
         records = load_msvd(path, split_file, split)
-    elif fmt == "csv":
-        records = load_generic_csv(path, split)
+    elif fmt == "lsmdc":
+        records = benchmarks.load_lsmdc(path, split)
+    elif fmt == "activitynet":
+        records = benchmarks.load_activitynet(path, split_file, split)
+    elif fmt == "didemo":
+        records = benchmarks.load_didemo(path, split_file, split)
+    elif fmt == "vatex":
+        records = benchmarks.load_vatex(path, split)
+    elif fmt in ("csv", "tsv", "parquet"):
+        records = load_table(path, split, columns)
     elif fmt == "jsonl":
-        records = load_jsonl(path, split)
+        records = load_jsonl(path, split, columns)
     else:
         raise AnnotationError(f"unknown annotation format {fmt!r}")
     if not records:
         raise AnnotationError(f"{path}: no videos selected (split={split!r})")
     return records
-
-
-def _nfc(text: str) -> str:
-    """macOS writes file names decomposed (e + combining accent); annotations are usually
-    composed. Both sides are compared in NFC."""
-    return unicodedata.normalize("NFC", text)
-
-
-class VideoIndex:
-    """Resolves an annotation's video reference to a file under the videos folder.
-
-    A reference is tried, in order, as a path relative to the folder (``sub/clip.mp4``, or
-    ``clip.mp4`` anywhere below it), then as an id matched on the file stem with any video
-    extension (``video7020``, ``party.2019``). Names compare in NFC. An id that matches more
-    than one file is refused with both names: picking one silently would pair captions with
-    whichever the directory listing gave first. A path that resolves outside the folder is
-    refused: annotation files come from elsewhere and must not make the builder read
-    arbitrary files.
-    """
-
-    def __init__(self, root: str) -> None:
-        if not os.path.isdir(root):
-            raise AnnotationError(f"{root}: videos folder not found")
-        self.root = os.path.realpath(root)
-        self._by_stem: dict[str, list[str]] = {}
-        self._by_name: dict[str, list[str]] = {}
-        self._by_relative: dict[str, str] = {}
-        for directory, _, files in sorted(os.walk(self.root)):
-            for name in sorted(files):
-                path = os.path.join(directory, name)
-                stem, ext = os.path.splitext(name)
-                if ext.lower() in VIDEO_EXTENSIONS + IMAGE_EXTENSIONS:
-                    self._by_relative[_nfc(os.path.relpath(path, self.root))] = path
-                    self._by_name.setdefault(_nfc(name), []).append(path)
-                if ext.lower() in VIDEO_EXTENSIONS:
-                    self._by_stem.setdefault(_nfc(stem), []).append(path)
-
-    def _relative(self, path: str) -> str:
-        return os.path.relpath(path, self.root)
-
-    def _one(self, record: VideoRecord, matches: list[str], what: str) -> VideoRecord:
-        matches = list(dict.fromkeys(os.path.realpath(m) for m in matches))  # a link to the same file is one file
-        if len(matches) == 1:
-            record.path = matches[0]
-        else:
-            names = ", ".join(repr(self._relative(m)) for m in matches)
-            record.problem = f"{what} {record.reference!r} matches {len(matches)} files: {names}; name the file in the annotation"
-        return record
-
-    def resolve(self, record: VideoRecord) -> VideoRecord:
-        reference = record.reference
-        candidate = os.path.realpath(os.path.join(self.root, reference))
-        if os.path.commonpath([candidate, self.root]) != self.root:
-            record.problem = f"path escapes the videos folder: {reference!r}"
-            return record
-        if os.path.isfile(candidate):
-            record.path = candidate
-            return record
-        relative = _nfc(os.path.normpath(reference))
-        if relative in self._by_relative:
-            record.path = self._by_relative[relative]
-            return record
-        if "/" not in reference and os.sep not in reference:
-            if _nfc(reference) in self._by_name:  # "clip.mp4" in a sub-folder
-                return self._one(record, self._by_name[_nfc(reference)], "file name")
-            if _nfc(reference) in self._by_stem:
-                return self._one(record, self._by_stem[_nfc(reference)], "id")
-            record.problem = f"no video file named {reference!r} or {reference!r}.* under {self.root}"
-        else:
-            record.problem = f"video file not found: {reference!r}"
-        record.missing = True
-        return record

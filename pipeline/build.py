@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from tqdm import tqdm
 
-from pipeline.annotations import VideoIndex, VideoRecord
 from pipeline.cluster import units_for_job
 from pipeline.decode_worker import decode_one
 from pipeline.extract import ExtractedVideo, ExtractionSettings, VideoDecodeError
 from pipeline.keys import unique_keys
+from pipeline.records import VideoRecord
+from pipeline.video_index import VideoIndex, is_url
 from shards.manifest import (
     ShardStats,
     UnitRecord,
@@ -90,7 +92,11 @@ def plan_units(
 
 
 def build_plan_document(units: list[list[PlannedVideo]], settings: ExtractionSettings, options: BuildOptions, ignored_missing: int) -> dict:
-    entries = [(v.key, v.record.reference, v.record.captions, v.record.split) for unit in units for v in unit]
+    entries = [
+        (v.key, v.record.reference, v.record.captions, v.record.split, *([list(v.record.span)] if v.record.span else []))
+        for unit in units
+        for v in unit
+    ]
     return {
         "format": FORMAT_VERSION,
         "prefix": options.prefix,
@@ -124,7 +130,7 @@ def _sample_metadata(video: PlannedVideo, extracted: ExtractedVideo, videos_root
         "split": record.split,
         "source": {
             "reference": record.reference,
-            "file": os.path.relpath(record.path, os.path.realpath(videos_root)) if record.path else None,
+            "file": _file_name(record.path, videos_root),
             "duration_s": source.duration_s,
             "decoded_s": extracted.decoded_s,
             "fps": source.fps,
@@ -146,11 +152,22 @@ def _sample_metadata(video: PlannedVideo, extracted: ExtractedVideo, videos_root
         },
         "settings": settings.to_json(),
     }
+    if record.span is not None:
+        metadata["segment"] = {"start_s": record.span[0], "end_s": record.span[1]}
+    if record.extra:
+        metadata.update({k: v for k, v in record.extra.items() if k not in metadata})
     if extracted.partial:
         metadata["partial"] = True
     if extracted.warnings:
         metadata["warnings"] = extracted.warnings
     return metadata
+
+
+def _file_name(path: str | None, videos_root: str) -> str | None:
+    """Relative to ``--videos`` for local files; a URL as it is."""
+    if path is None or is_url(path):
+        return path
+    return os.path.relpath(path, os.path.realpath(videos_root)) if not is_url(videos_root) else path
 
 
 def _failure(video: PlannedVideo, unit: int, error: str) -> dict:
@@ -176,13 +193,23 @@ def _unusable(video: PlannedVideo) -> VideoDecodeError:
 
 
 class _UnitWriter:
-    """Writes one unit's samples, starting a new part when ``max_shard_bytes`` would be passed."""
+    """Writes one unit's samples, starting a new part when ``max_shard_bytes`` would be passed,
+    and keeps each part's build stats (failures by kind, seconds of video, wall time)."""
 
     def __init__(self, store: Store, prefix: str, unit: int, max_bytes: int | None) -> None:
         self.store, self.prefix, self.unit, self.max_bytes = store, prefix, unit, max_bytes
         self.part = 0
         self.writer: AtomicShardWriter | None = None
         self.shards: list[ShardStats] = []
+        self._pending = ShardStats("", 0, 0)  # stats not yet given to a closed part
+        self.unit_stats = ShardStats("", 0, 0)
+
+    def note(self, failure_kind: str | None = None, seconds_decoded: float = 0.0, wall_s: float = 0.0) -> None:
+        for stats in (self._pending, self.unit_stats):
+            if failure_kind is not None:
+                stats.failures[failure_kind] = stats.failures.get(failure_kind, 0) + 1
+            stats.seconds_decoded += seconds_decoded
+            stats.build_seconds += wall_s
 
     def write(self, sample: dict) -> None:
         size = sum(len(v) for k, v in sample.items() if k != "__key__")
@@ -196,7 +223,18 @@ class _UnitWriter:
     def _close(self) -> None:
         assert self.writer is not None
         self.writer.__exit__(None, None, None)
-        self.shards.append(ShardStats(self.writer.name, len(self.writer.keys), self.writer.final_bytes))
+        pending = self._pending
+        self.shards.append(
+            ShardStats(
+                self.writer.name,
+                len(self.writer.keys),
+                self.writer.final_bytes,
+                failures=dict(sorted(pending.failures.items())),
+                seconds_decoded=round(pending.seconds_decoded, 3),
+                build_seconds=round(pending.build_seconds, 3),
+            )
+        )
+        self._pending = ShardStats("", 0, 0)
         self.writer = None
 
     def finish(self) -> list[ShardStats]:
@@ -208,6 +246,24 @@ class _UnitWriter:
         if self.writer is not None:
             self.writer.__exit__(type(error), error, error.__traceback__)
             self.writer = None
+
+
+def failure_kind(reason: str) -> str:
+    """A short class for a failure, for the per-shard counts (the full reason is in failures.jsonl)."""
+    text = reason.lower()
+    for kind, marks in (
+        ("ambiguous", ("matches ",)),
+        ("escapes", ("escapes the videos folder",)),
+        ("no_caption", ("no non-empty caption",)),
+        ("missing", ("no video file named", "video file not found", "file not found", "object not found", "404")),
+        ("empty", ("is empty",)),
+        ("truncated", ("truncated",)),
+        ("timeout", ("timed out",)),
+        ("network", ("attempts)", "cannot reach", "download failed", "access denied", "connection")),
+    ):
+        if any(mark in text for mark in marks):
+            return kind
+    return "decode"
 
 
 def build_shards(
@@ -228,7 +284,7 @@ def build_shards(
     todo = [u for u in mine if u not in finished]
     stems = [os.path.splitext(name)[0] for u in todo for name in (shard_name(options.prefix, u), unit_record_name(u))]
     store.remove_partials(stems)
-    tasks = [(v.record.path, settings) for u in todo for v in units[u] if _needs_decoding(v)]
+    tasks = [(v.record.path, settings, v.record.span) for u in todo for v in units[u] if _needs_decoding(v)]
     total_videos = sum(len(units[u]) for u in todo)
     workers = options.workers or os.cpu_count() or 1
     samples_written = failures = 0
@@ -241,11 +297,13 @@ def build_shards(
             splits: Counter[str] = Counter()
             try:
                 for video in units[unit]:
+                    started = time.perf_counter()
                     result = next(decoded) if _needs_decoding(video) else _unusable(video)
                     if isinstance(result, VideoDecodeError):
                         record.failures.append(
                             _failure(video, unit, result.reason if not result.stderr_tail else f"{result.reason}: {result.stderr_tail}")
                         )
+                        writer.note(failure_kind(result.reason), wall_s=time.perf_counter() - started)
                         failures += 1
                     else:
                         metadata = _sample_metadata(video, result, videos_root, settings)
@@ -254,9 +312,15 @@ def build_shards(
                         record.captions += len(video.record.captions)
                         splits[video.record.split or "unspecified"] += 1
                         samples_written += 1
+                        decoded_span = (result.decoded_s or 0.0) - (video.record.start_s or 0.0)
+                        writer.note(seconds_decoded=max(0.0, decoded_span), wall_s=time.perf_counter() - started)
                     progress.update(1)
                     progress.set_postfix(failures=failures, refresh=False)
                 record.shards = writer.finish()
+                writer.unit_stats.samples = len(record.keys)
+                writer.unit_stats.bytes = sum(shard.bytes for shard in record.shards)
+                record.stats = asdict(writer.unit_stats)
+                del record.stats["name"]
             except BaseException as error:
                 writer.abort(error)
                 raise

@@ -114,6 +114,7 @@ class ExtractedVideo:
     num_candidates: int
     source: SourceInfo
     decoded_s: float | None = None  # where the decoded frames end
+    decoded_frames: int = 0  # frames the decoder handed to the filters (a segment's, not the file's)
     partial: bool = False  # a truncated file kept because allow_partial was set
     transcode_mp4: bytes | None = None
     warnings: list[str] = field(default_factory=list)
@@ -133,13 +134,39 @@ def _scale_expressions(short_side: int) -> tuple[str, str]:
     return width, height
 
 
-def build_command(path: str, settings: ExtractionSettings, transcode_path: str | None, frame_log_fd: int | None = None) -> list[str]:
+Span = tuple[float, float | None]  # [start, end) seconds of a segment; end None: to the end
+
+
+def _span_length(settings: ExtractionSettings, span: Span | None) -> float | None:
+    """How many seconds from the start (of the file or the segment) are decoded at most."""
+    limits = [settings.max_seconds] if settings.max_seconds else []
+    if span is not None and span[1] is not None:
+        limits.append(span[1] - span[0])
+    return min(limits) if limits else None
+
+
+def _input_options(path: str, settings: ExtractionSettings, span: Span | None) -> dict:
+    options: dict = {}
+    if span is not None and span[0] > 0:
+        options["ss"] = f"{span[0]:.6f}"  # before -i: the demuxer seeks, then decoding is exact (accurate_seek)
+    length = _span_length(settings, span)
+    if length is not None:
+        options["t"] = f"{length:.6f}"
+    if path.startswith(("http://", "https://")):
+        # a dropped connection resumes where it stopped; a stalled one ends after 30 s
+        options.update(reconnect=1, reconnect_on_network_error=1, reconnect_delay_max=4, rw_timeout=30_000_000)
+    return options
+
+
+def build_command(
+    path: str, settings: ExtractionSettings, transcode_path: str | None, frame_log_fd: int | None = None, span: Span | None = None
+) -> list[str]:
     """The argument list (never a shell string: paths come from user annotations).
 
     ``frame_log_fd``: a pipe the child inherits; every decoded frame's timestamp is printed
-    there (``DecodedFrameLog`` reads it)."""
-    input_kwargs = {"t": settings.max_seconds} if settings.max_seconds else {}
-    video = ffmpeg.input(path, **input_kwargs).video
+    there (``DecodedFrameLog`` reads it). ``span``: decode only this segment; timestamps in the
+    filters then count from its start."""
+    video = ffmpeg.input(path, **_input_options(path, settings, span)).video
     if frame_log_fd is not None:  # print mode prints only frames carrying the key: tag them all
         video = video.filter("metadata", mode="add", key="f", value="1").filter(
             "metadata", mode="print", key="f", file=f"pipe:{frame_log_fd}"
@@ -335,7 +362,8 @@ def _run_ffmpeg(
 def _report_lines(lines: list[str]) -> str:
     """ffmpeg's error lines without their "[ctx @ 0x55...]" pointers, so failure reports are
     the same on every run."""
-    return re.sub(r" @ 0x[0-9a-f]+", "", "\n".join(lines))
+    text = re.sub(r" @ 0x[0-9a-f]+", "", "\n".join(lines))
+    return re.sub(r"pipe(\\*):\d+", r"pipe\1:N", text)  # the frame log's descriptor differs between runs
 
 
 def _error_tail(stderr_text: str) -> str:
@@ -352,7 +380,9 @@ class _Decoded:
     source: SourceInfo
 
 
-def _decode_once(path: str, settings: ExtractionSettings, transcode_path: str | None, known_count: int | None) -> _Decoded:
+def _decode_once(
+    path: str, settings: ExtractionSettings, transcode_path: str | None, known_count: int | None, span: Span | None
+) -> _Decoded:
     log = DecodedFrameLog(settings.mark_step)
     chooser: StreamingFrameChooser | None = None
 
@@ -361,7 +391,10 @@ def _decode_once(path: str, settings: ExtractionSettings, transcode_path: str | 
         if known_count is not None:
             chooser = StreamingFrameChooser.for_known_count(settings.max_frames, settings.slice_position, known_count)
             return
-        predicted = predicted_candidates(parse_source_info(banner).duration_s, settings.sample_fps, settings.max_seconds)
+        duration = parse_source_info(banner).duration_s
+        if duration is not None and span is not None:
+            duration -= span[0]
+        predicted = predicted_candidates(duration, settings.sample_fps, _span_length(settings, span))
         chooser = StreamingFrameChooser.for_prediction(settings.max_frames, settings.slice_position, predicted)
 
     def offer(frame: np.ndarray) -> None:
@@ -370,7 +403,7 @@ def _decode_once(path: str, settings: ExtractionSettings, transcode_path: str | 
 
     pipe = os.pipe()
     try:
-        args = build_command(path, settings, transcode_path, frame_log_fd=pipe[1])
+        args = build_command(path, settings, transcode_path, frame_log_fd=pipe[1], span=span)
     except BaseException:
         os.close(pipe[0])
         os.close(pipe[1])
@@ -382,12 +415,15 @@ def _decode_once(path: str, settings: ExtractionSettings, transcode_path: str | 
     return _Decoded(chooser.chosen(), chooser.offered, log, run, source)
 
 
-def _truncation(decoded: _Decoded, settings: ExtractionSettings) -> str | None:
-    """Why the decoded frames are not the whole file, or None when they are."""
+def _truncation(decoded: _Decoded, settings: ExtractionSettings, span: Span | None) -> str | None:
+    """Why the decoded frames are not the whole file (or segment), or None when they are."""
     cut = truncation_lines(decoded.run.damage)
     promised = decoded.source.duration_s
-    if promised is not None and settings.max_seconds is not None:
-        promised = min(promised, settings.max_seconds)
+    if promised is not None and span is not None:
+        promised -= span[0]
+    length = _span_length(settings, span)
+    if promised is not None and length is not None:
+        promised = min(promised, length)
     ended = decoded.log.decoded_end_s
     # the container's duration includes audio, which often outlasts the video by a little
     if promised is not None and ended is not None and promised - ended > max(1.0, 0.05 * promised):
@@ -397,32 +433,52 @@ def _truncation(decoded: _Decoded, settings: ExtractionSettings) -> str | None:
     return None
 
 
-def extract_video(path: str, settings: ExtractionSettings) -> ExtractedVideo:
-    """Decodes ``path`` once and returns the selected frames as JPEG bytes.
+def extract_video(path: str, settings: ExtractionSettings, span: Span | None = None, name: str | None = None) -> ExtractedVideo:
+    """Decodes ``path`` (a file or an http(s) URL) once and returns the selected frames as JPEG.
 
     Raises VideoDecodeError for anything without at least one decodable frame (a clip of
     zeros would train the model on nothing and hide the problem), and for a truncated file
-    unless ``settings.allow_partial``.
+    unless ``settings.allow_partial``. ``span`` decodes one segment; the timestamps returned
+    are still the source's. ``name`` is what errors call the video (a signed URL must not
+    end up in a failure report).
     """
-    if not os.path.isfile(path):
-        raise VideoDecodeError(path, "file not found")
-    if os.path.getsize(path) == 0:
-        raise VideoDecodeError(path, "file is empty")
+    try:
+        return _extract(path, settings, span)
+    except VideoDecodeError as error:
+        if name is None or name == path:
+            raise
+        raise VideoDecodeError(name, error.reason.replace(path, name), error.stderr_tail.replace(path, name)) from None
+
+
+def _extract(path: str, settings: ExtractionSettings, span: Span | None) -> ExtractedVideo:
+    if span is not None and span[1] is not None and span[1] <= span[0]:
+        raise VideoDecodeError(path, f"segment end {span[1]:g} s is not after its start {span[0]:g} s")
+    if not path.startswith(("http://", "https://")):
+        if not os.path.isfile(path):
+            raise VideoDecodeError(path, "file not found")
+        if os.path.getsize(path) == 0:
+            raise VideoDecodeError(path, "file is empty")
     with tempfile.TemporaryDirectory(prefix="pipeline-") as scratch:
         transcode_path = os.path.join(scratch, "transcode.mp4") if settings.keep_transcode else None
-        decoded = _decode_once(path, settings, transcode_path, known_count=None)
+        decoded = _decode_once(path, settings, transcode_path, None, span)
         if decoded.chosen is None:  # the header's duration was off: decode again, count known
-            again = _decode_once(path, settings, transcode_path, known_count=decoded.candidates)
+            again = _decode_once(path, settings, transcode_path, decoded.candidates, span)
             if again.candidates != decoded.candidates or again.chosen is None:
                 raise VideoDecodeError(path, f"ffmpeg gave {decoded.candidates} then {again.candidates} frames for the same file")
             decoded = again
         tail = _error_tail(decoded.run.stderr_text)
         if decoded.run.returncode != 0:
-            raise VideoDecodeError(path, f"ffmpeg exited with code {decoded.run.returncode}", tail)
+            reason = f"ffmpeg exited with code {decoded.run.returncode}"
+            if "matches no streams" in tail or "does not contain any stream" in tail:
+                reason += ": the file has no video stream"
+            raise VideoDecodeError(path, reason, tail)
         if not decoded.candidates:
+            duration = decoded.source.duration_s
+            if span is not None and duration is not None and span[0] >= duration:
+                raise VideoDecodeError(path, f"segment starts at {span[0]:g} s, after the video ends ({duration:.2f} s)")
             reason = "no video frames decoded" if not decoded.log.frames else f"{decoded.log.frames} frames decoded but none sampled"
             raise VideoDecodeError(path, reason, tail)
-        truncated = _truncation(decoded, settings)
+        truncated = _truncation(decoded, settings, span)
         if truncated and not settings.allow_partial:
             raise VideoDecodeError(path, truncated + " (--allow-partial keeps what decoded)", _report_lines(decoded.run.damage[-4:]))
         transcode_mp4 = None
@@ -435,16 +491,18 @@ def extract_video(path: str, settings: ExtractionSettings) -> ExtractedVideo:
     height, width = decoded.chosen[0][1].shape[:2]
     # a kept partial file says so; damage ffmpeg concealed is kept but written down
     warnings = ([truncated] if truncated else []) + [_report_lines([line]) for line in decoded.run.damage[:5]]
+    offset = span[0] if span is not None else 0.0  # a segment's filters count from its start
     return ExtractedVideo(
         frames_jpeg=[_encode_jpeg(frame, settings.jpeg_quality) for _, frame in decoded.chosen],
-        timestamps_s=[round(shown[i], 6) for i in indices],
-        sampled_at_s=[float(i * settings.mark_step) for i in indices],
+        timestamps_s=[round(offset + shown[i], 6) for i in indices],
+        sampled_at_s=[round(offset + float(i * settings.mark_step), 6) for i in indices],
         width=width,
         height=height,
         num_candidates=decoded.candidates,
         source=decoded.source,
-        decoded_s=decoded.log.decoded_end_s,
+        decoded_s=None if decoded.log.decoded_end_s is None else round(offset + decoded.log.decoded_end_s, 6),
         partial=bool(truncated),
+        decoded_frames=decoded.log.frames,
         transcode_mp4=transcode_mp4,
         warnings=warnings,
     )

@@ -43,9 +43,46 @@ def unit_record_name(unit: int) -> str:
 
 @dataclass
 class ShardStats:
+    """One shard's contents and what building it took (the manifest lists one per shard)."""
+
     name: str
     samples: int
     bytes: int
+    failures: dict[str, int] = field(default_factory=dict)  # by kind: missing, truncated, decode, network...
+    seconds_decoded: float = 0.0  # of video, summed over its samples
+    build_seconds: float = 0.0  # wall-clock time this job spent on the shard's videos
+
+    @property
+    def videos_per_s(self) -> float | None:
+        videos = self.samples + sum(self.failures.values())
+        return round(videos / self.build_seconds, 3) if self.build_seconds > 0 else None
+
+
+TIMING_FIELDS = ("build_seconds", "videos_per_s")
+
+
+def without_timing(manifest: dict) -> dict:
+    """The manifest minus its wall-clock fields: what a rerun, another worker count or a
+    cluster split of the same build reproduces exactly (the shards are byte-identical)."""
+    strip = lambda stats: {k: v for k, v in stats.items() if k not in TIMING_FIELDS}  # noqa: E731
+    return manifest | {"shards": [strip(s) for s in manifest["shards"]], "totals": strip(manifest.get("totals", {}))}
+
+
+def build_totals(shards: list[ShardStats]) -> dict:
+    """The per-shard stats summed over a build (printed at its end, kept in the manifest)."""
+    failures: Counter[str] = Counter()
+    for shard in shards:
+        failures.update(shard.failures)
+    seconds = sum(shard.build_seconds for shard in shards)
+    videos = sum(shard.samples for shard in shards) + sum(failures.values())
+    return {
+        "samples": sum(shard.samples for shard in shards),
+        "failures": dict(sorted(failures.items())),
+        "seconds_decoded": round(sum(shard.seconds_decoded for shard in shards), 3),
+        "bytes": sum(shard.bytes for shard in shards),
+        "build_seconds": round(seconds, 3),
+        "videos_per_s": round(videos / seconds, 3) if seconds > 0 else None,
+    }
 
 
 @dataclass
@@ -56,6 +93,7 @@ class UnitRecord:
     failures: list[dict] = field(default_factory=list)
     splits: dict[str, int] = field(default_factory=dict)
     captions: int = 0
+    stats: dict = field(default_factory=dict)  # the unit's ShardStats fields, failures of videos without a shard included
 
     @classmethod
     def from_json(cls, data: dict) -> UnitRecord:
@@ -64,8 +102,8 @@ class UnitRecord:
         return record
 
 
-def videos_digest(entries: list[tuple[str, str, list[str], str | None]]) -> str:
-    """Digest of (key, reference, captions, split) in order: what decides shard contents."""
+def videos_digest(entries: list[tuple]) -> str:
+    """Digest of (key, reference, captions, split[, segment]) in order: what decides shard contents."""
     digest = hashlib.sha256()
     for entry in entries:
         digest.update(json.dumps(entry, ensure_ascii=False).encode("utf-8"))
@@ -125,16 +163,21 @@ def merge_manifest(store: Store) -> dict:
     splits: Counter[str] = Counter()
     seen_keys: set[str] = set()
     num_captions = 0
+    unit_stats: list[ShardStats] = []
     for unit in range(plan["num_units"]):
         record = read_unit_record(store, unit)
         duplicated = seen_keys.intersection(record.keys)
         if duplicated:
             raise BuildStateError(f"{store.url}: unit {unit} repeats keys {sorted(duplicated)[:5]}")
         seen_keys.update(record.keys)
-        shards.extend(asdict(shard) for shard in record.shards)
+        shards.extend(asdict(shard) | {"videos_per_s": shard.videos_per_s} for shard in record.shards)
         failures.extend(record.failures)
         splits.update(record.splits)
         num_captions += record.captions
+        if record.stats:
+            unit_stats.append(ShardStats(**{k: v for k, v in record.stats.items() if k in ShardStats.__dataclass_fields__} | {"name": ""}))
+        else:  # a unit record from before per-shard stats: its shards say what is known
+            unit_stats.extend(record.shards)
     failures_text = "".join(json.dumps(f, ensure_ascii=False, sort_keys=True) + "\n" for f in failures)
     store.write_bytes(FAILURES_NAME, failures_text.encode("utf-8"))
     manifest = {
@@ -150,6 +193,7 @@ def merge_manifest(store: Store) -> dict:
         "splits": dict(sorted(splits.items())),
         "videos_digest": plan["videos_digest"],
         "shards": shards,
+        "totals": build_totals(unit_stats),
     }
     store.write_bytes(MANIFEST_NAME, json.dumps(manifest, indent=1, sort_keys=True).encode("utf-8"))
     return manifest

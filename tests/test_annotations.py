@@ -5,7 +5,8 @@ import pickle
 
 import pytest
 
-from pipeline.annotations import AnnotationError, VideoIndex, VideoRecord, detect_format, load_annotations
+from pipeline.annotations import AnnotationError, VideoRecord, detect_format, load_annotations
+from pipeline.video_index import VideoIndex
 
 
 @pytest.fixture

@@ -245,7 +245,8 @@ def test_unknown_duration_decodes_twice_and_keeps_the_exact_linspace(tmp_path):
     ],
 )
 def test_other_containers_are_found_by_id_and_decode(tmp_path, name, encode):
-    from pipeline.annotations import VideoIndex, VideoRecord
+    from pipeline.records import VideoRecord
+    from pipeline.video_index import VideoIndex
 
     videos = tmp_path / "videos"
     videos.mkdir()
@@ -257,7 +258,8 @@ def test_other_containers_are_found_by_id_and_decode(tmp_path, name, encode):
 
 
 def test_ids_with_dots_decomposed_names_and_ambiguous_ids(tmp_path):
-    from pipeline.annotations import VideoIndex, VideoRecord, load_annotations
+    from pipeline.annotations import VideoRecord, load_annotations
+    from pipeline.video_index import VideoIndex
 
     videos = tmp_path / "videos"
     for folder in ("a", "b", "mac"):
