@@ -1,4 +1,4 @@
-"""``python -m pipeline build|merge-manifest`` command line."""
+"""``python -m pipeline build|resample|merge-manifest`` command line."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pipeline.annotations import FORMATS, AnnotationError, Columns, load_annotat
 from pipeline.build import BuildOptions, build_shards
 from pipeline.cluster import job_share
 from pipeline.extract import ExtractionSettings
+from pipeline.resample import ResampleError, resample
 from pipeline.sampling import SlicePosition
 from shards.manifest import BuildStateError, merge_manifest
 from shards.storage import StorageError, Store
@@ -78,6 +79,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     build.add_argument("--no-progress", action="store_true")
 
+    again = commands.add_parser("resample", help="new shards from a --keep-transcode build: other --max-frames/--sample-fps/--slice")
+    again.add_argument("--shards", required=True, help="the --keep-transcode build's output folder or URL")
+    again.add_argument("--out", required=True, help="output folder or URL for the re-sampled build")
+    again.add_argument("--max-frames", type=int, default=None)
+    again.add_argument("--sample-fps", type=_positive_float, default=None)
+    again.add_argument("--slice", default=None, choices=[p.value for p in SlicePosition])
+
     merge = commands.add_parser("merge-manifest", help="join the per-unit records of a (cluster) build into manifest.json")
     merge.add_argument("--out", required=True, help="the build's output folder or s3:// URL")
     return parser
@@ -89,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "merge-manifest":
             manifest = merge_manifest(Store(args.out))
             print(json.dumps({k: v for k, v in manifest.items() if k != "shards"} | {"num_shards": len(manifest["shards"])}, indent=1))
+            return 0
+        if args.command == "resample":
+            manifest = resample(args.shards, args.out, args.max_frames, args.sample_fps, SlicePosition(args.slice) if args.slice else None)
+            print(f"resampled: {manifest['num_samples']} samples in {len(manifest['shards'])} shards, {manifest['num_failures']} failures")
             return 0
         num_jobs, job_index = job_share(args.num_jobs, args.job_index)
         settings = ExtractionSettings(
@@ -116,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         columns = Columns(args.video_column, args.caption_column, args.split_column, args.start_column, args.end_column)
         records = load_annotations(args.annotations, args.format, args.split_file, args.split, columns)
         report = build_shards(records, args.videos, Store(args.out), settings, options)
-    except (AnnotationError, BuildStateError, StorageError, ValueError) as error:
+    except (AnnotationError, BuildStateError, ResampleError, StorageError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(

@@ -54,9 +54,10 @@ def _id_list(path: str | None) -> list[str] | None:
 
 
 def load_lsmdc(path: str, split: str | None) -> list[VideoRecord]:
-    split_name = split or ("test" if "publictect" in path.lower() or "test" in path.lower() else split_from_filename(path))
-    if split_name is None and "training" in os.path.basename(path).lower():
-        split_name = "train"
+    name = os.path.basename(path).lower()
+    split_name = split or (
+        "test" if "publictect" in name or "test" in name else "train" if "training" in name else split_from_filename(path)
+    )
     records: dict[str, VideoRecord] = {}
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):

@@ -260,6 +260,7 @@ def failure_kind(reason: str) -> str:
         ("truncated", ("truncated",)),
         ("timeout", ("timed out",)),
         ("network", ("attempts)", "cannot reach", "download failed", "access denied", "connection")),
+        ("no_video_stream", ("no video stream",)),
     ):
         if any(mark in text for mark in marks):
             return kind

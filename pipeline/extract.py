@@ -471,6 +471,10 @@ def _extract(path: str, settings: ExtractionSettings, span: Span | None) -> Extr
             reason = f"ffmpeg exited with code {decoded.run.returncode}"
             if "matches no streams" in tail or "does not contain any stream" in tail:
                 reason += ": the file has no video stream"
+            elif re.search(r"\b404\b", tail):
+                reason += ": not found (HTTP 404)"
+            elif re.search(r"\b(401|403)\b", tail):
+                reason += ": access denied (HTTP 401/403)"
             raise VideoDecodeError(path, reason, tail)
         if not decoded.candidates:
             duration = decoded.source.duration_s

@@ -77,12 +77,9 @@ def clean_captions(captions: Iterable[object]) -> list[str]:
     return cleaned
 
 
-
 def split_from_filename(path: str) -> str | None:
     name = os.path.basename(path).lower()
     for split in ("train", "val", "test"):
         if split in name:
             return split
     return None
-
-

@@ -24,7 +24,7 @@ MSRVTT_SAMPLE = REPO_ROOT.parent / "shared" / "data" / "msrvtt_test_sample"
 # training loop on synthetic features). Every other test is a unit
 # test: ``pytest -m "not integration"`` runs those alone, in seconds. CI runs everything.
 INTEGRATION_FIXTURES = {"time_coded_videos", "sample_dataset", "msrvtt_sample", "s3_endpoint", "s3_bucket"}
-INTEGRATION_MODULES = {"test_build", "test_extract", "test_real_world_files", "test_learning", "test_train_runs", "test_s3_faults", "test_eval_cli"}
+INTEGRATION_MODULES = {"test_build", "test_extract", "test_real_world_files", "test_datasets", "test_learning", "test_train_runs", "test_s3_faults", "test_eval_cli"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
