@@ -34,6 +34,7 @@ from pipeline.records import (  # noqa: F401 - VideoRecord, AnnotationError, cle
     AnnotationError,
     VideoRecord,
     clean_captions,
+    read_id_list,
     split_from_filename,
 )
 
@@ -46,23 +47,15 @@ class _PlainDataUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only plain dicts, lists and strings are expected")
 
 
-def _read_csv_rows(path: str) -> list[dict[str, str]]:
+def _read_csv_rows(path: str, delimiter: str = ",") -> list[dict[str, str]]:
     with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
+        reader = csv.DictReader(handle, delimiter=delimiter)
         if not reader.fieldnames:
-            raise AnnotationError(f"{path}: empty CSV (no header row)")
+            raise AnnotationError(f"{path}: empty table (no header row)")
         rows = list(reader)
     if not rows:
-        raise AnnotationError(f"{path}: CSV has a header but no rows")
+        raise AnnotationError(f"{path}: table has a header but no rows")
     return rows
-
-
-def _read_id_list(path: str) -> list[str]:
-    with open(path, encoding="utf-8") as handle:
-        ids = [line.strip() for line in handle if line.strip()]
-    if not ids:
-        raise AnnotationError(f"{path}: split list is empty")
-    return ids
 
 
 def load_msrvtt(data_json: str | None, split_csv: str | None, split: str | None) -> list[VideoRecord]:
@@ -117,7 +110,7 @@ def load_msvd(captions_pkl: str, split_list: str | None, split: str | None) -> l
         raise AnnotationError(f"{captions_pkl}: not a pickle file ({error!r})") from error
     if not isinstance(raw, dict):
         raise AnnotationError(f"{captions_pkl}: expected a dict video_id -> captions")
-    ids = _read_id_list(split_list) if split_list else sorted(raw)
+    ids = read_id_list(split_list) if split_list else sorted(raw)
     split_name = split or (split_from_filename(split_list) if split_list else None)
     records = []
     for video_id in ids:
@@ -220,15 +213,7 @@ def _table_rows(path: str) -> list[dict]:
         if not rows:
             raise AnnotationError(f"{path}: Parquet file has no rows")
         return rows
-    delimiter = "\t" if lower.endswith(".tsv") else ","
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle, delimiter=delimiter)
-        if not reader.fieldnames:
-            raise AnnotationError(f"{path}: empty table (no header row)")
-        rows = list(reader)
-    if not rows:
-        raise AnnotationError(f"{path}: table has a header but no rows")
-    return rows
+    return _read_csv_rows(path, delimiter="\t" if lower.endswith(".tsv") else ",")
 
 
 def _column(row: dict, chosen: str | None, names: tuple[str, ...], path: str, required: bool, what: str) -> str | None:

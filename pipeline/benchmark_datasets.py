@@ -26,7 +26,7 @@ import json
 import os
 from typing import Any
 
-from pipeline.records import AnnotationError, VideoRecord, clean_captions, split_from_filename
+from pipeline.records import AnnotationError, VideoRecord, clean_captions, read_id_list, split_from_filename
 
 
 def _load_json(path: str) -> Any:
@@ -46,11 +46,7 @@ def _id_list(path: str | None) -> list[str] | None:
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             raise AnnotationError(f"{path}: expected a JSON list of video ids")
         return ids
-    with open(path, encoding="utf-8") as handle:
-        ids = [line.strip() for line in handle if line.strip()]
-    if not ids:
-        raise AnnotationError(f"{path}: split list is empty")
-    return ids
+    return read_id_list(path)
 
 
 def load_lsmdc(path: str, split: str | None) -> list[VideoRecord]:

@@ -83,3 +83,12 @@ def split_from_filename(path: str) -> str | None:
         if split in name:
             return split
     return None
+
+
+def read_id_list(path: str) -> list[str]:
+    """A split file with one video id (or file name) per line."""
+    with open(path, encoding="utf-8") as handle:
+        ids = [line.strip() for line in handle if line.strip()]
+    if not ids:
+        raise AnnotationError(f"{path}: split list is empty")
+    return ids
