@@ -256,10 +256,6 @@ def load_table(path: str, split: str | None, columns: Columns = Columns()) -> li
     return _group(entries)
 
 
-def load_generic_csv(path: str, split: str | None) -> list[VideoRecord]:
-    return load_table(path, split)
-
-
 def load_jsonl(path: str, split: str | None, columns: Columns = Columns()) -> list[VideoRecord]:
     entries = []
     with open(path, encoding="utf-8") as handle:

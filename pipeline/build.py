@@ -164,10 +164,10 @@ def _sample_metadata(video: PlannedVideo, extracted: ExtractedVideo, videos_root
 
 
 def _file_name(path: str | None, videos_root: str) -> str | None:
-    """Relative to ``--videos`` for local files; a URL as it is."""
+    """Relative to ``--videos`` for local files; a URL (every file of a remote root) as it is."""
     if path is None or is_url(path):
         return path
-    return os.path.relpath(path, os.path.realpath(videos_root)) if not is_url(videos_root) else path
+    return os.path.relpath(path, os.path.realpath(videos_root))
 
 
 def _failure(video: PlannedVideo, unit: int, error: str) -> dict:

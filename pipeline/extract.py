@@ -239,7 +239,7 @@ class FfmpegRun:
     returncode: int
     stderr_text: str  # the banner and the last lines
     damage: list[str]  # demuxer/decoder complaints, the first few
-    banner_read: threading.Event
+    source: SourceInfo  # the input banner, parsed once
 
 
 _MAX_DAMAGE_LINES = 20
@@ -252,7 +252,7 @@ def _run_ffmpeg(
     on_frame: Callable[[np.ndarray], None],
     frame_log: DecodedFrameLog | None = None,
     frame_log_pipe: tuple[int, int] | None = None,
-    on_banner: Callable[[str], None] | None = None,
+    on_banner: Callable[[SourceInfo], None] | None = None,
 ) -> FfmpegRun:
     """Runs ffmpeg with stderr (and the frame log pipe) drained on threads (a full pipe would
     deadlock it) and a watchdog that kills it after ``timeout_s``. ``on_banner`` gets the
@@ -279,10 +279,16 @@ def _run_ffmpeg(
     tail_lines: collections.deque[str] = collections.deque(maxlen=50)
     damage: list[str] = []
     banner_read = threading.Event()
+    banner: list[SourceInfo] = []  # set once, by the stderr thread, before banner_read
+
+    def banner_done() -> None:
+        if not banner_read.is_set():
+            banner.append(parse_source_info("\n".join(header_lines)))
+            banner_read.set()
 
     def keep(line: str) -> None:
         if not banner_read.is_set() and (line.startswith("Stream mapping:") or line.startswith("Output #0")):
-            banner_read.set()
+            banner_done()
         # only ffmpeg's "[context] message" lines, the input's name masked (it may say "truncated")
         if len(damage) < _MAX_DAMAGE_LINES and line.startswith("[") and damage_lines([line.replace(path, "<input>")]):
             damage.append(line)
@@ -297,13 +303,13 @@ def _run_ffmpeg(
             for raw in process.stderr:
                 keep(raw.decode("utf-8", "replace").rstrip())
         finally:
-            banner_read.set()
+            banner_done()  # no banner line (an input ffmpeg could not open): what there is
 
     def read_frame_log() -> None:
         assert frame_log is not None and frame_log_pipe is not None
         with os.fdopen(frame_log_pipe[0], "rb", buffering=0) as pipe:
             banner_read.wait(timeout=30)  # the stream's time base is in the banner
-            frame_log.use_time_base(parse_source_info("\n".join(header_lines)).time_base)
+            frame_log.use_time_base(banner[0].time_base if banner else None)
             carry = b""
             while chunk := pipe.read(1 << 16):
                 block, _, carry = (carry + chunk).rpartition(b"\n")
@@ -324,7 +330,7 @@ def _run_ffmpeg(
             first_frame = False
             banner_read.wait(timeout=30)  # ffmpeg prints the banner before any frame
             if on_banner is not None:
-                on_banner("\n".join(header_lines))
+                on_banner(banner[0] if banner else parse_source_info(""))
         on_frame(frame)
 
     drainer = threading.Thread(target=drain, daemon=True)
@@ -356,7 +362,8 @@ def _run_ffmpeg(
         raise VideoDecodeError(path, f"ffmpeg timed out after {timeout_s:g} s") from read_error
     if read_error is not None:
         raise read_error
-    return FfmpegRun(returncode, "\n".join(header_lines + list(tail_lines)), damage, banner_read)
+    source = banner[0] if banner else parse_source_info("\n".join(header_lines))
+    return FfmpegRun(returncode, "\n".join(header_lines + list(tail_lines)), damage, source)
 
 
 def _report_lines(lines: list[str]) -> str:
@@ -386,12 +393,12 @@ def _decode_once(
     log = DecodedFrameLog(settings.mark_step)
     chooser: StreamingFrameChooser | None = None
 
-    def make_chooser(banner: str) -> None:
+    def make_chooser(banner: SourceInfo) -> None:
         nonlocal chooser
         if known_count is not None:
             chooser = StreamingFrameChooser.for_known_count(settings.max_frames, settings.slice_position, known_count)
             return
-        duration = parse_source_info(banner).duration_s
+        duration = banner.duration_s
         if duration is not None and span is not None:
             duration -= span[0]
         predicted = predicted_candidates(duration, settings.sample_fps, _span_length(settings, span))
@@ -409,7 +416,7 @@ def _decode_once(
         os.close(pipe[1])
         raise
     run = _run_ffmpeg(args, path, settings.timeout_s, offer, log, pipe, make_chooser)
-    source = parse_source_info(run.stderr_text)
+    source = run.source
     if chooser is None:  # no frame came out
         return _Decoded([], 0, log, run, source)
     return _Decoded(chooser.chosen(), chooser.offered, log, run, source)

@@ -58,10 +58,6 @@ class StreamingFrameChooser:
     def for_known_count(cls, max_frames: int, slice_position: SlicePosition, count: int) -> StreamingFrameChooser:
         return cls(max_frames, slice_position, range(count, count + 1))
 
-    @property
-    def held_frames(self) -> int:
-        return len(self._held) + len(self._ring)
-
     def offer(self, frame: np.ndarray) -> None:
         index = self.offered
         self.offered += 1
