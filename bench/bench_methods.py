@@ -51,6 +51,17 @@ METHODS = {
     "Two-stage search over WTI (seqTransf + WTI + coarse loss)": ["--sim-header", "seqTransf", "--interaction", "wti", "--coarse-weight", "1"],
     "EMCL-Net (seqTransf + EMCL)": ["--sim-header", "seqTransf", "--emcl"],
     "PEFT LoRA r4, frozen random CLIP": ["--sim-header", "meanP", "--peft", "lora", "--lora-rank", "4", "--pretrained", "BASE"],
+    # issue 17: the schedules scaled to the tiny CLIP's 2 layers and 8 frames; their own learning rates
+    # (prompts/LoRA alone on a frozen CLIP: 2e-3 barely moves them in 150 steps)
+    "TempMe (LoRA 8 + token merging), frozen random CLIP": ["--sim-header", "meanP", "--peft", "tempme", "--merge-layers", "1",
+                                                            "--merge-frames", "8", "--lora-rank", "8", "--lr", "1e-2", "--pretrained", "BASE"],
+    "DGL (linear latent), frozen random CLIP": ["--sim-header", "meanP", "--peft", "dgl", "--dgl-prompt-layers", "2", "--lr", "2e-2",
+                                                "--pretrained", "BASE"],
+    "Dual-attention seed, frozen random CLIP": ["--sim-header", "meanP", "--peft", "dual", "--frame-per-seg", "2-8", "--seg-num", "4-1",
+                                                "--seg-layer", "0-1", "--sel-layer", "0", "--lora-rank", "8", "--lr", "2e-2",
+                                                "--pretrained", "BASE"],
+    # issue 18: EERCF's own model (video/frame/patch granularities), evaluated with its two stages
+    "EERCF (seqTransf, video + frame + patch)": ["--sim-header", "seqTransf", "--eercf"],
     "PEFT prompts+LoRA, frozen random CLIP": [
         "--sim-header",
         "meanP",

@@ -37,6 +37,10 @@ class EncodedSplit:
     video_frames: torch.Tensor  # (N, T, D)
     video_mask: torch.Tensor  # (N, T)
     skipped: dict
+    # EERCF's finer granularities: CLIP's frame features and every frame's patch tokens (fp16: 49 x
+    # the frame features for ViT-B/32, halved), only for similarities that read them
+    video_clip_frames: torch.Tensor | None = None  # (N, T, D)
+    video_patches: torch.Tensor | None = None  # (N, T, P, D) float16
 
 
 def _autocast(device: torch.device):
@@ -91,6 +95,8 @@ def encode_split(
                 "pooled": None if video.pooled is None else video.pooled[i].float().cpu(),
                 "frames": video.frames[i].float().cpu(),
                 "mask": mask,
+                "clip_frames": None if video.clip_frames is None else video.clip_frames[i].float().cpu(),
+                "patches": None if video.patches is None else video.patches[i].half().cpu(),
             }
             offset += len(caps)
         pending.clear()
@@ -140,4 +146,6 @@ def encode_split(
         video_frames=torch.stack([item["frames"] for item in items]),
         video_mask=torch.stack([item["mask"] for item in items]),
         skipped=total_skipped,
+        video_clip_frames=None if items[0]["clip_frames"] is None else torch.stack([item["clip_frames"] for item in items]),
+        video_patches=None if items[0]["patches"] is None else torch.stack([item["patches"] for item in items]),
     )

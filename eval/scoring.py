@@ -28,7 +28,9 @@ class SplitScorer:
             tokens = split.text_tokens.to(device) if split.text_tokens is not None else None
             token_mask = split.text_mask.to(device) if split.text_mask is not None else None
             text = TextFeatures(split.text.to(device), tokens, token_mask)
-            video = VideoFeatures(frames, mask, split.video_pooled.to(device) if split.video_pooled is not None else None)
+            video = VideoFeatures(frames, mask, split.video_pooled.to(device) if split.video_pooled is not None else None,
+                                  clip_frames=None if split.video_clip_frames is None else split.video_clip_frames.to(device),
+                                  patches=None if split.video_patches is None else split.video_patches.to(device))  # fmt: skip
             self.coarse_text, self.coarse_video = model.coarse_vectors(text.pooled, video)
             self.pairs = model.similarity.pair_scorer(text, video, ScoringChunks(text_chunk, video_chunk))
 

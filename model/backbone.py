@@ -252,6 +252,22 @@ def encode_frames(clip: nn.Module, frames_uint8: torch.Tensor) -> torch.Tensor:
     return clip.encode_image(pixels).view(batch, count, -1)
 
 
+def encode_frames_and_patches(clip: nn.Module, frames_uint8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T, 3, H, W) uint8 -> (B, T, D) frame features and (B, T, P, D) patch tokens from one pass.
+
+    As EERCF's ``encode_image(return_hidden=True)``: every token after ``ln_post`` and the
+    projection; the class token is the frame feature (what ``encode_image`` returns), the rest
+    are the patches."""
+    visual = clip.visual
+    if getattr(visual, "attn_pool", None) is not None or getattr(visual, "final_ln_after_pool", False) or visual.pool_type != "tok":
+        raise ValueError("patch tokens are read after ln_post from the class-token ViT; this vision tower pools differently")
+    batch, count = frames_uint8.shape[:2]
+    x = visual.transformer(visual._embeds(normalize_frames(frames_uint8.flatten(0, 1))))
+    tokens = visual.ln_post(x)
+    tokens = tokens @ visual.proj if visual.proj is not None else tokens
+    return tokens[:, 0].view(batch, count, -1), tokens[:, 1:].reshape(batch, count, tokens.shape[1] - 1, -1)
+
+
 def tokenizer_for(model_name: str | None):
     """open_clip's tokenizer for the model; CLIP's BPE (shipped in the wheel) by default."""
     if model_name:

@@ -29,6 +29,7 @@ from torch import nn
 
 from model import backbone
 from model.config import method_problem
+from model.eercf import EERCFSimilarity, EERCFWeights
 from model.emcl import EMCLNet
 from model.features import TextFeatures, VideoFeatures
 from model.heads import CrossEncoderScore, build_video_pooling, masked_mean_pool
@@ -40,12 +41,15 @@ MAX_LOGIT_SCALE = math.log(100.0)
 LEGACY_SIMILARITY_PREFIXES = ("interaction.", "emcl.", "cross.")
 
 
-def build_similarity(head: str, clip: nn.Module, width: int, max_frames: int, interaction: str, emcl: dict | None) -> Similarity:
+def build_similarity(head: str, clip: nn.Module, width: int, max_frames: int, interaction: str, emcl: dict | None,
+                     eercf: EERCFWeights | None = None) -> Similarity:  # fmt: skip
     """The one place that maps options to a similarity (refusing, with the CLI's own rule,
     combinations that cannot work: model/config.py ``method_problem``)."""
-    problem = method_problem(head, interaction, emcl is not None)
+    problem = method_problem(head, interaction, emcl is not None, eercf is not None)
     if problem:
         raise ValueError(problem)
+    if eercf is not None:
+        return EERCFSimilarity(width, max_frames, eercf)
     if head == "tightTransf":
         return CrossEncoderScore(clip, width, max_frames)
     if emcl is not None:
@@ -65,16 +69,17 @@ def migrate_legacy_keys(state: dict) -> dict:
 
 
 class CLIP4Clip(nn.Module):
-    def __init__(
-        self, clip: nn.Module, head: str = "meanP", max_frames: int = 12, interaction: str = "cosine", emcl: dict | None = None
-    ) -> None:
+    def __init__(self, clip: nn.Module, head: str = "meanP", max_frames: int = 12, interaction: str = "cosine", emcl: dict | None = None,
+                 eercf: EERCFWeights | None = None) -> None:  # fmt: skip
         super().__init__()
         self.clip = clip
         self.head = head
         width = clip.text_projection.shape[1] if isinstance(clip.text_projection, torch.Tensor) else clip.text_projection.out_features
         # tightTransf has no video head: its cross encoder reads CLIP's frame features directly
         self.pool = None if head == "tightTransf" else build_video_pooling(head, clip, width, max_frames)
-        self.similarity = build_similarity(head, clip, width, max_frames, interaction, emcl)
+        self.similarity = build_similarity(head, clip, width, max_frames, interaction, emcl, eercf)
+        # TempMe / DGL / the dual-attention seed: how the frozen CLIP is run (model/adapters.py)
+        self.adapter: nn.Module | None = None
         if not self.similarity.uses_logit_scale:
             # the score is the logit: the temperature takes no part, and a parameter without a
             # gradient would stall DDP's gradient reduction
@@ -84,18 +89,33 @@ class CLIP4Clip(nn.Module):
         return super().load_state_dict(migrate_legacy_keys(state_dict), strict=strict, assign=assign)
 
     def encode_text(self, tokens: torch.Tensor) -> TextFeatures:
-        features = backbone.encode_text(self.clip, tokens)
+        if self.adapter is not None and hasattr(self.adapter, "encode_text"):
+            features = self.adapter.encode_text(self.clip, tokens)
+        else:
+            features = backbone.encode_text(self.clip, tokens)
         pooled = F.normalize(features.pooled, dim=-1) if self.similarity.normalises_text else features.pooled
         if self.similarity.keeps_text_tokens:
             return TextFeatures(pooled, features.tokens, features.mask)
         return TextFeatures(pooled)
 
     def encode_video(self, frames_uint8: torch.Tensor, mask: torch.Tensor) -> VideoFeatures:
-        frames = backbone.encode_frames(self.clip, frames_uint8)
+        global_feature = clip_frames = patches = None
+        if self.similarity.reads_patches:  # EERCF: frames and patches from one image-encoder pass
+            frames, patches = backbone.encode_frames_and_patches(self.clip, frames_uint8)
+            clip_frames = frames
+        elif self.adapter is None:
+            frames = backbone.encode_frames(self.clip, frames_uint8)
+        else:
+            pixels = backbone.normalize_frames(frames_uint8)
+            frames, global_feature = self.adapter.encode_video(self.clip, pixels, mask)
         if self.pool is None:
             return VideoFeatures(frames=frames, mask=mask, pooled=None)
         sequence, pooled = self.pool(frames, mask)
-        return VideoFeatures(frames=sequence, mask=mask, pooled=pooled)
+        if global_feature is not None:
+            # score-level mix: cos(text, this) = alpha cos(text, global) + (1 - alpha) cos(text, pooled)
+            alpha = self.adapter.alpha
+            pooled = alpha * F.normalize(global_feature, dim=-1) + (1 - alpha) * pooled
+        return VideoFeatures(frames=sequence, mask=mask, pooled=pooled, clip_frames=clip_frames, patches=patches)
 
     def logit_scale(self) -> torch.Tensor:
         return self.clip.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
@@ -107,7 +127,7 @@ class CLIP4Clip(nn.Module):
     def coarse_vectors(self, text: torch.Tensor, video: VideoFeatures) -> tuple[torch.Tensor, torch.Tensor]:
         """Caption vector and text-agnostic video vector (meanP of the frames for tightTransf)."""
         pooled = video.pooled if video.pooled is not None else masked_mean_pool(video.frames, video.mask)
-        return F.normalize(text, dim=-1), pooled
+        return self.similarity.coarse_text(F.normalize(text, dim=-1)), pooled
 
     def coarse_similarity(self, text: torch.Tensor, video: VideoFeatures) -> torch.Tensor:
         """Text-agnostic video vector vs caption vector: the cheap first stage of EERCF."""

@@ -19,3 +19,6 @@ class VideoFeatures:
     frames: torch.Tensor  # (B, T, D) per-frame features: the loose head's sequence output, or CLIP's for tightTransf
     mask: torch.Tensor  # (B, T) bool
     pooled: torch.Tensor | None  # (B, D) normalised video vector (loose heads only)
+    # EERCF's finer granularities, from the same image-encoder pass (only when its similarity reads them)
+    clip_frames: torch.Tensor | None = None  # (B, T, D) CLIP's own frame features, before the head
+    patches: torch.Tensor | None = None  # (B, T, P, D) every frame's patch tokens after ln_post and the projection

@@ -23,7 +23,9 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-PEFT_MODES = ("none", "prompts", "lora", "prompts+lora")
+PEFT_MODES = ("none", "prompts", "lora", "prompts+lora", "tempme", "dgl", "dual")
+# TempMe's LoRA (``TVPt_LoRA_a/b``): q/k/v only, no scale (the update is B @ A), both towers
+MERGING_MODES = ("tempme", "dual")
 TRAINABLE_MARKERS = ("visual_prompts", "lora_")
 
 
@@ -54,7 +56,7 @@ class PromptedPreNorm(nn.Module):
         return self.ln_pre(torch.cat([x, prompts], dim=1))
 
 
-def _add_lora(clip: nn.Module, rank: int, alpha: float) -> None:
+def _add_lora(clip: nn.Module, rank: int, alpha: float, output_projection: bool = True) -> None:
     for module in list(clip.modules()):
         if not isinstance(module, nn.MultiheadAttention):
             continue
@@ -62,11 +64,13 @@ def _add_lora(clip: nn.Module, rank: int, alpha: float) -> None:
             raise ValueError("LoRA here expects packed q/k/v projections (open_clip's default attention)")
         width = module.embed_dim
         parametrize.register_parametrization(module, "in_proj_weight", LowRankDelta(3 * width, width, rank, alpha))
-        parametrize.register_parametrization(module.out_proj, "weight", LowRankDelta(width, width, rank, alpha))
+        if output_projection:
+            parametrize.register_parametrization(module.out_proj, "weight", LowRankDelta(width, width, rank, alpha))
 
 
 def apply_peft(clip: nn.Module, mode: str, prompt_tokens: int = 8, lora_rank: int = 8, lora_alpha: float = 16.0) -> None:
-    """Freeze every CLIP weight, then add the trainable modules ``mode`` asks for."""
+    """Freeze every CLIP weight, then add the trainable modules ``mode`` asks for inside CLIP
+    (TempMe's, DGL's and the seed's own modules live outside it: model/adapters.py)."""
     if mode not in PEFT_MODES:
         raise ValueError(f"unknown --peft {mode!r}; choose from {PEFT_MODES}")
     if mode == "none":
@@ -79,6 +83,8 @@ def apply_peft(clip: nn.Module, mode: str, prompt_tokens: int = 8, lora_rank: in
         clip.visual.ln_pre = PromptedPreNorm(clip.visual.ln_pre, clip.visual.class_embedding.shape[-1], prompt_tokens)
     if "lora" in mode:
         _add_lora(clip, lora_rank, lora_alpha)
+    if mode in MERGING_MODES:
+        _add_lora(clip, lora_rank, float(lora_rank), output_projection=False)
 
 
 def is_trainable_backbone_name(name: str) -> bool:

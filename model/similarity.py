@@ -20,7 +20,7 @@ math. Adding one = a subclass, a line in ``model/clip4clip.py`` ``build_similari
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
@@ -36,6 +36,11 @@ if TYPE_CHECKING:
 class TrainingScores:
     logits: torch.Tensor  # (texts, videos), temperature applied where the similarity uses one
     token_sides: tuple[TokenSet, TokenSet] | None = None  # token interaction's prepared sides (DRL's CDCR reads them)
+    # a similarity with its own objective (EERCF): the weight of ``logits``' contrastive loss, more
+    # (name, weight, logits) to train contrastively, and (name, weight, value) terms to add
+    logits_weight: float = 1.0
+    extra_logits: list[tuple[str, float, torch.Tensor]] = field(default_factory=list)
+    regularisers: list[tuple[str, float, torch.Tensor]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,7 @@ class PairScorer(ABC):
 
 class Similarity(nn.Module):
     keeps_text_tokens: ClassVar[bool] = False
+    reads_patches: ClassVar[bool] = False  # EERCF: the image encoder also hands over its patch tokens
     normalises_text: ClassVar[bool] = True
     reads_frames: ClassVar[bool] = False
     gathers_batch: ClassVar[bool] = True
@@ -80,6 +86,10 @@ class Similarity(nn.Module):
     def has_fine_stage(self) -> bool:
         """Finer (and costlier) than the pooled cosine: EERCF reranks only then."""
         return self.reads_frames
+
+    def coarse_text(self, text: torch.Tensor) -> torch.Tensor:
+        """The caption vector of the coarse (first-stage) score against the pooled video vector."""
+        return text
 
     def forward(self, text: TextFeatures, video: VideoFeatures, logit_scale: torch.Tensor) -> TrainingScores:
         raise NotImplementedError

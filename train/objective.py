@@ -3,7 +3,9 @@
 - the symmetric cross entropy over the model's similarity (cosine, EMCL, WTI/TI or tight);
 - ``coarse_weight`` x the same loss over the cheap pooled cosine, so that a model with a fine
   similarity also has a trained first stage for EERCF's coarse-to-fine retrieval;
-- ``cdcr_weight`` x DRL's channel decorrelation over matched token pairs.
+- ``cdcr_weight`` x DRL's channel decorrelation over matched token pairs;
+- whatever a similarity with its own objective asks for (EERCF: weak/strong contrastive terms
+  with its weights and its Pearson constraints, model/eercf.py).
 """
 
 from __future__ import annotations
@@ -38,8 +40,15 @@ def retrieval_loss(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Total loss and its parts (as floats, for the log). Inputs are the gathered global batch."""
     scores = model.similarity(text, video, model.logit_scale())
-    loss = symmetric_cross_entropy(scores.logits.float())
-    parts = {"contrastive": loss}
+    contrastive = symmetric_cross_entropy(scores.logits.float())
+    parts = {"contrastive": contrastive}
+    loss = scores.logits_weight * contrastive
+    for name, weight, logits in scores.extra_logits:  # a similarity's own extra contrastive terms (EERCF's strong logits)
+        parts[name] = symmetric_cross_entropy(logits.float())
+        loss = loss + weight * parts[name]
+    for name, weight, value in scores.regularisers:  # and its own regularisers (EERCF's Pearson constraints)
+        parts[name] = value
+        loss = loss + weight * value
     if config.coarse_weight:
         coarse = symmetric_cross_entropy((model.logit_scale() * model.coarse_similarity(text.pooled, video)).float())
         parts["coarse"] = coarse

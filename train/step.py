@@ -35,7 +35,7 @@ class RetrievalStep(torch.nn.Module):
         # plain tensors (or None) out: DDP walks its outputs, and dataclasses are opaque to it
         video = self.model.encode_video(frames, mask)
         text = self.model.encode_text(tokens)
-        return text.pooled, text.tokens, text.mask, video.frames, video.pooled
+        return text.pooled, text.tokens, text.mask, video.frames, video.pooled, video.clip_frames, video.patches
 
 
 def gather_batch(model: CLIP4Clip, outputs: tuple, mask: torch.Tensor) -> tuple[TextFeatures, VideoFeatures]:
@@ -45,7 +45,7 @@ def gather_batch(model: CLIP4Clip, outputs: tuple, mask: torch.Tensor) -> tuple[
     ``_cross_similarity`` scores each rank's local batch (B x B cross-encoder passes, no
     all-gather), and so does this trainer; gathering would make the cost grow with the square of
     the world size and change the negatives."""
-    text_pooled, text_tokens, text_mask, frames, pooled = outputs
+    text_pooled, text_tokens, text_mask, frames, pooled, clip_frames, patches = outputs
     if not model.similarity.gathers_batch:
         return TextFeatures(text_pooled), VideoFeatures(frames=frames, mask=mask, pooled=None)
     needs_frames = model.similarity.reads_frames
@@ -58,6 +58,8 @@ def gather_batch(model: CLIP4Clip, outputs: tuple, mask: torch.Tensor) -> tuple[
         frames=gather_with_local_grad(frames) if needs_frames else frames,
         mask=gather_with_local_grad(mask) if needs_frames else mask,
         pooled=gather_with_local_grad(pooled) if pooled is not None else None,
+        clip_frames=gather_with_local_grad(clip_frames) if clip_frames is not None else None,
+        patches=gather_with_local_grad(patches) if patches is not None else None,
     )
     return text, video
 
