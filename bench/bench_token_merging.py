@@ -39,8 +39,15 @@ def build(peft: str, device: torch.device):
 
 
 def flops_per_clip(model, frames: torch.Tensor, mask: torch.Tensor) -> float:
+    # the counter's module tracker trips over views of trainable prompts under no_grad: count frozen
+    # and train mode: in eval, nn.MultiheadAttention takes a fused kernel the counter does not see
+    # (CLIP's attention would count as zero); nothing in these encoders differs between the modes
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    model.train()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model.encode_video(frames, mask)
+    model.eval()
     return counter.get_total_flops() / frames.shape[0]
 
 

@@ -82,6 +82,7 @@ def run(args: argparse.Namespace) -> dict:
             "sim_header": config.sim_header,
             "interaction": config.interaction,
             "emcl": config.emcl,
+            "eercf": config.eercf,
             "peft": config.peft,
         },
         "settings": {
@@ -138,14 +139,14 @@ def main(argv: list[str] | None = None) -> int:
         "--rerank-topk",
         type=int,
         default=50,
-        help="EERCF two-stage scoring for models with a fine similarity (wti/ti, tightTransf): "
+        help="EERCF two-stage scoring for models with a fine similarity (--eercf, wti/ti, tightTransf, EMCL): "
         "coarse rank all, rescore the top k; reports accuracy and time next to fine-on-all (0: off)",
     )
     parser.add_argument(
         "--checkpoint-format",
         default="auto",
         choices=["auto", "project", *FORMATS],
-        help="who wrote --checkpoint: this project, or CLIP4Clip / DRL / EMCL-Net (their pytorch_model.bin.N); "
+        help="who wrote --checkpoint: this project, or CLIP4Clip / DRL / EMCL-Net / EERCF (their pytorch_model.bin.N); "
         "auto tells them apart where the keys can (CLIP4Clip's tightTransf, DRL's WTI) and asks otherwise",
     )
     parser.add_argument("--max-frames", type=int, help="frames per video (default: the checkpoint's; 12 for reference checkpoints)")

@@ -12,10 +12,12 @@ from dataclasses import asdict, dataclass, field, fields
 
 from model.backbone import ACTIVATIONS
 from model.dgl import DGL_LATENTS
+from model.dual_attention import SeedFlags, SeedPlan, interpret
 from model.eercf import EERCFWeights
 from model.heads import HEADS
 from model.interaction import INTERACTIONS
 from model.peft import PEFT_MODES
+from model.tempme import MergeSchedule, merge_percentages, schedule_from_flags
 
 
 def option(default, help: str | None = None, choices: tuple | None = None):  # noqa: A002, ANN001, ANN201 - mirrors argparse
@@ -133,6 +135,16 @@ class ModelConfig:
             return None
         return EERCFWeights(**{f.name: getattr(self, f"eercf_{f.name}_weight") for f in fields(EERCFWeights)})
 
+    def merge_schedule(self) -> MergeSchedule:
+        """TempMe's schedule from its flags (--peft tempme)."""
+        return schedule_from_flags(self.tome_r, self.merge_layers, self.merge_frames, self.merge_token_proportion, self.frame_pos)
+
+    def seed_plan(self) -> SeedPlan:
+        """The dual-attention seed's flags as read by model/dual_attention.py (--peft dual)."""
+        cross, intra = merge_percentages(self.merge_token_proportion)
+        flags = SeedFlags(self.frame_per_seg, self.seg_num, self.seg_layer, self.sel_layer, self.alpha)
+        return interpret(flags, self.max_frames, self.tome_r, cross, intra, self.frame_pos)
+
     def problem(self) -> str | None:
         """The first combination of model options that cannot work, said before a model is built."""
         problem = choices_problem(self, ModelConfig) or method_problem(self.sim_header, self.interaction, self.emcl, self.eercf)
@@ -142,6 +154,14 @@ class ModelConfig:
             return "--emcl-iterations must be at least 1"
         if self.peft != "none" and not self.pretrained:
             return "--peft freezes CLIP: pass the weights to freeze with --pretrained (a frozen random CLIP learns nothing useful)"
+        if self.peft in ("tempme", "dual"):
+            try:
+                schedule = self.merge_schedule() if self.peft == "tempme" else self.seed_plan().schedule
+            except ValueError as error:
+                return str(error)
+            frames_problem = schedule.problem(self.max_frames, layers=max(schedule.merge_layers, default=0) + 1)
+            if frames_problem:
+                return frames_problem
         if self.eercf and self.peft in ("tempme", "dgl", "dual"):
             return f"--eercf reads every frame's patch tokens; --peft {self.peft} runs CLIP its own way (merged or prompted tokens)"
         if self.peft in ("dgl", "dual") and (self.sim_header == "tightTransf" or self.interaction != "cosine" or self.emcl):

@@ -113,7 +113,7 @@ class DGLEncoder(nn.Module):
             return torch.cat([tokens[:, :1], prompts, tokens[:, 1 + count :] if layer else tokens[:, 1:]], dim=1)
 
         tokens = with_local(x, 0)
-        mass = mask.reshape(-1, 1).to(x.dtype).expand(-1, tokens.shape[1])
+        mass = mask.reshape(-1, 1).float().expand(-1, tokens.shape[1])
         prompts = self.global_prompts.to(x.dtype).unsqueeze(0).expand(videos, -1, -1)
         for layer, block in enumerate(visual.transformer.resblocks):
             if 0 < layer < self.prompt_layers:

@@ -1,9 +1,9 @@
 """Checkpoints written by the reference codebases, loaded into this project's model.
 
-CLIP4Clip (``main_task_retrieval.py``), DRL and EMCL-Net (``main.py`` / ``main_retrieval.py``)
-all save ``model.state_dict()`` as ``pytorch_model.bin.N``: weights only, no options. The head
+CLIP4Clip (``main_task_retrieval.py``), DRL, EMCL-Net (``main.py`` / ``main_retrieval.py``) and
+EERCF (``main_eercf.py``) all save ``model.state_dict()`` as ``pytorch_model.bin.N``: weights only, no options. The head
 and similarity are therefore read off the keys (``transformerClip`` = seqTransf, ``lstm_visual``
-= seqLSTM, ``cross`` = tightTransf, ``text_weight_fc`` = DRL's WTI), the CLIP architecture off
+= seqLSTM, ``cross`` = tightTransf, ``text_weight_fc`` = DRL's WTI, ``global_mat_weight`` = EERCF), the CLIP architecture off
 the ``clip.*`` weights (OpenAI's layout, QuickGELU), and frames/words default to the references'
 12 / 32. A layout that several references share (a meanP or seqTransf model of CLIP4Clip, of
 DRL with uniform TI, or of EMCL) cannot be told apart by its keys: ``--checkpoint-format`` says
@@ -22,7 +22,7 @@ import torch
 
 from model.config import ModelConfig
 
-FORMATS = ("clip4clip", "drl", "emcl")
+FORMATS = ("clip4clip", "drl", "emcl", "eercf")
 
 # (this project's key prefix, the reference's key prefix). DRL and EMCL-Net inherit CLIP4Clip's
 # names for CLIP and the frame aggregation, so those rows are shared.
@@ -47,13 +47,19 @@ KEY_TABLE: dict[str, tuple[tuple[str, str], ...]] = {
         ("similarity.frame_weights.mlp.", "video_weight_fc."),
     ),
     "emcl": _SHARED,
+    # EERCF (modules/modeling_fineclip_patches_cdcl.py): CLIP4Clip's seqTransf plus its two learned matrices
+    "eercf": (
+        *_SHARED,
+        ("similarity.global_mat_weight", "global_mat_weight"),
+        ("similarity.frame_logit_weight", "frame_logit_weight"),
+    ),
 }
 # CLIP4Clip/DRL/EMCL create a frame position table for seqLSTM too but never read it
 UNUSED_FOR_HEAD = {"seqLSTM": ("frame_position_embeddings.weight",), "meanP": (), "seqTransf": (), "tightTransf": ()}
 # running state a reference keeps outside its state dict (EMCL-Net's bases are a plain tensor
 # attribute): a loaded model starts it afresh, exactly as the reference does after loading
-NOT_SAVED_BY_REFERENCE = {"clip4clip": (), "drl": (), "emcl": ("similarity.mu",)}
-# keys only EERCF's model has: named so that its checkpoints get a precise refusal
+NOT_SAVED_BY_REFERENCE = {"clip4clip": (), "drl": (), "emcl": ("similarity.mu",), "eercf": ()}
+# keys only EERCF's model has: they tell its checkpoints apart
 _EERCF_MARKERS = ("global_mat_weight", "frame_logit_weight")
 
 
@@ -78,10 +84,7 @@ def detect_head(keys: set[str]) -> str:
 def detect_format(keys: set[str], path: str) -> str:
     """The reference that wrote these keys, when the keys alone say so."""
     if any(k in keys for k in _EERCF_MARKERS):
-        raise ForeignCheckpointError(
-            f"{path}: an EERCF checkpoint ({', '.join(k for k in _EERCF_MARKERS if k in keys)}); EERCF's own "
-            "video/frame/patch modules are not part of this model yet, so it cannot be loaded without losing them"
-        )
+        return "eercf"
     if any(k.startswith(("text_weight_fc.", "video_weight_fc.")) for k in keys):
         return "drl"
     if detect_head(keys) == "tightTransf":
@@ -125,7 +128,7 @@ def reference_config(keys: set[str], checkpoint_format: str, base: ModelConfig) 
             raise ForeignCheckpointError("DRL checkpoint with wti_arch 1 or 3; only DRL's default wti_arch 2 is built here")
         interaction = "wti" if weighted else "ti"
     return replace(base, model=None, pretrained=None, activation="auto", sim_header=head, interaction=interaction,
-                   emcl=checkpoint_format == "emcl", peft="none")  # fmt: skip
+                   emcl=checkpoint_format == "emcl", eercf=checkpoint_format == "eercf", peft="none")  # fmt: skip
 
 
 def convert_reference_state(
@@ -195,7 +198,7 @@ def load_any_checkpoint(path: str, checkpoint_format: str = "auto", max_frames: 
     clip_state = {k.removeprefix("clip."): v for k, v in state.items() if k.startswith("clip.")}
     if not is_openai_layout(clip_state):
         raise ForeignCheckpointError(
-            f"{path}: not a checkpoint of this project (model, config, step), nor a CLIP4Clip / DRL / EMCL-Net "
+            f"{path}: not a checkpoint of this project (model, config, step), nor a CLIP4Clip / DRL / EMCL-Net / EERCF "
             "state dict (no CLIP weights in OpenAI's layout under clip.*)"
         )
     keys = set(state)

@@ -93,6 +93,19 @@ class MergeSchedule:
         return LayerPlan(1, 0, min((tokens - protected) // 2, int(tokens * self.intra_proportion)))
 
 
+def merge_percentages(text: str) -> tuple[float, float]:
+    """TempMe's ``merge_token_proportion 30-10`` -> (0.30, 0.10), computed as TempMe does (int / 100)."""
+    parts = parse_dashes(text, "merge-token-proportion")
+    if len(parts) != 2:
+        raise ValueError("--merge-token-proportion takes two percentages, like 30-10")
+    return parts[0] / 100, parts[1] / 100
+
+
+def schedule_from_flags(tome_r: int, merge_layers: str, merge_frames: str, proportion: str, frame_pos: bool) -> MergeSchedule:
+    cross, intra = merge_percentages(proportion)
+    return MergeSchedule(tome_r, parse_dashes(merge_layers, "merge-layers"), parse_dashes(merge_frames, "merge-frames"), cross, intra, frame_pos)
+
+
 def dgl_prompt_init(count: int, width: int, patch: int, token_width: int | None = None) -> nn.Parameter:
     """DGL's prompt initialisation (VPT's xavier-uniform): uniform(-v, v) with
     v = sqrt(6 / (3 * patch^2 + token width)); ``token_width`` when a row packs several tokens."""
@@ -137,7 +150,7 @@ class MergingVideoEncoder(nn.Module):
         if frames != self.max_frames:
             raise ValueError(f"token merging was set up for {self.max_frames} frames per clip, got {frames}")
         x = vit_blocks.frame_embeddings(visual, pixels.flatten(0, 1))
-        mass = mask.reshape(-1, 1).to(x.dtype).expand(-1, x.shape[1])
+        mass = mask.reshape(-1, 1).float().expand(-1, x.shape[1])
         groups = TokenGroups(x, mass, protected=1, groups_per_video=frames)
         prompts, joins = None, 0
         for layer, block in enumerate(visual.transformer.resblocks):

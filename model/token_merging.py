@@ -82,11 +82,11 @@ def merge_weighted(merge: Callable | None, groups: TokenGroups) -> TokenGroups:
     """ToMe's ``merge_wavg``: mass-weighted means; mass adds up."""
     if merge is None:
         return groups
-    mass = groups.mass[..., None].to(groups.x.dtype)
-    total = merge(groups.x * mass, "sum")
+    mass = groups.mass[..., None].float()  # masses and weighted sums in fp32, also under bf16 autocast
+    total = merge(groups.x.float() * mass, "sum")
     new_mass = merge(mass, "sum")
     x = total / new_mass.clamp(min=torch.finfo(new_mass.dtype).tiny)  # a massless token becomes 0 (0 / tiny)
-    return TokenGroups(x, new_mass[..., 0].to(groups.mass.dtype), groups.protected, groups.groups_per_video)
+    return TokenGroups(x.to(groups.x.dtype), new_mass[..., 0], groups.protected, groups.groups_per_video)
 
 
 def join_groups(values: torch.Tensor, factor: int, protected: int) -> torch.Tensor:

@@ -127,7 +127,12 @@ def test_train_refuses_missing_shards_bad_weights_and_impossible_options(tmp_pat
     assert "weights.pt" in capsys.readouterr().err
     for impossible in (["--peft", "lora"], ["--cdcr-weight", "0.001"], ["--sim-header", "tightTransf", "--interaction", "wti"],
                        ["--emcl", "--interaction", "ti"], ["--interaction", "bogus"], ["--caption-mode", "bogus"],
-                       ["--precision", "fp16"]):  # fmt: skip
+                       ["--precision", "fp16"], ["--eercf"], ["--sim-header", "seqTransf", "--eercf", "--emcl"],
+                       ["--peft", "dgl", "--pretrained", str(garbage), "--interaction", "wti"], ["--peft", "bogus"],
+                       ["--peft", "tempme", "--pretrained", str(garbage), "--grad-checkpointing"],
+                       ["--peft", "dual", "--pretrained", str(garbage), "--sim-header", "tightTransf"],
+                       ["--peft", "dual", "--pretrained", str(garbage), "--seg-num", "6-3-2"],
+                       ["--peft", "tempme", "--pretrained", str(garbage), "--merge-frames", "5-2-3"]):  # fmt: skip
         with pytest.raises(SystemExit) as exit_info:
             train_main(["--train-shards", str(shards), *base, *impossible])
         assert exit_info.value.code == 2

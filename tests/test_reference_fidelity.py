@@ -15,6 +15,7 @@ from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 
 from model import backbone
 from model.clip4clip import CLIP4Clip
+from model.eercf import EERCFWeights
 from model.features import TextFeatures, VideoFeatures
 from model.foreign_checkpoints import ForeignCheckpointError, load_any_checkpoint, to_reference_layout
 from model.frame_rule import FrameRule, ShardSettingsError, frame_rule_for
@@ -142,6 +143,7 @@ CASES = {
     "drl-seqTransf-wti": ("drl", dict(head="seqTransf", interaction="wti")),
     "drl-meanP-ti": ("drl", dict(head="meanP", interaction="ti")),
     "emcl-seqTransf": ("emcl", dict(head="seqTransf", emcl={"bases": 32})),
+    "eercf-seqTransf": ("eercf", dict(head="seqTransf", eercf=EERCFWeights())),
 }
 AMBIGUOUS = {"clip4clip-meanP", "clip4clip-seqLSTM", "clip4clip-seqTransf", "drl-meanP-ti", "emcl-seqTransf"}
 
@@ -166,11 +168,13 @@ def reference_file(tmp_path, name: str, model: CLIP4Clip) -> str:
 @pytest.mark.parametrize("name", CASES)
 def test_reference_checkpoint_loads_with_identical_scores(tmp_path, name):
     checkpoint_format, options = CASES[name]
-    model = perturbed(CLIP4Clip(small_clip(), options["head"], 12, options.get("interaction", "cosine"), options.get("emcl")))
+    model = perturbed(CLIP4Clip(small_clip(), options["head"], 12, options.get("interaction", "cosine"), options.get("emcl"),
+                                options.get("eercf")))  # fmt: skip
     path = reference_file(tmp_path, name, model)
     state = load_any_checkpoint(path, checkpoint_format if name in AMBIGUOUS else "auto")
     restored, config = restore_model(state)
     assert (config.sim_header, config.interaction, config.emcl) == (options["head"], options.get("interaction", "cosine"), "emcl" in options)
+    assert config.eercf == ("eercf" in options)
     generator = torch.Generator().manual_seed(8)
     frames = torch.randint(0, 256, (3, 12, 3, 32, 32), dtype=torch.uint8, generator=generator)
     mask = torch.ones(3, 12, dtype=torch.bool)
@@ -193,9 +197,9 @@ def test_unmappable_reference_checkpoints_are_refused_by_name(tmp_path):
     torch.save({k: v for k, v in state.items() if not k.startswith("transformerClip.resblocks.3.")}, missing)
     with pytest.raises(ForeignCheckpointError, match=r"pool\.blocks\.3"):
         load_any_checkpoint(str(missing), "clip4clip")
-    eercf = tmp_path / "eercf.bin"
+    eercf = tmp_path / "eercf.bin"  # EERCF's keys with one of its two matrices missing
     torch.save({**state, "global_mat_weight": torch.eye(WIDTH)}, eercf)
-    with pytest.raises(ForeignCheckpointError, match="EERCF"):
+    with pytest.raises(ForeignCheckpointError, match="frame_logit_weight"):
         load_any_checkpoint(str(eercf))
     junk = tmp_path / "junk.bin"
     junk.write_bytes(b"\x00garbage")

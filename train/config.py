@@ -25,7 +25,7 @@ class TrainConfig(ModelConfig, DataOptions, OptimOptions, LossOptions):
     train_shards: str = required("build folder / s3:// prefix with manifest.json, or a brace pattern of .tar URLs")
     output_dir: str = required("run folder or fsspec URL (s3://...): checkpoints, metrics.jsonl, curves")
     val_shards: str | None = option(None, "shards of the test split, evaluated with all ranks")
-    init_from: str | None = option(None, "start from a trained model: this project's checkpoint, or CLIP4Clip / DRL / EMCL-Net's "
+    init_from: str | None = option(None, "start from a trained model: this project's checkpoint, or CLIP4Clip / DRL / EMCL-Net / EERCF's "
                                    "pytorch_model.bin.N (head and similarity must match this run's options)")  # fmt: skip
     checkpoint_format: str = option("auto", "who wrote --init-from (see python -m eval --help)", ("auto", "project", *FORMATS))
     batch_size: int = option(128, "global batch, over all ranks")
@@ -81,6 +81,8 @@ def config_problem(config: TrainConfig) -> str | None:
         return "--init-from starts every weight from a trained model; it does not combine with --peft"
     if config.init_from and config.pretrained:
         return "--init-from already holds CLIP's weights; drop --pretrained"
+    if config.grad_checkpointing and config.peft in ("tempme", "dgl", "dual"):
+        return f"--grad-checkpointing is not wired into --peft {config.peft}'s encoder (it runs CLIP block by block); drop one of them"
     if config.cdcr_weight and config.interaction == "cosine":
         return "--cdcr-weight regularises token interaction: add --interaction wti (or ti)"
     if config.coarse_weight and not (config.interaction != "cosine" or config.sim_header == "tightTransf" or config.emcl):
