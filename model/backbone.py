@@ -17,6 +17,7 @@ import torch
 from open_clip.model import build_model_from_openai_state_dict
 from torch import nn
 
+from model import vit_blocks
 from model.features import TextFeatures
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_configs")
@@ -257,14 +258,10 @@ def encode_frames_and_patches(clip: nn.Module, frames_uint8: torch.Tensor) -> tu
 
     As EERCF's ``encode_image(return_hidden=True)``: every token after ``ln_post`` and the
     projection; the class token is the frame feature (what ``encode_image`` returns), the rest
-    are the patches."""
+    are the patches. The tower is checked once, when EERCF's similarity is built."""
     visual = clip.visual
-    if getattr(visual, "attn_pool", None) is not None or getattr(visual, "final_ln_after_pool", False) or visual.pool_type != "tok":
-        raise ValueError("patch tokens are read after ln_post from the class-token ViT; this vision tower pools differently")
     batch, count = frames_uint8.shape[:2]
-    x = visual.transformer(visual._embeds(normalize_frames(frames_uint8.flatten(0, 1))))
-    tokens = visual.ln_post(x)
-    tokens = tokens @ visual.proj if visual.proj is not None else tokens
+    tokens = vit_blocks.project_tokens(visual, visual.transformer(visual._embeds(normalize_frames(frames_uint8.flatten(0, 1)))))
     return tokens[:, 0].view(batch, count, -1), tokens[:, 1:].reshape(batch, count, tokens.shape[1] - 1, -1)
 
 

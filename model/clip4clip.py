@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model import backbone
+from model import backbone, vit_blocks
 from model.config import method_problem
 from model.eercf import EERCFSimilarity, EERCFWeights
 from model.emcl import EMCLNet
@@ -49,6 +49,7 @@ def build_similarity(head: str, clip: nn.Module, width: int, max_frames: int, in
     if problem:
         raise ValueError(problem)
     if eercf is not None:
+        vit_blocks.check_plain_vit(clip.visual, "EERCF's patch tokens")  # read after ln_post, as the class token is
         return EERCFSimilarity(width, max_frames, eercf)
     if head == "tightTransf":
         return CrossEncoderScore(clip, width, max_frames)

@@ -159,9 +159,9 @@ class ModelConfig:
                 schedule = self.merge_schedule() if self.peft == "tempme" else self.seed_plan().schedule
             except ValueError as error:
                 return str(error)
-            frames_problem = schedule.problem(self.max_frames, layers=max(schedule.merge_layers, default=0) + 1)
-            if frames_problem:
-                return frames_problem
+            schedule_problem = schedule.problem(self.max_frames)  # the depth is checked when CLIP is loaded
+            if schedule_problem:
+                return schedule_problem
         if self.eercf and self.peft in ("tempme", "dgl", "dual"):
             return f"--eercf reads every frame's patch tokens; --peft {self.peft} runs CLIP its own way (merged or prompted tokens)"
         if self.peft in ("dgl", "dual") and (self.sim_header == "tightTransf" or self.interaction != "cosine" or self.emcl):

@@ -164,7 +164,7 @@ class EERCFSimilarity(Similarity):
     def pair_scorer(self, text: TextFeatures, video: VideoFeatures, chunks: ScoringChunks = DEFAULT_CHUNKS) -> PairScorer:
         return EERCFPairs(self, F.normalize(text.pooled.float(), dim=-1), granularities(video), chunks)
 
-    def fine(self, text: torch.Tensor, video_score: torch.Tensor, frame_cos: torch.Tensor, sequence_cos: torch.Tensor,
+    def fine(self, video_score: torch.Tensor, frame_cos: torch.Tensor, sequence_cos: torch.Tensor,
              gram: torch.Tensor, mask: torch.Tensor, patch_cos: torch.Tensor, patch_mask: torch.Tensor) -> torch.Tensor:  # fmt: skip
         """EERCF's test-time fine score from cosines laid out (..., F) / (..., F*P), any leading shape."""
         frame_weak = self.frame_weak(frame_cos, mask)
@@ -188,26 +188,28 @@ class EERCFPairs(PairScorer):
         with torch.no_grad():
             self.coarse_text = similarity.coarse_text(text)
 
-    def _rectangle(self, texts: torch.Tensor, coarse: torch.Tensor, v: slice) -> torch.Tensor:
-        g = self.video
-        s = self.similarity
-        frame_cos = torch.einsum("ad,vfd->avf", texts, g.frames[v])
-        sequence_cos = torch.einsum("ad,vfd->avf", texts, g.sequence[v])
-        patch_cos = torch.einsum("ad,vnd->avn", texts, g.patches[v].float())
+    def _rectangle(self, texts: slice, v: slice, patches: torch.Tensor) -> torch.Tensor:
+        """Captions ``texts`` x videos ``v`` (``patches``: those videos' patch tokens, already fp32)."""
+        g, s, t = self.video, self.similarity, self.text[texts]
+        frame_cos = torch.einsum("ad,vfd->avf", t, g.frames[v])
+        sequence_cos = torch.einsum("ad,vfd->avf", t, g.sequence[v])
+        patch_cos = torch.einsum("ad,vnd->avn", t, patches)
         mask, patch_mask = g.mask[v][None].expand_as(frame_cos), g.patch_mask[v][None].expand_as(patch_cos)
-        return s.fine(texts, coarse @ g.pooled[v].T, frame_cos, sequence_cos, g.gram[v][None], mask, patch_cos, patch_mask)
+        return s.fine(self.coarse_text[texts] @ g.pooled[v].T, frame_cos, sequence_cos, g.gram[v][None], mask, patch_cos, patch_mask)
 
     def block(self, texts: slice, videos: slice) -> torch.Tensor:
+        """Video chunks outside, caption chunks inside: each chunk's fp16 patches become fp32 once."""
         text_ids, video_ids = range(self.text.shape[0])[texts], range(self.video.pooled.shape[0])[videos]
         per_video = self.video.patches.shape[1]
         step_v = max(1, min(self.chunks.videos, self.MAX_COSINES // max(1, self.chunks.texts * per_video)))
-        rows = []
-        for t in range(0, len(text_ids), self.chunks.texts):
-            row = slice(text_ids[t], text_ids[min(t + self.chunks.texts, len(text_ids)) - 1] + 1)
-            parts = [self._rectangle(self.text[row], self.coarse_text[row], slice(video_ids[v], video_ids[min(v + step_v, len(video_ids)) - 1] + 1))
-                     for v in range(0, len(video_ids), step_v)]  # fmt: skip
-            rows.append(torch.cat(parts, dim=1))
-        return torch.cat(rows, dim=0).float()
+        scores = torch.empty(len(text_ids), len(video_ids), device=self.text.device)
+        for v in range(0, len(video_ids), step_v):
+            columns = slice(video_ids[v], video_ids[min(v + step_v, len(video_ids)) - 1] + 1)
+            patches = self.video.patches[columns].float()
+            for t in range(0, len(text_ids), self.chunks.texts):
+                rows = slice(text_ids[t], text_ids[min(t + self.chunks.texts, len(text_ids)) - 1] + 1)
+                scores[t : t + self.chunks.texts, v : v + step_v] = self._rectangle(rows, columns, patches)
+        return scores
 
     def for_texts(self, text_ids: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """Each caption against its own k videos, one caption at a time: its candidates' patches
@@ -221,7 +223,7 @@ class EERCFPairs(PairScorer):
             sequence_cos = g.sequence[cand] @ text
             patch_cos = g.patches[cand].float() @ text  # (k, F * P)
             video_score = g.pooled[cand] @ self.coarse_text[query]
-            out.append(s.fine(text, video_score, frame_cos, sequence_cos, g.gram[cand], g.mask[cand], patch_cos, g.patch_mask[cand]))
+            out.append(s.fine(video_score, frame_cos, sequence_cos, g.gram[cand], g.mask[cand], patch_cos, g.patch_mask[cand]))
         return torch.stack(out).float()
 
     def for_videos(self, video_ids: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
@@ -237,5 +239,5 @@ class EERCFPairs(PairScorer):
             video_score = torch.einsum("bkd,bd->bk", self.coarse_text[candidates[r : r + step]], g.pooled[videos])
             mask = g.mask[videos][:, None].expand_as(frame_cos)
             patch_mask = g.patch_mask[videos][:, None].expand_as(patch_cos)
-            out.append(s.fine(texts, video_score, frame_cos, sequence_cos, g.gram[videos][:, None], mask, patch_cos, patch_mask))
+            out.append(s.fine(video_score, frame_cos, sequence_cos, g.gram[videos][:, None], mask, patch_cos, patch_mask))
         return torch.cat(out).float()

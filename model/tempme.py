@@ -58,11 +58,14 @@ class MergeSchedule:
     intra_proportion: float = 0.10
     frame_pos: bool = True
 
-    def problem(self, max_frames: int, layers: int) -> str | None:
+    def problem(self, max_frames: int, layers: int | None = None) -> str | None:
+        """``layers``: the vision tower's depth, once known (the options are checked before CLIP is loaded)."""
         if not self.merge_layers or len(self.merge_layers) != len(self.merge_frames):
             return "--merge-layers and --merge-frames need the same number of entries (at least one)"
-        if list(self.merge_layers) != sorted(set(self.merge_layers)) or self.merge_layers[-1] >= layers or self.merge_layers[0] < 0:
-            return f"--merge-layers must increase and lie within the vision tower's {layers} layers (0-based), not {self.merge_layers}"
+        if list(self.merge_layers) != sorted(set(self.merge_layers)) or self.merge_layers[0] < 0:
+            return f"--merge-layers must increase, 0-based, not {self.merge_layers}"
+        if layers is not None and self.merge_layers[-1] >= layers:
+            return f"--merge-layers must lie within the vision tower's {layers} layers (0-based), not {self.merge_layers}"
         frames = max_frames
         for factor in self.merge_frames:
             if factor < 1 or frames % factor:
