@@ -20,31 +20,16 @@ from eval.postprocess import normalised_blocks
 from eval.report import rank_histogram_png, render_report
 from eval.rerank import compare_coarse_to_fine
 from eval.scoring import SplitScorer, fine_blocks
+from eval.trained_model import load_trained_model
 from model import backbone
-from model.checkpoint import latest_checkpoint
-from model.foreign_checkpoints import FORMATS, load_any_checkpoint
+from model.foreign_checkpoints import FORMATS
 from model.frame_rule import frame_rule_for
-from model.restore import restore_model
 from runtime.distributed import init_distributed
 from runtime.logs import setup_logging
 from shards.manifest import BuildStateError
 from shards.probe import probe_location
 from shards.reader import ReadPolicy, ShardReadError, shard_urls
 from shards.storage import StorageError, Store
-
-
-def resolve_checkpoint(path: str) -> str:
-    """A checkpoint file, or a run/checkpoints folder (its ``latest``); local or any fsspec URL."""
-    store = Store(path)
-    if store.fs.isdir(store.root):
-        for folder in (path, f"{path.rstrip('/')}/checkpoints"):
-            found = latest_checkpoint(folder)
-            if found:
-                return found
-        raise FileNotFoundError(f"{path}: no checkpoints/latest inside")
-    if not store.fs.isfile(store.root):
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    return path
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -54,11 +39,9 @@ def run(args: argparse.Namespace) -> dict:
     if args.out:
         probe_location(args.out, must_exist=False)
     info = init_distributed()
-    checkpoint = resolve_checkpoint(args.checkpoint)
-    state = load_any_checkpoint(checkpoint, args.checkpoint_format, args.max_frames or 12, args.max_words or 32)
-    model, config = restore_model(state, args.base_weights)
-    logger.info("evaluating %s (%s, step %s) on %s", checkpoint, config.sim_header, state["step"], args.shards)
-    config.max_frames, config.max_words = args.max_frames or config.max_frames, args.max_words or config.max_words
+    trained = load_trained_model(args.checkpoint, args.checkpoint_format, args.base_weights, args.max_frames, args.max_words)
+    model, config, checkpoint = trained.model, trained.config, trained.checkpoint
+    logger.info("evaluating %s (%s, step %s) on %s", checkpoint, config.sim_header, trained.step, args.shards)
     model.to(info.device)
     image_size = backbone.input_size(model.clip)
     rule = frame_rule_for(args.shards, config.max_frames, image_size)
@@ -75,7 +58,7 @@ def run(args: argparse.Namespace) -> dict:
     }
     result = {
         "checkpoint": checkpoint if "://" in checkpoint else os.path.abspath(checkpoint),
-        "step": state["step"],
+        "step": trained.step,
         "model": {
             "name": config.model,
             "pretrained": config.pretrained,
@@ -111,7 +94,7 @@ def run(args: argparse.Namespace) -> dict:
         out.write_bytes("metrics.json", json.dumps(result, indent=1).encode("utf-8"))
         histogram = rank_histogram_png(ranks)
         out.write_bytes("rank_histogram.png", histogram)
-        title = f"{config.sim_header} @ step {state['step']} on {args.shards}"
+        title = f"{config.sim_header} @ step {trained.step} on {args.shards}"
         report = render_report(
             histogram,
             split,

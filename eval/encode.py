@@ -43,7 +43,8 @@ class EncodedSplit:
     video_patches: torch.Tensor | None = None  # (N, T, P, D) float16
 
 
-def _autocast(device: torch.device):
+def inference_autocast(device: torch.device):
+    """bf16 autocast on GPUs (features leave as float32 or float16 either way), nothing on CPU."""
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
@@ -75,7 +76,7 @@ def encode_split(
         frames = torch.stack([p[2] for p in pending]).to(device, non_blocking=True)
         masks = torch.stack([p[3] for p in pending]).to(device)
         captions = [c for p in pending for c in p[1]]
-        with _autocast(device):
+        with inference_autocast(device):
             video = model.encode_video(frames, masks)
             texts = [
                 model.encode_text(tokenize(captions[i : i + 256], context_length=max_words).to(device))

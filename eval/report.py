@@ -13,12 +13,11 @@ import random
 
 import numpy as np
 import torch
-from PIL import Image
 
 from eval.encode import EncodedSplit
 from eval.metrics import ScoreBlock
+from eval.thumbnails import frame_strip_jpeg
 from shards.reader import ReadErrors, iter_samples
-from shards.sample_format import frame_members
 
 
 def pick_queries(num_captions: int, count: int, seed: int) -> list[int]:
@@ -38,23 +37,8 @@ def top_videos(text_block: ScoreBlock, rows: list[int], k: int) -> dict[int, lis
 
 def frame_strips(urls: list[str], keys: set[str], frames_per_strip: int = 4, height: int = 72) -> dict[str, str]:
     """key -> base64 JPEG of ``frames_per_strip`` evenly spaced frames side by side."""
-    strips = {}
-    for sample in iter_samples(urls, ReadErrors().handler):
-        if sample["__key__"] not in keys:
-            continue
-        names = frame_members(sample)
-        chosen = [names[int(i)] for i in np.linspace(0, len(names) - 1, min(frames_per_strip, len(names)))]
-        images = [Image.open(io.BytesIO(sample[name])).convert("RGB") for name in chosen]
-        images = [im.resize((max(1, round(im.width * height / im.height)), height)) for im in images]
-        strip = Image.new("RGB", (sum(im.width for im in images) + 2 * (len(images) - 1), height), "white")
-        x = 0
-        for image in images:
-            strip.paste(image, (x, 0))
-            x += image.width + 2
-        buffer = io.BytesIO()
-        strip.save(buffer, format="JPEG", quality=80)
-        strips[sample["__key__"]] = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return strips
+    return {sample["__key__"]: base64.b64encode(frame_strip_jpeg(sample, frames_per_strip, height)).decode("ascii")
+            for sample in iter_samples(urls, ReadErrors().handler) if sample["__key__"] in keys}  # fmt: skip
 
 
 def render_report(histogram_png: bytes, split: EncodedSplit, text_block: ScoreBlock, t2v_ranks: np.ndarray, urls: list[str], metrics: dict,

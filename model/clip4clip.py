@@ -125,10 +125,18 @@ class CLIP4Clip(nn.Module):
         """(texts, videos) logits for the training loss."""
         return self.similarity(text, video, self.logit_scale()).logits
 
+    def coarse_text_vector(self, text: torch.Tensor) -> torch.Tensor:
+        """The caption side of the coarse score (the video index's query vector)."""
+        return self.similarity.coarse_text(F.normalize(text, dim=-1))
+
+    @staticmethod
+    def coarse_video_vector(video: VideoFeatures) -> torch.Tensor:
+        """The text-agnostic video vector: the head's pooled vector (meanP of the frames for tightTransf)."""
+        return video.pooled if video.pooled is not None else masked_mean_pool(video.frames, video.mask)
+
     def coarse_vectors(self, text: torch.Tensor, video: VideoFeatures) -> tuple[torch.Tensor, torch.Tensor]:
-        """Caption vector and text-agnostic video vector (meanP of the frames for tightTransf)."""
-        pooled = video.pooled if video.pooled is not None else masked_mean_pool(video.frames, video.mask)
-        return self.similarity.coarse_text(F.normalize(text, dim=-1)), pooled
+        """Caption vector and text-agnostic video vector of EERCF's first stage."""
+        return self.coarse_text_vector(text), self.coarse_video_vector(video)
 
     def coarse_similarity(self, text: torch.Tensor, video: VideoFeatures) -> torch.Tensor:
         """Text-agnostic video vector vs caption vector: the cheap first stage of EERCF."""

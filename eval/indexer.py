@@ -1,0 +1,298 @@
+"""Encode a video collection's shards once into a search index (eval/index_format.py), incrementally.
+
+Each run indexes only the shards no committed part covers yet, so adding shards appends and
+a killed or preempted run resumes where its last committed part ended. Under torchrun every
+rank encodes its own share of the new shards (rank, rank + world, ...) into its own parts: no
+feature crosses ranks, so a million videos need no gather. Rank 0 then lists every complete
+part in ``index.json`` and, from ``ANN_MIN_VIDEOS`` on, rebuilds the approximate index.
+
+A shard is indexed whole or not at all: one that fails to read part-way has its rows dropped
+and is named in the part's ``failed_shards``, and the next run retries it. A sample that is cut
+off or cannot be decoded is named in its shard's ``skipped`` and never indexed as black frames.
+Videos without captions are indexed: a collection to search need not be annotated.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from eval.ann import ANN_MIN_VIDEOS, build_ann
+from eval.encode import inference_autocast
+from eval.index_format import (
+    ANN_FILE,
+    INDEX_FILE,
+    INDEX_FORMAT,
+    IndexFormatError,
+    PartWriter,
+    VideoIndex,
+    arrays_for,
+    committed_parts,
+    remove_staging_leftovers,
+)
+from eval.thumbnails import frame_strip_jpeg
+from eval.trained_model import TrainedModel, model_fingerprint
+from model import backbone
+from model.clip_decode import decode_clip
+from model.features import VideoFeatures
+from model.frame_rule import frame_rule_for
+from runtime.distributed import DistInfo, barrier, is_distributed
+from shards.reader import ReadErrors, ReadPolicy, iter_samples, shard_urls
+from shards.sample_format import complete_metadata
+from shards.storage import Store
+
+logger = logging.getLogger(__name__)
+_PART_NAME = re.compile(r"^run(\d+)-rank\d+-\d+$")
+# what must match for new rows to be searched together with the old ones
+IDENTITY_FIELDS = ("model_sha256", "max_frames", "max_words", "image_size", "arrays", "dim")
+
+
+@dataclass
+class IndexSettings:
+    batch_size: int = 32
+    part_videos: int = 5000  # rows per committed part: what a killed run may have to redo
+    thumbnail_frames: int = 4
+    thumbnail_height: int = 96
+    ann: str = "auto"  # auto: from ANN_MIN_VIDEOS on; always; never
+    read_policy: ReadPolicy | None = None
+
+
+def _feature_arrays(model: torch.nn.Module, video: VideoFeatures, mask: torch.Tensor, names: list[str]) -> dict[str, np.ndarray]:
+    values = {
+        "video": lambda: model.coarse_video_vector(video),
+        "frames": lambda: video.frames,
+        "frame_mask": lambda: mask,
+        "clip_frames": lambda: video.clip_frames,
+        "patches": lambda: video.patches,
+    }
+    return {name: values[name]().float().cpu().numpy() if name != "frame_mask" else mask.cpu().numpy() for name in names}
+
+
+@torch.no_grad()
+def _row_shapes(model: torch.nn.Module, names: list[str], max_frames: int, image_size: int, device: torch.device) -> dict[str, tuple[int, ...]]:
+    """Each array's row shape, from one blank clip (an empty part still needs them)."""
+    frames = torch.zeros(1, max_frames, 3, image_size, image_size, dtype=torch.uint8, device=device)
+    mask = torch.ones(1, max_frames, dtype=torch.bool, device=device)
+    with inference_autocast(device):
+        video = model.encode_video(frames, mask)
+    return {name: tuple(array.shape[1:]) for name, array in _feature_arrays(model, video, mask, names).items()}
+
+
+def describe_index(trained: TrainedModel, fingerprint: str, image_size: int, arrays: list[str], row_shapes: dict, settings: IndexSettings) -> dict:
+    """index.json without its parts: the model that made the vectors and what each row holds."""
+    config = trained.config
+    checkpoint = trained.checkpoint if "://" in trained.checkpoint else os.path.abspath(trained.checkpoint)  # search runs from anywhere
+    return {
+        "format": INDEX_FORMAT,
+        "checkpoint": checkpoint,
+        "checkpoint_format": trained.checkpoint_format,
+        "step": trained.step,
+        "model_sha256": fingerprint,
+        "model": {"name": config.model, "sim_header": config.sim_header, "interaction": config.interaction, "emcl": config.emcl,
+                  "eercf": config.eercf, "peft": config.peft},  # fmt: skip
+        "max_frames": config.max_frames,
+        "max_words": config.max_words,
+        "image_size": image_size,
+        "dim": int(row_shapes["video"][0]),
+        "arrays": arrays,
+        "row_shapes": {name: list(shape) for name, shape in row_shapes.items()},
+        "thumbnail": {"frames": settings.thumbnail_frames, "height": settings.thumbnail_height},
+    }
+
+
+def _check_same_model(existing: dict, wanted: dict, url: str) -> None:
+    for field in IDENTITY_FIELDS:
+        if existing.get(field) != wanted[field]:
+            raise IndexFormatError(
+                f"{url}: the index was made with {field} {existing.get(field)!r} (checkpoint {existing.get('checkpoint')}), "
+                f"this run has {wanted[field]!r} (checkpoint {wanted['checkpoint']}); vectors of two models cannot be searched "
+                "together: index into a new folder"
+            )
+
+
+def _share(items: list, info: DistInfo) -> list:
+    return items[info.rank :: info.world_size]
+
+
+def _gather(value: object, info: DistInfo) -> list:
+    if not is_distributed():
+        return [value]
+    gathered: list = [None] * info.world_size
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
+class _RankIndexer:
+    """One rank's loop: its shards, batch by batch, into parts committed every ``part_videos`` rows."""
+
+    def __init__(self, trained: TrainedModel, store: Store, description: dict, run: int, info: DistInfo, settings: IndexSettings,
+                 shards_location: str) -> None:  # fmt: skip
+        self.model, self.store, self.info, self.settings = trained.model, store, info, settings
+        self.description, self.run = description, run
+        self.rule = frame_rule_for(shards_location, description["max_frames"], description["image_size"])
+        self.row_shapes = {name: tuple(shape) for name, shape in description["row_shapes"].items()}
+        self.part: PartWriter | None = None
+        self.parts_written = 0
+        self.stats = {"rows": 0, "shards": 0, "failed_shards": [], "skipped": {"incomplete": 0, "undecodable": 0}}
+
+    def _open_part(self) -> PartWriter:
+        if self.part is None:
+            name = f"run{self.run:05d}-rank{self.info.rank:04d}-{self.parts_written:05d}"
+            self.part = PartWriter(self.store, name, self.description["arrays"], self.row_shapes)
+        return self.part
+
+    def _commit(self) -> None:
+        if self.part is None:
+            return
+        now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        part = self.part.commit({"committed": now, "rank": self.info.rank, "world_size": self.info.world_size, "model_sha256": self.description["model_sha256"]})
+        logger.info("committed part %s: %d videos from %d shard(s)", part["name"], part["rows"], len(part["shards"]))
+        self.part, self.parts_written = None, self.parts_written + 1
+
+    @torch.no_grad()
+    def _flush(self, pending: list[tuple[dict, dict, torch.Tensor, torch.Tensor]]) -> None:
+        if not pending:
+            return
+        device = self.info.device
+        frames = torch.stack([p[2] for p in pending]).to(device, non_blocking=True)
+        mask = torch.stack([p[3] for p in pending]).to(device)
+        with inference_autocast(device):
+            video = self.model.encode_video(frames, mask)
+        arrays = _feature_arrays(self.model, video, mask, self.description["arrays"])
+        settings = self.settings
+        thumbnails = [frame_strip_jpeg(p[0], settings.thumbnail_frames, settings.thumbnail_height) for p in pending]
+        self._open_part().add(arrays, [p[1] for p in pending], thumbnails)
+        pending.clear()
+
+    def index_shard(self, url: str) -> None:
+        part = self._open_part()
+        part.start_shard()
+        errors, pending = ReadErrors(), []
+        skipped: dict[str, list[str]] = {"incomplete": [], "undecodable": []}
+        for sample in iter_samples([url], errors.handler, self.settings.read_policy):
+            metadata = complete_metadata(sample)
+            if metadata is None:
+                skipped["incomplete"].append(sample.get("__key__", "?"))
+                continue
+            try:
+                frames, mask = decode_clip(sample, self.description["max_frames"], self.description["image_size"], self.rule)
+            except (RuntimeError, ValueError):
+                skipped["undecodable"].append(sample["__key__"])
+                continue
+            pending.append((sample, _row_record(sample, metadata, url, int(mask.sum())), frames, mask))
+            if len(pending) == self.settings.batch_size:
+                self._flush(pending)
+        self._flush(pending)
+        if errors.errors:
+            reason = errors.errors[0][1]
+            logger.warning("shard %s failed part-way (%s): its rows are dropped and the next run retries it", url, reason)
+            part.drop_shard(url, reason)
+            self.stats["failed_shards"].append({"url": url, "reason": reason})
+            return
+        part.finish_shard(url, skipped)
+        self.stats["shards"] += 1
+        self.stats["rows"] += part.shards[-1]["rows"]
+        for name, keys in skipped.items():
+            self.stats["skipped"][name] += len(keys)
+        if part.rows >= self.settings.part_videos:
+            self._commit()
+
+    def run_all(self, urls: list[str]) -> dict:
+        try:
+            for url in urls:
+                self.index_shard(url)
+            if self.part is not None and (self.part.shards or self.part.failed_shards):
+                self._commit()
+        except BaseException:
+            if self.part is not None:
+                self.part.abandon()
+            raise
+        return self.stats
+
+
+def _row_record(sample: dict, metadata: dict, url: str, frames: int) -> dict:
+    """What a search result shows and links to (rows.bin): enough to find the sample again."""
+    record = {"key": sample["__key__"], "shard": url, "video_id": metadata.get("video_id"), "captions": metadata.get("captions") or [],
+              "frames": frames, "source_file": (metadata.get("source") or {}).get("file"),
+              "duration_s": (metadata.get("source") or {}).get("duration_s")}  # fmt: skip
+    if "segment" in metadata:
+        record["segment"] = metadata["segment"]
+    return record
+
+
+def _run_number(parts: dict[str, dict]) -> int:
+    runs = [int(m.group(1)) for name in parts if (m := _PART_NAME.match(name))]
+    return max(runs, default=0) + 1
+
+
+def index_shards(trained: TrainedModel, shards_location: str, out: str, info: DistInfo, settings: IndexSettings | None = None) -> dict:
+    """Index the shards at ``shards_location`` not yet in the index at ``out``; returns a summary (every rank)."""
+    settings = settings or IndexSettings()
+    store = Store(out)
+    model = trained.model.to(info.device).eval()
+    image_size = backbone.input_size(model.clip)
+    arrays = arrays_for(model.similarity.has_fine_stage, model.similarity.reads_patches)
+    description = describe_index(trained, model_fingerprint(model), image_size, arrays,
+                                 _row_shapes(model, arrays, trained.config.max_frames, image_size, info.device), settings)  # fmt: skip
+    existing = json.loads(store.read_bytes(INDEX_FILE)) if store.exists(INDEX_FILE) else None
+    if existing is not None:
+        if existing.get("format") != INDEX_FORMAT:
+            raise IndexFormatError(f"{store.url_of(INDEX_FILE)}: format {existing.get('format')!r}, this version writes {INDEX_FORMAT!r}")
+        _check_same_model(existing, description, out)
+        description["thumbnail"] = existing["thumbnail"]  # one look for the whole index
+        settings.thumbnail_frames, settings.thumbnail_height = existing["thumbnail"]["frames"], existing["thumbnail"]["height"]
+    if info.is_main:
+        store.ensure_root()
+        removed = remove_staging_leftovers(store)
+        if removed:
+            logger.info("removed %d half-written part(s) of an earlier, killed run", removed)
+    barrier()
+    before = committed_parts(store)
+    for name, part in before.items():  # parts of a killed run are adopted only if the same model wrote them
+        if part.get("model_sha256") != description["model_sha256"]:
+            raise IndexFormatError(f"{store.url_of('parts/' + name)}: written by another model ({part.get('model_sha256', '?')[:12]}...)")
+    done = {shard["url"] for part in before.values() for shard in part["shards"]}
+    all_urls = shard_urls(shards_location)
+    new_urls = [url for url in all_urls if url not in done]
+    logger.info("%d of %d shard(s) already indexed; indexing %d on %d rank(s)", len(all_urls) - len(new_urls), len(all_urls), len(new_urls), info.world_size)
+    stats = _RankIndexer(trained, store, description, _run_number(before), info, settings, shards_location).run_all(_share(new_urls, info))
+    everyone = _gather(stats, info)
+    barrier()
+    summary = {
+        "index": out,
+        "new_videos": sum(s["rows"] for s in everyone),
+        "new_shards": sum(s["shards"] for s in everyone),
+        "already_indexed_shards": len(all_urls) - len(new_urls),
+        "failed_shards": [f for s in everyone for f in s["failed_shards"]],
+        "skipped": {name: sum(s["skipped"][name] for s in everyone) for name in ("incomplete", "undecodable")},
+    }
+    if info.is_main:
+        summary.update(_write_manifest(store, description, settings))
+    barrier()
+    if not info.is_main:
+        summary["num_videos"] = json.loads(store.read_bytes(INDEX_FILE))["num_videos"]
+    return summary
+
+
+def _write_manifest(store: Store, description: dict, settings: IndexSettings) -> dict:
+    """index.json listing every complete part in name order (run, rank, sequence), then the ANN file."""
+    parts = committed_parts(store)
+    names = sorted(parts)
+    total = sum(parts[name]["rows"] for name in names)
+    manifest = {**description, "parts": names, "num_videos": total, "ann": None,
+                "updated": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}  # fmt: skip
+    store.remove(ANN_FILE)  # a stale ANN file must never answer for rows it does not hold
+    store.write_bytes(INDEX_FILE, json.dumps(manifest, indent=1, ensure_ascii=False).encode("utf-8"))
+    if settings.ann == "always" or (settings.ann == "auto" and total >= ANN_MIN_VIDEOS):
+        store.write_bytes(ANN_FILE, build_ann(VideoIndex(store.url).video_vectors()))
+        manifest["ann"] = {"file": ANN_FILE, "rows": total, "kind": "faiss IVF, fp16 vectors, inner product"}
+        store.write_bytes(INDEX_FILE, json.dumps(manifest, indent=1, ensure_ascii=False).encode("utf-8"))
+    return {"num_videos": total, "parts": len(names), "ann": manifest["ann"] is not None}

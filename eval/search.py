@@ -1,0 +1,79 @@
+"""``python -m eval.search --index INDEX "a red car drifting" [-k 10]``: the top videos of an index.
+
+Loads the index (eval/index_format.py) and the model that made it, encodes each query and
+prints its top k with scores, the first stage being exact unless the index holds an
+approximate one (``--mode``), and the model's fine similarity rescoring the top
+``--rerank-topk`` where it has one (eval/searcher.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+
+from eval.ann import DEFAULT_NPROBE
+from eval.index_format import IndexFormatError
+from eval.query import QueryError, check_query
+from eval.searcher import DEFAULT_RERANK_TOPK, SEARCH_MODES, SearchResult, open_searcher
+from shards.storage import StorageError
+
+
+def result_json(result: SearchResult) -> dict:
+    return {
+        "query": result.query,
+        "method": result.method,
+        "reranked": result.reranked,
+        "milliseconds": {name: round(value, 3) for name, value in result.milliseconds.items()},
+        "hits": [{"rank": rank, "row": hit.row, "score": hit.score, "stage": hit.stage, **hit.record} for rank, hit in enumerate(result.hits, 1)],
+    }
+
+
+def print_result(result: SearchResult) -> None:
+    timing = ", ".join(f"{name} {value:.1f} ms" for name, value in result.milliseconds.items())
+    print(f"{result.query!r}: {result.method} search, {result.reranked} rescored ({timing})")
+    for rank, hit in enumerate(result.hits, 1):
+        caption = hit.record["captions"][0] if hit.record["captions"] else ""
+        print(f"{rank:4d}  {hit.score:8.4f}  {hit.stage:6}  {hit.record['key']:24}  {caption}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eval.search", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--index", required=True, help="index folder or fsspec URL (python -m eval.index)")
+    parser.add_argument("queries", nargs="+", help="one or more text queries")
+    parser.add_argument("-k", type=int, default=10, help="results per query")
+    parser.add_argument("--mode", choices=SEARCH_MODES, default="auto",
+                        help="first stage: exact scan, or the index's approximate (faiss) index; auto uses it where the index has one")
+    parser.add_argument("--rerank-topk", type=int, default=DEFAULT_RERANK_TOPK,
+                        help="candidates the model's fine similarity rescores, for models that have one (0: coarse only)")
+    parser.add_argument("--nprobe", type=int, default=DEFAULT_NPROBE, help="clusters the approximate index visits per query")
+    parser.add_argument("--checkpoint", help="the model's checkpoint, if it moved since indexing (its weights are checked)")
+    parser.add_argument("--base-weights", help="where the frozen base of a PEFT checkpoint is now, if it moved")
+    parser.add_argument("--json", action="store_true", help="one JSON object per query instead of a table")
+    args = parser.parse_args(argv)
+    if args.k < 1 or args.rerank_topk < 0 or args.nprobe < 1:
+        parser.error("-k and --nprobe must be at least 1, --rerank-topk at least 0")
+    try:
+        for query in args.queries:  # before the model loads: a typo should not cost seconds
+            check_query(query)
+        device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+        searcher = open_searcher(args.index, args.checkpoint, args.base_weights, args.mode, args.rerank_topk, args.nprobe, device)
+        for query in args.queries:
+            result = searcher.search(query, args.k)
+            if args.json:
+                print(json.dumps(result_json(result), ensure_ascii=False))
+            else:
+                print_result(result)
+    except QueryError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, RuntimeError, StorageError, IndexFormatError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""Text -> the best videos of an index: the query encoded once, then EERCF's two stages.
+
+Stage one scores every video by the coarse score, the caption vector against the stored
+text-agnostic video vector: an exact scan (one matrix-vector product over the vectors held in
+memory as float32) or, when the index has one and the mode allows, faiss's approximate index
+(eval/ann.py). Stage two, for models whose similarity has a fine stage (token interaction,
+EMCL-Net, the tightTransf cross encoder, EERCF), rescores the top ``rerank_topk`` with the
+model's own similarity on the stored per-frame features of just those rows, through the very
+``pair_scorer`` the evaluator uses, and orders them by that score above the rest, which keep
+their coarse order: the ranking of eval/rerank.py's ``two_stage_blocks``.
+
+The index records the fingerprint of the model that made its vectors; a searcher with other
+weights is refused (its query vectors would not live in the same space).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from eval.ann import DEFAULT_NPROBE, ApproximateSearch
+from eval.encode import inference_autocast
+from eval.index_format import ANN_FILE, IndexFormatError, VideoIndex
+from eval.query import check_query
+from eval.trained_model import TrainedModel, load_trained_model, model_fingerprint
+from model import backbone
+from model.features import TextFeatures, VideoFeatures
+
+SEARCH_MODES = ("auto", "exact", "approximate")
+DEFAULT_RERANK_TOPK = 50  # as python -m eval's --rerank-topk
+
+
+@dataclass
+class Hit:
+    row: int
+    score: float
+    stage: str  # "fine": rescored by the model's similarity; "coarse": first-stage score only
+    record: dict  # key, shard, captions, ... (eval/indexer.py ``_row_record``)
+
+
+@dataclass
+class SearchResult:
+    query: str
+    hits: list[Hit]
+    method: str  # "exact" or "approximate" first stage
+    reranked: int  # how many candidates the fine stage rescored
+    milliseconds: dict[str, float] = field(default_factory=dict)  # encode, coarse, fine, total
+
+
+class Searcher:
+    def __init__(self, index: VideoIndex, trained: TrainedModel, device: torch.device | None = None, mode: str = "auto",
+                 rerank_topk: int = DEFAULT_RERANK_TOPK, nprobe: int = DEFAULT_NPROBE) -> None:  # fmt: skip
+        if mode not in SEARCH_MODES:
+            raise ValueError(f"search mode {mode!r}: one of {SEARCH_MODES}")
+        self.index, self.device = index, device or torch.device("cpu")
+        self.model = trained.model.to(self.device).eval()
+        fingerprint = model_fingerprint(self.model)
+        if fingerprint != index.manifest["model_sha256"]:
+            raise IndexFormatError(
+                f"{index.url}: made with the model {index.manifest['model_sha256'][:12]}... (checkpoint {index.manifest['checkpoint']}); "
+                f"{trained.checkpoint} holds {fingerprint[:12]}...: search with the checkpoint the index was made with"
+            )
+        self.tokenize = backbone.tokenizer_for(trained.config.model)
+        self.max_words = trained.config.max_words
+        similarity = self.model.similarity
+        self.rerank_topk = rerank_topk if similarity.has_fine_stage else 0
+        self.fine_arrays = [a for a in index.manifest["arrays"] if a != "video"]
+        ann = index.manifest.get("ann")
+        usable_ann = bool(ann) and ann["rows"] == len(index) and index.store.exists(ANN_FILE)
+        if mode == "approximate" and not usable_ann:
+            raise IndexFormatError(f"{index.url}: no approximate index for its {len(index)} rows (make one: python -m eval.index ... --ann always)")
+        self.ann = ApproximateSearch(index.store.read_bytes(ANN_FILE), nprobe) if usable_ann and mode != "exact" else None
+        # the exact scan holds the vectors as float32 (2 KB a video at 512 dims); ANN holds its own copy
+        self.vectors = None if self.ann is not None else torch.from_numpy(index.video_vectors()).to(self.device)
+
+    @property
+    def method(self) -> str:
+        return "approximate" if self.ann is not None else "exact"
+
+    @torch.no_grad()
+    def _encode(self, query: str) -> TextFeatures:
+        tokens = self.tokenize([query], context_length=self.max_words).to(self.device)
+        with inference_autocast(self.device):
+            features = self.model.encode_text(tokens)
+        return TextFeatures(features.pooled.float(), None if features.tokens is None else features.tokens.float(), features.mask)
+
+    def _coarse(self, vector: torch.Tensor, depth: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.ann is not None:
+            scores, rows = self.ann.search(vector.cpu().numpy(), depth)
+            keep = rows[0] >= 0
+            return rows[0][keep], scores[0][keep]
+        scores = self.vectors @ vector[0]
+        top = torch.topk(scores, depth)
+        return top.indices.cpu().numpy(), top.values.cpu().numpy()
+
+    @torch.no_grad()
+    def fine_scores(self, text: TextFeatures, rows: np.ndarray) -> np.ndarray:
+        """The model's own similarity of one encoded query against the index rows ``rows``."""
+        stored = {name: torch.from_numpy(self.index.take(name, rows)).to(self.device) for name in ["video", *self.fine_arrays]}
+        video = VideoFeatures(
+            frames=stored["frames"].float(),
+            mask=stored["frame_mask"],
+            pooled=stored["video"].float() if self.model.pool is not None else None,  # tightTransf has no pooled vector
+            clip_frames=stored["clip_frames"].float() if "clip_frames" in stored else None,
+            patches=stored.get("patches"),  # float16, as the evaluator holds them
+        )
+        pairs = self.model.similarity.pair_scorer(text, video)
+        return pairs.block(slice(0, 1), slice(0, len(rows)))[0].float().cpu().numpy()
+
+    @torch.no_grad()
+    def search(self, query: str | bytes, k: int = 10) -> SearchResult:
+        """The top ``k`` videos for ``query`` (QueryError for a query that is not searchable text)."""
+        text_query = check_query(query)
+        if k < 1:
+            raise ValueError(f"k must be at least 1, not {k}")
+        clock = {"start": time.perf_counter()}
+        text = self._encode(text_query)
+        vector = self.model.coarse_text_vector(text.pooled).float()
+        clock["encode"] = time.perf_counter()
+        depth = min(len(self.index), max(k, self.rerank_topk))
+        rows, scores = self._coarse(vector, depth)
+        clock["coarse"] = time.perf_counter()
+        stages = ["coarse"] * len(rows)
+        reranked = min(self.rerank_topk, len(rows))
+        if reranked:
+            fine = self.fine_scores(text, rows[:reranked])
+            order = np.argsort(-fine, kind="stable")
+            rows = np.concatenate([rows[:reranked][order], rows[reranked:]])
+            scores = np.concatenate([fine[order], scores[reranked:]])
+            stages = ["fine"] * reranked + stages[reranked:]
+        clock["fine"] = time.perf_counter()
+        hits = [Hit(int(r), float(s), stage, self.index.record(int(r))) for r, s, stage in zip(rows[:k], scores[:k], stages[:k], strict=True)]
+        clock["done"] = time.perf_counter()
+        milliseconds = {
+            "encode": 1e3 * (clock["encode"] - clock["start"]),
+            "coarse": 1e3 * (clock["coarse"] - clock["encode"]),
+            "fine": 1e3 * (clock["fine"] - clock["coarse"]),
+            "total": 1e3 * (clock["done"] - clock["start"]),
+        }
+        return SearchResult(text_query, hits, self.method, reranked, milliseconds)
+
+
+def open_searcher(index_url: str, checkpoint: str | None = None, base_weights: str | None = None, mode: str = "auto",
+                  rerank_topk: int = DEFAULT_RERANK_TOPK, nprobe: int = DEFAULT_NPROBE, device: torch.device | None = None) -> Searcher:  # fmt: skip
+    """The index and the model that made it (the checkpoint it recorded, or ``checkpoint`` if it moved)."""
+    index = VideoIndex(index_url)
+    manifest = index.manifest
+    trained = load_trained_model(checkpoint or manifest["checkpoint"], manifest.get("checkpoint_format", "auto"), base_weights,
+                                 manifest["max_frames"], manifest["max_words"])  # fmt: skip
+    return Searcher(index, trained, device, mode, rerank_topk, nprobe)

@@ -1,0 +1,70 @@
+"""Find and rebuild a trained model for evaluation, indexing and search (one path for all three).
+
+A checkpoint is a file, or a run / checkpoints folder (its ``latest``), on local disk or any
+fsspec URL; this project's and the reference codebases' files alike (model/foreign_checkpoints.py).
+The fingerprint identifies the weights themselves, not the file name: an index refuses to
+mix vectors of two models, and a search refuses to read an index with another model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import torch
+
+from model.checkpoint import latest_checkpoint
+from model.clip4clip import CLIP4Clip
+from model.config import ModelConfig
+from model.foreign_checkpoints import load_any_checkpoint
+from model.restore import restore_model
+from shards.storage import Store
+
+
+@dataclass
+class TrainedModel:
+    model: CLIP4Clip
+    config: ModelConfig
+    checkpoint: str  # the file actually read (a folder's ``latest`` resolved)
+    step: int
+    checkpoint_format: str = "auto"  # as asked for: the reference codebases' files are told apart by it
+    max_frames: int | None = None  # the overrides asked for, to load the same model again
+    max_words: int | None = None
+
+
+def resolve_checkpoint(path: str) -> str:
+    """A checkpoint file, or a run/checkpoints folder (its ``latest``); local or any fsspec URL."""
+    store = Store(path)
+    if store.fs.isdir(store.root):
+        for folder in (path, f"{path.rstrip('/')}/checkpoints"):
+            found = latest_checkpoint(folder)
+            if found:
+                return found
+        raise FileNotFoundError(f"{path}: no checkpoints/latest inside")
+    if not store.fs.isfile(store.root):
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    return path
+
+
+def load_trained_model(path: str, checkpoint_format: str = "auto", base_weights: str | None = None,
+                       max_frames: int | None = None, max_words: int | None = None) -> TrainedModel:  # fmt: skip
+    """The model in eval mode, with ``max_frames`` / ``max_words`` overriding the checkpoint's."""
+    checkpoint = resolve_checkpoint(path)
+    state = load_any_checkpoint(checkpoint, checkpoint_format, max_frames or 12, max_words or 32)
+    model, config = restore_model(state, base_weights)
+    config.max_frames, config.max_words = max_frames or config.max_frames, max_words or config.max_words
+    return TrainedModel(model, config, checkpoint, int(state["step"]), checkpoint_format, max_frames, max_words)
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """SHA-256 of every weight and buffer (names, dtypes, shapes and bytes, in name order).
+
+    Hashing the weights rather than the checkpoint file makes a PEFT checkpoint's frozen base
+    part of the identity, and the same weights saved twice the same model.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        value = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{value.dtype}|{tuple(value.shape)}|".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+    return digest.hexdigest()
