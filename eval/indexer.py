@@ -53,6 +53,9 @@ logger = logging.getLogger(__name__)
 _PART_NAME = re.compile(r"^run(\d+)-rank\d+-\d+$")
 # what must match for new rows to be searched together with the old ones
 IDENTITY_FIELDS = ("model_sha256", "max_frames", "max_words", "image_size", "arrays", "dim")
+# why a sample of a readable shard is not indexed (each named by key in its part.json); a key the
+# index already holds (the same shards again from another folder, say) would only repeat results
+SKIP_REASONS = ("incomplete", "undecodable", "duplicate_key")
 
 
 @dataclass
@@ -134,14 +137,15 @@ class _RankIndexer:
     """One rank's loop: its shards, batch by batch, into parts committed every ``part_videos`` rows."""
 
     def __init__(self, trained: TrainedModel, store: Store, description: dict, run: int, info: DistInfo, settings: IndexSettings,
-                 shards_location: str) -> None:  # fmt: skip
+                 shards_location: str, known_keys: set[str]) -> None:  # fmt: skip
         self.model, self.store, self.info, self.settings = trained.model, store, info, settings
         self.description, self.run = description, run
         self.rule = frame_rule_for(shards_location, description["max_frames"], description["image_size"])
         self.row_shapes = {name: tuple(shape) for name, shape in description["row_shapes"].items()}
         self.part: PartWriter | None = None
         self.parts_written = 0
-        self.stats = {"rows": 0, "shards": 0, "failed_shards": [], "skipped": {"incomplete": 0, "undecodable": 0}}
+        self.stats = {"rows": 0, "shards": 0, "failed_shards": [], "skipped": dict.fromkeys(SKIP_REASONS, 0)}
+        self.known_keys = known_keys
 
     def _open_part(self) -> PartWriter:
         if self.part is None:
@@ -176,12 +180,17 @@ class _RankIndexer:
         part = self._open_part()
         part.start_shard()
         errors, pending = ReadErrors(), []
-        skipped: dict[str, list[str]] = {"incomplete": [], "undecodable": []}
+        skipped: dict[str, list[str]] = {reason: [] for reason in SKIP_REASONS}
+        shard_keys: set[str] = set()
         for sample in iter_samples([url], errors.handler, self.settings.read_policy):
             metadata = complete_metadata(sample)
             if metadata is None:
                 skipped["incomplete"].append(sample.get("__key__", "?"))
                 continue
+            if sample["__key__"] in self.known_keys or sample["__key__"] in shard_keys:
+                skipped["duplicate_key"].append(sample["__key__"])
+                continue
+            shard_keys.add(sample["__key__"])
             try:
                 frames, mask = decode_clip(sample, self.description["max_frames"], self.description["image_size"], self.rule)
             except (RuntimeError, ValueError):
@@ -198,6 +207,7 @@ class _RankIndexer:
             self.stats["failed_shards"].append({"url": url, "reason": reason})
             return
         part.finish_shard(url, skipped)
+        self.known_keys |= shard_keys
         self.stats["shards"] += 1
         self.stats["rows"] += part.shards[-1]["rows"]
         for name, keys in skipped.items():
@@ -226,6 +236,15 @@ def _row_record(sample: dict, metadata: dict, url: str, frames: int) -> dict:
     if "segment" in metadata:
         record["segment"] = metadata["segment"]
     return record
+
+
+def _indexed_keys(store: Store, parts: dict[str, dict]) -> set[str]:
+    """Keys of every row already in the index (ranks of one run cannot see each other's new keys)."""
+    keys: set[str] = set()
+    for name in parts:
+        for line in store.read_bytes(f"parts/{name}/rows.bin").splitlines():
+            keys.add(json.loads(line)["key"])
+    return keys
 
 
 def _run_number(parts: dict[str, dict]) -> int:
@@ -263,7 +282,9 @@ def index_shards(trained: TrainedModel, shards_location: str, out: str, info: Di
     all_urls = shard_urls(shards_location)
     new_urls = [url for url in all_urls if url not in done]
     logger.info("%d of %d shard(s) already indexed; indexing %d on %d rank(s)", len(all_urls) - len(new_urls), len(all_urls), len(new_urls), info.world_size)
-    stats = _RankIndexer(trained, store, description, _run_number(before), info, settings, shards_location).run_all(_share(new_urls, info))
+    known_keys = _indexed_keys(store, before)
+    indexer = _RankIndexer(trained, store, description, _run_number(before), info, settings, shards_location, known_keys)
+    stats = indexer.run_all(_share(new_urls, info))
     everyone = _gather(stats, info)
     barrier()
     summary = {
@@ -272,7 +293,7 @@ def index_shards(trained: TrainedModel, shards_location: str, out: str, info: Di
         "new_shards": sum(s["shards"] for s in everyone),
         "already_indexed_shards": len(all_urls) - len(new_urls),
         "failed_shards": [f for s in everyone for f in s["failed_shards"]],
-        "skipped": {name: sum(s["skipped"][name] for s in everyone) for name in ("incomplete", "undecodable")},
+        "skipped": {name: sum(s["skipped"][name] for s in everyone) for name in SKIP_REASONS},
     }
     if info.is_main:
         summary.update(_write_manifest(store, description, settings))
