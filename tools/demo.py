@@ -9,7 +9,9 @@
 4. trains a tiny CLIP4Clip (seqTransf head, random init: no weights can be downloaded) on the
    train shards for a few minutes of CPU, evaluating on the test split every 40 steps;
 5. evaluates the final checkpoint (python -m eval) and prints R@1/5/10, MdR, MnR both ways,
-   with report.html and rank_histogram.png in OUT/eval.
+   with report.html and rank_histogram.png in OUT/eval;
+6. indexes the test split (python -m eval.index) and prints one example search over it
+   (python -m eval.search), with the command that serves the search page.
 """
 
 from __future__ import annotations
@@ -20,12 +22,15 @@ import os
 import sys
 
 from eval.__main__ import main as eval_main
+from eval.index import main as index_main
+from eval.search import main as search_main
 from pipeline.__main__ import main as pipeline_main
 from tools.inspect_shards import main as inspect_main
 from tools.make_sample_data import make_sample_data
 from train.__main__ import main as train_main
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLE_QUERY = "a red circle moves from left to right"  # the generated clips' own kind of caption
 MSRVTT_SAMPLE = os.path.join(REPO_ROOT, "..", "shared", "data", "msrvtt_test_sample")
 
 
@@ -90,6 +95,15 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{direction:6}{m['R1']:7.1f}{m['R5']:7.1f}{m['R10']:7.1f}{m['MdR']:7.1f}{m['MnR']:7.1f}{m['N']:6d}")
     print(f"chance for {metrics['num_videos']} videos: R@1 {100 / metrics['num_videos']:.1f}, MnR {(metrics['num_videos'] + 1) / 2:.1f}")
     print(f"report: {os.path.join(args.out, 'eval', 'report.html')}   curves: {os.path.join(run, 'curves.png')}")
+
+    index = os.path.join(args.out, "index")
+    step(f"indexing the test split for search ({index})")
+    if index_main(["--checkpoint", run, "--shards", os.path.join(shards, "test"), "--out", index]) != 0:
+        sys.exit("demo: indexing failed")
+    step("an example search over the index")
+    if search_main(["--index", index, EXAMPLE_QUERY, "-k", "5"]) != 0:
+        sys.exit("demo: search failed")
+    print(f"search page: python -m eval.serve --index {index}   (then open http://127.0.0.1:8000/)")
 
 
 if __name__ == "__main__":
