@@ -213,6 +213,17 @@ class PartWriter:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+def read_json(store: Store, name: str) -> dict:
+    """index.json / part.json, or an error naming the file (a truncated upload, a hand edit)."""
+    try:
+        value = json.loads(store.read_bytes(name))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise IndexFormatError(f"{store.url_of(name)}: not a valid index file ({error})") from error
+    if not isinstance(value, dict):
+        raise IndexFormatError(f"{store.url_of(name)}: not a valid index file (a JSON object was expected)")
+    return value
+
+
 def committed_parts(store: Store) -> dict[str, dict]:
     """name -> part.json of every complete part (committed ones, and those of a run killed before it
     updated index.json); staging leftovers have no part.json and are skipped."""
@@ -220,7 +231,7 @@ def committed_parts(store: Store) -> dict[str, dict]:
     for name in store.listdir(PARTS_FOLDER):
         if name.startswith(STAGING_PREFIX) or not store.exists(f"{PARTS_FOLDER}/{name}/{PART_FILE}"):
             continue
-        parts[name] = json.loads(store.read_bytes(f"{PARTS_FOLDER}/{name}/{PART_FILE}"))
+        parts[name] = read_json(store, f"{PARTS_FOLDER}/{name}/{PART_FILE}")
     return parts
 
 
@@ -301,13 +312,13 @@ class VideoIndex:
         self.url = url
         if not self.store.exists(INDEX_FILE):
             raise FileNotFoundError(f"{self.store.url_of(INDEX_FILE)}: not found (make one with python -m eval.index)")
-        self.manifest = json.loads(self.store.read_bytes(INDEX_FILE))
+        self.manifest = read_json(self.store, INDEX_FILE)
         if self.manifest.get("format") != INDEX_FORMAT:
             raise IndexFormatError(f"{self.store.url_of(INDEX_FILE)}: format {self.manifest.get('format')!r}, this version reads {INDEX_FORMAT!r}")
         self.parts = []
         for name in self.manifest["parts"]:
             folder = f"{PARTS_FOLDER}/{name}"
-            info = json.loads(self.store.read_bytes(f"{folder}/{PART_FILE}"))
+            info = read_json(self.store, f"{folder}/{PART_FILE}")
             arrays = {a: NpyRows(self.store, f"{folder}/{a}.npy") for a in info["arrays"]}
             self.parts.append(IndexedPart(name, info, arrays, BlobRows(self.store, folder, "rows"), BlobRows(self.store, folder, "thumbnails")))
         self.starts = np.cumsum([0] + [p.info["rows"] for p in self.parts])

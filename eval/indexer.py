@@ -36,6 +36,7 @@ from eval.index_format import (
     VideoIndex,
     arrays_for,
     committed_parts,
+    read_json,
     remove_staging_leftovers,
 )
 from eval.thumbnails import frame_strip_jpeg
@@ -261,7 +262,7 @@ def index_shards(trained: TrainedModel, shards_location: str, out: str, info: Di
     arrays = arrays_for(model.similarity.has_fine_stage, model.similarity.reads_patches)
     description = describe_index(trained, model_fingerprint(model), image_size, arrays,
                                  _row_shapes(model, arrays, trained.config.max_frames, image_size, info.device), settings)  # fmt: skip
-    existing = json.loads(store.read_bytes(INDEX_FILE)) if store.exists(INDEX_FILE) else None
+    existing = read_json(store, INDEX_FILE) if store.exists(INDEX_FILE) else None
     if existing is not None:
         if existing.get("format") != INDEX_FORMAT:
             raise IndexFormatError(f"{store.url_of(INDEX_FILE)}: format {existing.get('format')!r}, this version writes {INDEX_FORMAT!r}")

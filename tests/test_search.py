@@ -28,6 +28,7 @@ from eval.rerank import two_stage_blocks
 from eval.scoring import SplitScorer
 from eval.search import main as search_main
 from eval.searcher import open_searcher
+from eval.serve import main as serve_main
 from eval.serve import make_server
 from eval.trained_model import load_trained_model
 from model.backbone import tokenizer_for
@@ -376,3 +377,19 @@ def test_ivf_recall_on_clustered_vectors():
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, exact, strict=True)])
     assert ann.rows == 20_000 and recall >= 0.9, recall
     assert ApproximateSearch(build_ann(vectors), nprobe=1).search(queries, 10)[1].shape == (100, 10)
+
+
+def test_index_and_serve_bad_inputs_name_the_file(collection, tmp_path, capsys):
+    shards = str(collection / "shards")
+    assert index_main(["--checkpoint", str(tmp_path / "none.pt"), "--shards", shards, "--out", str(tmp_path / "i")]) == 2
+    assert "none.pt" in capsys.readouterr().err
+    assert index_main(["--checkpoint", str(collection / "seqTransf"), "--shards", str(tmp_path / "noshards"), "--out", str(tmp_path / "i")]) == 2
+    assert "noshards" in capsys.readouterr().err
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / INDEX_FILE).write_bytes(b'{"format": "clip4clip-ind')  # a truncated upload
+    assert index_main(["--checkpoint", str(collection / "seqTransf"), "--shards", shards, "--out", str(broken)]) == 2
+    assert search_main(["--index", str(broken), "a cat"]) == 2
+    assert serve_main(["--index", str(broken), "--port", "0"]) == 2
+    errors = capsys.readouterr().err
+    assert errors.count(str(broken / INDEX_FILE)) == 3 and "Traceback" not in errors
