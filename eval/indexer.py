@@ -70,14 +70,15 @@ class IndexSettings:
 
 
 def _feature_arrays(model: torch.nn.Module, video: VideoFeatures, mask: torch.Tensor, names: list[str]) -> dict[str, np.ndarray]:
+    """The rows of each stored array for one encoded batch (float32 here; stored as float16)."""
     values = {
-        "video": lambda: model.coarse_video_vector(video),
-        "frames": lambda: video.frames,
+        "video": lambda: model.coarse_video_vector(video).float(),
+        "frames": lambda: video.frames.float(),
         "frame_mask": lambda: mask,
-        "clip_frames": lambda: video.clip_frames,
-        "patches": lambda: video.patches,
+        "clip_frames": lambda: video.clip_frames.float(),
+        "patches": lambda: video.patches.float(),
     }
-    return {name: values[name]().float().cpu().numpy() if name != "frame_mask" else mask.cpu().numpy() for name in names}
+    return {name: values[name]().cpu().numpy() for name in names}
 
 
 @torch.no_grad()

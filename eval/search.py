@@ -17,8 +17,30 @@ import torch
 from eval.ann import DEFAULT_NPROBE
 from eval.index_format import IndexFormatError
 from eval.query import QueryError, check_query
-from eval.searcher import DEFAULT_RERANK_TOPK, SEARCH_MODES, SearchResult, open_searcher
+from eval.searcher import DEFAULT_RERANK_TOPK, SEARCH_MODES, Searcher, SearchResult, open_searcher
 from shards.storage import StorageError
+
+
+def add_searcher_arguments(parser: argparse.ArgumentParser) -> None:
+    """How the first stage, the rerank and the model are chosen: the same for eval.search and eval.serve."""
+    parser.add_argument("--mode", choices=SEARCH_MODES, default="auto",
+                        help="first stage: exact scan, or the index's approximate (faiss) index; auto uses it where the index has one")
+    parser.add_argument("--rerank-topk", type=int, default=DEFAULT_RERANK_TOPK,
+                        help="candidates the model's fine similarity rescores, for models that have one (0: coarse only)")
+    parser.add_argument("--nprobe", type=int, default=DEFAULT_NPROBE, help="clusters the approximate index visits per query")
+    parser.add_argument("--checkpoint", help="the model's checkpoint, if it moved since indexing (its weights are checked)")
+    parser.add_argument("--base-weights", help="where the frozen base of a PEFT checkpoint is now, if it moved")
+
+
+def check_searcher_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.rerank_topk < 0 or args.nprobe < 1:
+        parser.error("--nprobe must be at least 1, --rerank-topk at least 0")
+
+
+def searcher_from_arguments(args: argparse.Namespace) -> Searcher:
+    """The index's searcher on the GPU when there is one (the query encoder is the cost), else the CPU."""
+    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    return open_searcher(args.index, args.checkpoint, args.base_weights, args.mode, args.rerank_topk, args.nprobe, device)
 
 
 def result_json(result: SearchResult) -> dict:
@@ -33,7 +55,8 @@ def result_json(result: SearchResult) -> dict:
 
 def print_result(result: SearchResult) -> None:
     timing = ", ".join(f"{name} {value:.1f} ms" for name, value in result.milliseconds.items())
-    print(f"{result.query!r}: {result.method} search, {result.reranked} rescored ({timing})")
+    stages = f"top {result.reranked} rescored by the model's fine similarity" if result.reranked else "coarse score only"
+    print(f"{result.query!r}: {result.method} search, {stages} ({timing})")
     for rank, hit in enumerate(result.hits, 1):
         caption = hit.record["captions"][0] if hit.record["captions"] else ""
         print(f"{rank:4d}  {hit.score:8.4f}  {hit.stage:6}  {hit.record['key']:24}  {caption}")
@@ -44,22 +67,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--index", required=True, help="index folder or fsspec URL (python -m eval.index)")
     parser.add_argument("queries", nargs="+", help="one or more text queries")
     parser.add_argument("-k", type=int, default=10, help="results per query")
-    parser.add_argument("--mode", choices=SEARCH_MODES, default="auto",
-                        help="first stage: exact scan, or the index's approximate (faiss) index; auto uses it where the index has one")
-    parser.add_argument("--rerank-topk", type=int, default=DEFAULT_RERANK_TOPK,
-                        help="candidates the model's fine similarity rescores, for models that have one (0: coarse only)")
-    parser.add_argument("--nprobe", type=int, default=DEFAULT_NPROBE, help="clusters the approximate index visits per query")
-    parser.add_argument("--checkpoint", help="the model's checkpoint, if it moved since indexing (its weights are checked)")
-    parser.add_argument("--base-weights", help="where the frozen base of a PEFT checkpoint is now, if it moved")
+    add_searcher_arguments(parser)
     parser.add_argument("--json", action="store_true", help="one JSON object per query instead of a table")
     args = parser.parse_args(argv)
-    if args.k < 1 or args.rerank_topk < 0 or args.nprobe < 1:
-        parser.error("-k and --nprobe must be at least 1, --rerank-topk at least 0")
+    if args.k < 1:
+        parser.error("-k must be at least 1")
+    check_searcher_arguments(parser, args)
     try:
         for query in args.queries:  # before the model loads: a typo should not cost seconds
             check_query(query)
-        device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-        searcher = open_searcher(args.index, args.checkpoint, args.base_weights, args.mode, args.rerank_topk, args.nprobe, device)
+        searcher = searcher_from_arguments(args)
         for query in args.queries:
             result = searcher.search(query, args.k)
             if args.json:

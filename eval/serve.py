@@ -22,13 +22,10 @@ from collections import OrderedDict
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import torch
-
-from eval.ann import DEFAULT_NPROBE
 from eval.index_format import IndexFormatError
 from eval.query import QueryError
-from eval.search import result_json
-from eval.searcher import DEFAULT_RERANK_TOPK, SEARCH_MODES, Searcher, SearchResult, open_searcher
+from eval.search import add_searcher_arguments, check_searcher_arguments, result_json, searcher_from_arguments
+from eval.searcher import Searcher, SearchResult
 from shards.reader import ReadErrors, iter_samples
 from shards.sample_format import frame_members
 from shards.storage import StorageError
@@ -244,16 +241,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--index", required=True, help="index folder or fsspec URL (python -m eval.index)")
     parser.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (0: any free port)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
-    parser.add_argument("--mode", choices=SEARCH_MODES, default="auto")
-    parser.add_argument("--rerank-topk", type=int, default=DEFAULT_RERANK_TOPK)
-    parser.add_argument("--nprobe", type=int, default=DEFAULT_NPROBE)
-    parser.add_argument("--checkpoint", help="the model's checkpoint, if it moved since indexing")
-    parser.add_argument("--base-weights", help="where the frozen base of a PEFT checkpoint is now, if it moved")
+    add_searcher_arguments(parser)
     args = parser.parse_args(argv)
+    check_searcher_arguments(parser, args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
-        device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-        searcher = open_searcher(args.index, args.checkpoint, args.base_weights, args.mode, args.rerank_topk, args.nprobe, device)
+        searcher = searcher_from_arguments(args)
         server = make_server(searcher, args.host, args.port)
     except (FileNotFoundError, RuntimeError, StorageError, IndexFormatError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
