@@ -53,10 +53,13 @@ def result_json(result: SearchResult) -> dict:
     }
 
 
+def stages_text(result: SearchResult) -> str:
+    return f"top {result.reranked} rescored by the model's fine similarity" if result.reranked else "coarse score only"
+
+
 def print_result(result: SearchResult) -> None:
     timing = ", ".join(f"{name} {value:.1f} ms" for name, value in result.milliseconds.items())
-    stages = f"top {result.reranked} rescored by the model's fine similarity" if result.reranked else "coarse score only"
-    print(f"{result.query!r}: {result.method} search, {stages} ({timing})")
+    print(f"{result.query!r}: {result.method} search, {stages_text(result)} ({timing})")
     for rank, hit in enumerate(result.hits, 1):
         caption = hit.record["captions"][0] if hit.record["captions"] else ""
         print(f"{rank:4d}  {hit.score:8.4f}  {hit.stage:6}  {hit.record['key']:24}  {caption}")

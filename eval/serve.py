@@ -24,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from eval.index_format import IndexFormatError
 from eval.query import QueryError
-from eval.search import add_searcher_arguments, check_searcher_arguments, result_json, searcher_from_arguments
+from eval.search import add_searcher_arguments, check_searcher_arguments, result_json, searcher_from_arguments, stages_text
 from eval.searcher import Searcher, SearchResult
 from shards.reader import ReadErrors, iter_samples
 from shards.sample_format import frame_members
@@ -70,7 +70,7 @@ def results_html(result: SearchResult, total_videos: int) -> str:
             f"<td><a href='/video/{hit.row}'>{html.escape(record['key'])}</a><ul>{captions}</ul>{more}</td></tr>"
         )
     return (f"<p class='note'>{len(result.hits)} of {total_videos:,} videos; {result.method} search, "
-            f"{result.reranked} rescored by the model's fine similarity; {html.escape(timing)}</p><table>{''.join(rows)}</table>")  # fmt: skip
+            f"{stages_text(result)}; {html.escape(timing)}</p><table>{''.join(rows)}</table>")  # fmt: skip
 
 
 class SampleCache:
