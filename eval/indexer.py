@@ -164,7 +164,8 @@ class _RankIndexer:
         self.part, self.parts_written = None, self.parts_written + 1
 
     @torch.no_grad()
-    def _flush(self, pending: list[tuple[dict, dict, torch.Tensor, torch.Tensor]]) -> None:
+    def _flush(self, pending: list[tuple[bytes, dict, torch.Tensor, torch.Tensor]]) -> None:
+        """Encode the pending clips (thumbnail, record, frames, mask) and append them to the open part."""
         if not pending:
             return
         device = self.info.device
@@ -173,9 +174,7 @@ class _RankIndexer:
         with inference_autocast(device):
             video = self.model.encode_video(frames, mask)
         arrays = _feature_arrays(self.model, video, mask, self.description["arrays"])
-        settings = self.settings
-        thumbnails = [frame_strip_jpeg(p[0], settings.thumbnail_frames, settings.thumbnail_height) for p in pending]
-        self._open_part().add(arrays, [p[1] for p in pending], thumbnails)
+        self._open_part().add(arrays, [p[1] for p in pending], [p[0] for p in pending])
         pending.clear()
 
     def index_shard(self, url: str) -> None:
@@ -195,10 +194,11 @@ class _RankIndexer:
             shard_keys.add(sample["__key__"])
             try:
                 frames, mask = decode_clip(sample, self.description["max_frames"], self.description["image_size"], self.rule)
-            except (RuntimeError, ValueError):
+                thumbnail = frame_strip_jpeg(sample, self.settings.thumbnail_frames, self.settings.thumbnail_height)
+            except (RuntimeError, ValueError, OSError):  # OSError: PIL's, for a frame it cannot read
                 skipped["undecodable"].append(sample["__key__"])
                 continue
-            pending.append((sample, _row_record(sample, metadata, url, int(mask.sum())), frames, mask))
+            pending.append((thumbnail, _row_record(sample, metadata, url, int(mask.sum())), frames, mask))
             if len(pending) == self.settings.batch_size:
                 self._flush(pending)
         self._flush(pending)

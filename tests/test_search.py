@@ -393,3 +393,28 @@ def test_index_and_serve_bad_inputs_name_the_file(collection, tmp_path, capsys):
     assert serve_main(["--index", str(broken), "--port", "0"]) == 2
     errors = capsys.readouterr().err
     assert errors.count(str(broken / INDEX_FILE)) == 3 and "Traceback" not in errors
+
+
+def test_a_sample_with_an_unreadable_frame_is_named_not_indexed(collection, tmp_path, capsys):
+    import io
+    import tarfile
+
+    shards = tmp_path / "shards"
+    shutil.copytree(collection / "shards", shards)
+    target = sorted(shards.glob("*.tar"))[0]
+    with tarfile.open(target) as source:
+        members = [(m, source.extractfile(m).read()) for m in source.getmembers()]
+    broken_key = members[0][0].name.split(".")[0]
+    with tarfile.open(target, "w") as out:
+        for member, data in members:
+            if member.name == f"{broken_key}.00.jpg":
+                data = b"\xff\xd8 not a jpeg"
+                member.size = len(data)
+            out.addfile(member, io.BytesIO(data))
+    assert index_main(["--checkpoint", str(collection / "seqTransf"), "--shards", str(shards), "--out", str(tmp_path / "index")]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["num_videos"] == 7 and summary["skipped"]["undecodable"] == 1
+    manifest = json.loads((tmp_path / "index" / INDEX_FILE).read_text())
+    named = [k for p in manifest["parts"] for s in json.loads((tmp_path / "index" / "parts" / p / "part.json").read_text())["shards"]
+             for k in s["skipped"]["undecodable"]]  # fmt: skip
+    assert named == [broken_key]
