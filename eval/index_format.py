@@ -67,6 +67,21 @@ def arrays_for(has_fine_stage: bool, reads_patches: bool) -> list[str]:
 # ---------------------------------------------------------------------------------------- writing
 
 
+def encode_record(record: dict) -> bytes:
+    """A row of rows.bin: one JSON object and a newline (json.dumps escapes newlines inside)."""
+    return json.dumps(record, ensure_ascii=False).encode("utf-8") + b"\n"
+
+
+def part_records(store: Store, part: str) -> list[dict]:
+    """Every row record of one part, in row order (one read of its rows.bin)."""
+    return [json.loads(line) for line in store.read_bytes(f"{PARTS_FOLDER}/{part}/rows.bin").splitlines()]
+
+
+def check_format(manifest: dict, store: Store) -> None:
+    if manifest.get("format") != INDEX_FORMAT:
+        raise IndexFormatError(f"{store.url_of(INDEX_FILE)}: format {manifest.get('format')!r}, this version reads and writes {INDEX_FORMAT!r}")
+
+
 class NpyAppender:
     """A ``.npy`` file grown row batch by row batch; its header is rewritten with the row count on close.
 
@@ -165,7 +180,7 @@ class PartWriter:
         for name, appender in self.arrays.items():
             appender.append(arrays[name])
         for record, thumbnail in zip(records, thumbnails, strict=True):
-            self.blobs["rows"].append(json.dumps(record, ensure_ascii=False).encode("utf-8") + b"\n")
+            self.blobs["rows"].append(encode_record(record))
             self.blobs["thumbnails"].append(thumbnail)
 
     def start_shard(self) -> None:
@@ -313,8 +328,7 @@ class VideoIndex:
         if not self.store.exists(INDEX_FILE):
             raise FileNotFoundError(f"{self.store.url_of(INDEX_FILE)}: not found (make one with python -m eval.index)")
         self.manifest = read_json(self.store, INDEX_FILE)
-        if self.manifest.get("format") != INDEX_FORMAT:
-            raise IndexFormatError(f"{self.store.url_of(INDEX_FILE)}: format {self.manifest.get('format')!r}, this version reads {INDEX_FORMAT!r}")
+        check_format(self.manifest, self.store)
         self.parts = []
         for name in self.manifest["parts"]:
             folder = f"{PARTS_FOLDER}/{name}"

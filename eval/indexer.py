@@ -35,7 +35,9 @@ from eval.index_format import (
     PartWriter,
     VideoIndex,
     arrays_for,
+    check_format,
     committed_parts,
+    part_records,
     read_json,
     remove_staging_leftovers,
 )
@@ -242,11 +244,7 @@ def _row_record(sample: dict, metadata: dict, url: str, frames: int) -> dict:
 
 def _indexed_keys(store: Store, parts: dict[str, dict]) -> set[str]:
     """Keys of every row already in the index (ranks of one run cannot see each other's new keys)."""
-    keys: set[str] = set()
-    for name in parts:
-        for line in store.read_bytes(f"parts/{name}/rows.bin").splitlines():
-            keys.add(json.loads(line)["key"])
-    return keys
+    return {record["key"] for name in parts for record in part_records(store, name)}
 
 
 def _run_number(parts: dict[str, dict]) -> int:
@@ -265,8 +263,7 @@ def index_shards(trained: TrainedModel, shards_location: str, out: str, info: Di
                                  _row_shapes(model, arrays, trained.config.max_frames, image_size, info.device), settings)  # fmt: skip
     existing = read_json(store, INDEX_FILE) if store.exists(INDEX_FILE) else None
     if existing is not None:
-        if existing.get("format") != INDEX_FORMAT:
-            raise IndexFormatError(f"{store.url_of(INDEX_FILE)}: format {existing.get('format')!r}, this version writes {INDEX_FORMAT!r}")
+        check_format(existing, store)
         _check_same_model(existing, description, out)
         description["thumbnail"] = existing["thumbnail"]  # one look for the whole index
         settings.thumbnail_frames, settings.thumbnail_height = existing["thumbnail"]["frames"], existing["thumbnail"]["height"]

@@ -99,11 +99,12 @@ class Searcher:
     @torch.no_grad()
     def fine_scores(self, text: TextFeatures, rows: np.ndarray) -> np.ndarray:
         """The model's own similarity of one encoded query against the index rows ``rows``."""
-        stored = {name: torch.from_numpy(self.index.take(name, rows)).to(self.device) for name in ["video", *self.fine_arrays]}
+        pooled = ["video"] if self.model.pool is not None else []  # tightTransf has no pooled vector: not read
+        stored = {name: torch.from_numpy(self.index.take(name, rows)).to(self.device) for name in [*pooled, *self.fine_arrays]}
         video = VideoFeatures(
             frames=stored["frames"].float(),
             mask=stored["frame_mask"],
-            pooled=stored["video"].float() if self.model.pool is not None else None,  # tightTransf has no pooled vector
+            pooled=stored["video"].float() if pooled else None,
             clip_frames=stored["clip_frames"].float() if "clip_frames" in stored else None,
             patches=stored.get("patches"),  # float16, as the evaluator holds them
         )
