@@ -1,5 +1,7 @@
 """``python -m eval.index --checkpoint RUN --shards URL --out INDEX`` (also under torchrun).
 
+With ``--distributor ray`` the shards are encoded by tasks on a Ray cluster (eval/ray_index.py).
+
 Encodes every video of the shards once into a search index on local disk or any fsspec URL
 (format: eval/index_format.py, README "Searching a collection"). Run it again with more shards
 (or after a kill) and it encodes only the shards the index does not hold yet.
@@ -17,14 +19,20 @@ import torch.distributed as dist
 from eval.ann import ANN_MIN_VIDEOS
 from eval.index_format import IndexFormatError
 from eval.indexer import IndexSettings, index_shards
-from eval.trained_model import load_trained_model
+from eval.ray_index import ModelSource, RayIndexOptions, index_shards_on_ray
 from model.foreign_checkpoints import FORMATS
 from runtime.distributed import init_distributed
 from runtime.logs import setup_logging
+from runtime.ray_cluster import RayOptions
 from shards.manifest import BuildStateError
 from shards.probe import probe_location
 from shards.reader import ReadPolicy, ShardReadError
 from shards.storage import StorageError
+
+
+def _absolute(location: str) -> str:
+    """Ray tasks run in other folders (and on other machines): local paths must be absolute."""
+    return location if "://" in location else os.path.abspath(location)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +53,19 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"approximate (faiss) index over the video vectors: auto builds it from {ANN_MIN_VIDEOS:,} videos on")
     parser.add_argument("--read-retries", type=int, default=ReadPolicy.retries)
     parser.add_argument("--read-timeout", type=float, default=ReadPolicy.timeout_s)
+    ray_group = parser.add_argument_group("Ray cluster (--distributor ray; README: Searching a collection)")
+    ray_group.add_argument("--distributor", choices=["local", "ray"], default="local",
+                           help="local: this process (or torchrun's ranks); ray: one task per group of shards on a Ray cluster")
+    ray_group.add_argument("--ray-address", help="cluster to join (default: RAY_ADDRESS, else a cluster started on this machine, else a new local one)")
+    ray_group.add_argument("--ray-max-retries", type=int, default=RayOptions.max_retries, help="attempts after a task's worker or node dies")
+    ray_group.add_argument("--ray-shards-per-task", type=int, default=RayIndexOptions.shards_per_task, help="shards encoded by one task")
+    ray_group.add_argument("--ray-cpus-per-task", type=float, default=RayIndexOptions.cpus_per_task, help="CPUs a task reserves (and its torch threads)")
+    ray_group.add_argument("--ray-gpus-per-task", type=float, default=None, help="GPUs a task reserves (default: 1 when the cluster has GPUs, else 0)")
     args = parser.parse_args(argv)
+    if args.distributor == "ray" and "WORLD_SIZE" in os.environ:
+        parser.error("--distributor ray runs its own tasks: start it as one process, not under torchrun")
+    if args.ray_shards_per_task < 1 or args.ray_cpus_per_task <= 0:
+        parser.error("--ray-shards-per-task must be at least 1 and --ray-cpus-per-task above 0")
     for name in ("batch_size", "part_videos", "thumbnail_frames", "thumbnail_height"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -54,11 +74,17 @@ def main(argv: list[str] | None = None) -> int:
         probe_location(args.shards, must_exist=True)
         probe_location(args.checkpoint, must_exist=True)
         probe_location(args.out, must_exist=False)
-        info = init_distributed()
-        trained = load_trained_model(args.checkpoint, args.checkpoint_format, args.base_weights, args.max_frames, args.max_words)
         settings = IndexSettings(args.batch_size, args.part_videos, args.thumbnail_frames, args.thumbnail_height, args.ann,
                                  ReadPolicy(retries=args.read_retries, timeout_s=args.read_timeout))  # fmt: skip
-        summary = index_shards(trained, args.shards, args.out, info, settings)
+        source = ModelSource(_absolute(args.checkpoint), args.checkpoint_format, args.base_weights and _absolute(args.base_weights),
+                             args.max_frames, args.max_words)  # fmt: skip
+        if args.distributor == "ray":
+            ray_options = RayOptions(address=args.ray_address, max_retries=args.ray_max_retries)
+            options = RayIndexOptions(args.ray_shards_per_task, args.ray_cpus_per_task, args.ray_gpus_per_task)
+            summary = index_shards_on_ray(source, _absolute(args.shards), _absolute(args.out), settings, ray_options, options)
+        else:
+            info = init_distributed()
+            summary = index_shards(source.load(), args.shards, args.out, info, settings)
     except (FileNotFoundError, RuntimeError, ShardReadError, BuildStateError, StorageError, IndexFormatError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

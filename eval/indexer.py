@@ -53,7 +53,7 @@ from shards.sample_format import complete_metadata
 from shards.storage import Store
 
 logger = logging.getLogger(__name__)
-_PART_NAME = re.compile(r"^run(\d+)-rank\d+-\d+$")
+_PART_NAME = re.compile(r"^run(\d+)-rank(\d+)-(\d+)$")
 # what must match for new rows to be searched together with the old ones
 IDENTITY_FIELDS = ("model_sha256", "max_frames", "max_words", "image_size", "arrays", "dim")
 # why a sample of a readable shard is not indexed (each named by key in its part.json); a key the
@@ -137,17 +137,18 @@ def _gather(value: object, info: DistInfo) -> list:
     return gathered
 
 
-class _RankIndexer:
-    """One rank's loop: its shards, batch by batch, into parts committed every ``part_videos`` rows."""
+class ShareIndexer:
+    """One worker's loop (a rank, or a Ray task): its shards, batch by batch, into parts committed every
+    ``part_videos`` rows, named ``runR-rankW-S`` (W the worker's slot, S from ``first_part`` on)."""
 
     def __init__(self, trained: TrainedModel, store: Store, description: dict, run: int, info: DistInfo, settings: IndexSettings,
-                 shards_location: str, known_keys: set[str]) -> None:  # fmt: skip
+                 shards_location: str, known_keys: set[str], first_part: int = 0) -> None:  # fmt: skip
         self.model, self.store, self.info, self.settings = trained.model, store, info, settings
         self.description, self.run = description, run
         self.rule = frame_rule_for(shards_location, description["max_frames"], description["image_size"])
         self.row_shapes = {name: tuple(shape) for name, shape in description["row_shapes"].items()}
         self.part: PartWriter | None = None
-        self.parts_written = 0
+        self.parts_written = first_part
         self.stats = {"rows": 0, "shards": 0, "failed_shards": [], "skipped": dict.fromkeys(SKIP_REASONS, 0)}
         self.known_keys = known_keys
 
@@ -247,32 +248,60 @@ def _indexed_keys(store: Store, parts: dict[str, dict]) -> set[str]:
     return {record["key"] for name in parts for record in part_records(store, name)}
 
 
+def part_name_fields(name: str) -> tuple[int, int, int] | None:
+    """(run, worker slot, sequence) of a part written by this indexer; None for other names."""
+    match = _PART_NAME.match(name)
+    return (int(match.group(1)), int(match.group(2)), int(match.group(3))) if match else None
+
+
 def _run_number(parts: dict[str, dict]) -> int:
     runs = [int(m.group(1)) for name in parts if (m := _PART_NAME.match(name))]
     return max(runs, default=0) + 1
 
 
-def index_shards(trained: TrainedModel, shards_location: str, out: str, info: DistInfo, settings: IndexSettings | None = None) -> dict:
-    """Index the shards at ``shards_location`` not yet in the index at ``out``; returns a summary (every rank)."""
-    settings = settings or IndexSettings()
-    store = Store(out)
-    model = trained.model.to(info.device).eval()
+@dataclass
+class IndexJob:
+    """What one indexing run does, decided once (by rank 0, or a Ray driver): which model wrote the
+    vectors, which run number its parts carry, which shards are new, which keys are already held."""
+
+    store: Store
+    description: dict
+    run: int
+    all_urls: list[str]
+    new_urls: list[str]
+    known_keys: set[str]
+
+
+def describe_model(trained: TrainedModel, settings: IndexSettings, device: torch.device) -> dict:
+    """index.json's description of this model's rows (its fingerprint, arrays and row shapes)."""
+    model = trained.model.to(device).eval()
     image_size = backbone.input_size(model.clip)
     arrays = arrays_for(model.similarity.has_fine_stage, model.similarity.reads_patches)
-    description = describe_index(trained, model_fingerprint(model), image_size, arrays,
-                                 _row_shapes(model, arrays, trained.config.max_frames, image_size, info.device), settings)  # fmt: skip
+    return describe_index(trained, model_fingerprint(model), image_size, arrays,
+                          _row_shapes(model, arrays, trained.config.max_frames, image_size, device), settings)  # fmt: skip
+
+
+def check_existing_index(store: Store, description: dict, settings: IndexSettings) -> None:
+    """An index being appended to must hold this model's vectors; its thumbnail look is kept."""
     existing = read_json(store, INDEX_FILE) if store.exists(INDEX_FILE) else None
-    if existing is not None:
-        check_format(existing, store)
-        _check_same_model(existing, description, out)
-        description["thumbnail"] = existing["thumbnail"]  # one look for the whole index
-        settings.thumbnail_frames, settings.thumbnail_height = existing["thumbnail"]["frames"], existing["thumbnail"]["height"]
-    if info.is_main:
-        store.ensure_root()
-        removed = remove_staging_leftovers(store)
-        if removed:
-            logger.info("removed %d half-written part(s) of an earlier, killed run", removed)
-    barrier()
+    if existing is None:
+        return
+    check_format(existing, store)
+    _check_same_model(existing, description, store.url)
+    description["thumbnail"] = existing["thumbnail"]  # one look for the whole index
+    settings.thumbnail_frames, settings.thumbnail_height = existing["thumbnail"]["frames"], existing["thumbnail"]["height"]
+
+
+def clean_leftovers(store: Store) -> None:
+    """Delete half-written parts of killed runs (only while no other writer runs)."""
+    store.ensure_root()
+    removed = remove_staging_leftovers(store)
+    if removed:
+        logger.info("removed %d half-written part(s) of an earlier, killed run", removed)
+
+
+def pending_work(store: Store, description: dict, shards_location: str) -> IndexJob:
+    """The shards no committed part covers yet, and the keys the index already holds."""
     before = committed_parts(store)
     for name, part in before.items():  # parts of a killed run are adopted only if the same model wrote them
         if part.get("model_sha256") != description["model_sha256"]:
@@ -280,29 +309,47 @@ def index_shards(trained: TrainedModel, shards_location: str, out: str, info: Di
     done = {shard["url"] for part in before.values() for shard in part["shards"]}
     all_urls = shard_urls(shards_location)
     new_urls = [url for url in all_urls if url not in done]
-    logger.info("%d of %d shard(s) already indexed; indexing %d on %d rank(s)", len(all_urls) - len(new_urls), len(all_urls), len(new_urls), info.world_size)
-    known_keys = _indexed_keys(store, before)
-    indexer = _RankIndexer(trained, store, description, _run_number(before), info, settings, shards_location, known_keys)
-    stats = indexer.run_all(_share(new_urls, info))
-    everyone = _gather(stats, info)
-    barrier()
-    summary = {
-        "index": out,
+    return IndexJob(store, description, _run_number(before), all_urls, new_urls, _indexed_keys(store, before))
+
+
+def summarize(job: IndexJob, everyone: list[dict]) -> dict:
+    """The run's summary from every worker's stats (ranks, or Ray tasks)."""
+    return {
+        "index": job.store.url,
         "new_videos": sum(s["rows"] for s in everyone),
         "new_shards": sum(s["shards"] for s in everyone),
-        "already_indexed_shards": len(all_urls) - len(new_urls),
+        "already_indexed_shards": len(job.all_urls) - len(job.new_urls),
         "failed_shards": [f for s in everyone for f in s["failed_shards"]],
         "skipped": {name: sum(s["skipped"][name] for s in everyone) for name in SKIP_REASONS},
     }
+
+
+def index_shards(trained: TrainedModel, shards_location: str, out: str, info: DistInfo, settings: IndexSettings | None = None) -> dict:
+    """Index the shards at ``shards_location`` not yet in the index at ``out``; returns a summary (every rank)."""
+    settings = settings or IndexSettings()
+    store = Store(out)
+    description = describe_model(trained, settings, info.device)
+    check_existing_index(store, description, settings)
     if info.is_main:
-        summary.update(_write_manifest(store, description, settings))
+        clean_leftovers(store)
+    barrier()
+    job = pending_work(store, description, shards_location)
+    logger.info("%d of %d shard(s) already indexed; indexing %d on %d rank(s)", len(job.all_urls) - len(job.new_urls), len(job.all_urls),
+                len(job.new_urls), info.world_size)  # fmt: skip
+    indexer = ShareIndexer(trained, store, description, job.run, info, settings, shards_location, job.known_keys)
+    stats = indexer.run_all(_share(job.new_urls, info))
+    everyone = _gather(stats, info)
+    barrier()
+    summary = summarize(job, everyone)
+    if info.is_main:
+        summary.update(write_index_manifest(store, description, settings))
     barrier()
     if not info.is_main:
         summary["num_videos"] = json.loads(store.read_bytes(INDEX_FILE))["num_videos"]
     return summary
 
 
-def _write_manifest(store: Store, description: dict, settings: IndexSettings) -> dict:
+def write_index_manifest(store: Store, description: dict, settings: IndexSettings) -> dict:
     """index.json listing every complete part in name order (run, rank, sequence), then the ANN file."""
     parts = committed_parts(store)
     names = sorted(parts)

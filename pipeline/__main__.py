@@ -1,17 +1,21 @@
-"""``python -m pipeline build|resample|merge-manifest`` command line."""
+"""``python -m pipeline build|resample|merge-manifest`` command line (``build --distributor ray`` for a Ray cluster)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from pipeline.annotations import FORMATS, AnnotationError, Columns, load_annotations
-from pipeline.build import BuildOptions, build_shards
+from pipeline.build import BuildOptions, build_shards, prepare_build
 from pipeline.cluster import job_share
+from pipeline.dry_run import plan_summary
 from pipeline.extract import ExtractionSettings
 from pipeline.resample import ResampleError, resample
 from pipeline.sampling import SlicePosition
+from pipeline.video_index import is_url
+from runtime.ray_cluster import RayOptions, RayUnavailableError
 from shards.manifest import BuildStateError, merge_manifest
 from shards.storage import StorageError, Store
 
@@ -21,6 +25,11 @@ def _positive_float(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return value
+
+
+def _absolute(location: str) -> str:
+    """Tasks on other nodes run in other folders: a local path must not depend on this one's."""
+    return location if is_url(location) else os.path.abspath(location)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -78,6 +87,17 @@ def _parser() -> argparse.ArgumentParser:
         "--ignore-missing", action="store_true", help="drop annotations whose video file does not exist (counted in the manifest)"
     )
     build.add_argument("--no-progress", action="store_true")
+    build.add_argument(
+        "--distributor", default="local", choices=["local", "ray"],
+        help="local: a process pool on this machine (with --num-jobs for a split over jobs); ray: one task per shard on a Ray cluster",
+    )  # fmt: skip
+    build.add_argument(
+        "--ray-address", default=None,
+        help="Ray cluster to join (host:port or ray://host:10001; default: RAY_ADDRESS, else a cluster started on this machine, else a new local one)",
+    )  # fmt: skip
+    build.add_argument("--ray-max-retries", type=int, default=RayOptions.max_retries,
+                       help="attempts after a task's worker or node dies (or a storage error), before its unit is reported failed")  # fmt: skip
+    build.add_argument("--dry-run", action="store_true", help="plan only: print units, tasks and driver memory, write nothing")
 
     again = commands.add_parser("resample", help="new shards from a --keep-transcode build: other --max-frames/--sample-fps/--slice")
     again.add_argument("--shards", required=True, help="the --keep-transcode build's output folder or URL")
@@ -102,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
             manifest = resample(args.shards, args.out, args.max_frames, args.sample_fps, SlicePosition(args.slice) if args.slice else None)
             print(f"resampled: {manifest['num_samples']} samples in {len(manifest['shards'])} shards, {manifest['num_failures']} failures")
             return 0
-        num_jobs, job_index = job_share(args.num_jobs, args.job_index)
+        if args.distributor == "ray" and (args.num_jobs is not None or args.job_index is not None):
+            raise ValueError("--distributor ray schedules the whole build itself: leave out --num-jobs/--job-index")
+        num_jobs, job_index = job_share(args.num_jobs, args.job_index) if args.distributor == "local" else (1, 0)
         settings = ExtractionSettings(
             transcode_fps=args.fps,
             sample_fps=args.sample_fps,
@@ -127,10 +149,24 @@ def main(argv: list[str] | None = None) -> int:
         )
         columns = Columns(args.video_column, args.caption_column, args.split_column, args.start_column, args.end_column)
         records = load_annotations(args.annotations, args.format, args.split_file, args.split, columns)
-        report = build_shards(records, args.videos, Store(args.out), settings, options)
-    except (AnnotationError, BuildStateError, ResampleError, StorageError, ValueError) as error:
+        if args.dry_run:
+            print(json.dumps(plan_summary(prepare_build(records, args.videos, Store(args.out), settings, options, write_plan=False))))
+            return 0
+        if args.distributor == "ray":
+            from pipeline.ray_build import build_shards_on_ray
+
+            ray_options = RayOptions(address=args.ray_address, max_retries=args.ray_max_retries)
+            report = build_shards_on_ray(records, _absolute(args.videos), Store(_absolute(args.out)), settings, options, ray_options)
+        else:
+            report = build_shards(records, args.videos, Store(args.out), settings, options)
+    except (AnnotationError, BuildStateError, ResampleError, StorageError, RayUnavailableError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if report.failed_units:
+        for unit, reason in sorted(report.failed_units.items()):
+            print(f"error: unit {unit} not built: {reason}", file=sys.stderr)
+        print(f"{len(report.failed_units)} unit(s) failed after their retries; rerun the same command to build them", file=sys.stderr)
+        return 1
     print(
         f"job {job_index + 1}/{num_jobs}: built {report.units_built} unit(s), skipped {report.units_skipped} "
         f"already done; {report.samples_written} samples written, {report.failures} failures"

@@ -12,23 +12,26 @@ import multiprocessing
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
 
 from tqdm import tqdm
 
 from pipeline.cluster import units_for_job
-from pipeline.decode_worker import decode_one
+from pipeline.decode_worker import DecodeTask, decode_one
 from pipeline.extract import ExtractedVideo, ExtractionSettings, VideoDecodeError
 from pipeline.keys import unique_keys
 from pipeline.records import VideoRecord
 from pipeline.video_index import VideoIndex, is_url
 from shards.manifest import (
+    PLAN_NAME,
     ShardStats,
     UnitRecord,
+    check_plan,
     completed_units,
     merge_manifest,
     shard_name,
+    this_node,
     unit_record_name,
     videos_digest,
     write_or_check_plan,
@@ -65,6 +68,7 @@ class BuildReport:
     samples_written: int
     failures: int
     manifest: dict | None
+    failed_units: dict[int, str] = field(default_factory=dict)  # unit -> why (a distributor gave up on it)
 
 
 @dataclass
@@ -110,7 +114,7 @@ def build_plan_document(units: list[list[PlannedVideo]], settings: ExtractionSet
     }
 
 
-def _decoded_stream(tasks: list[tuple[str, ExtractionSettings]], workers: int) -> Iterator[ExtractedVideo | VideoDecodeError]:
+def _decoded_stream(tasks: list[DecodeTask], workers: int) -> Iterator[ExtractedVideo | VideoDecodeError]:
     if workers <= 1 or len(tasks) <= 1:
         yield from map(decode_one, tasks)
         return
@@ -267,6 +271,100 @@ def failure_kind(reason: str) -> str:
     return "decode"
 
 
+@dataclass
+class PreparedBuild:
+    """What every distributor starts from: the whole plan, this job's share and what is left of it."""
+
+    units: list[list[PlannedVideo]]
+    mine: list[int]  # this job's units (all of them unless --num-jobs splits the build)
+    todo: list[int]  # of those, the ones without a unit record yet
+
+    @property
+    def total_videos(self) -> int:
+        return sum(len(self.units[u]) for u in self.todo)
+
+
+def prepare_build(records: list[VideoRecord], videos_root: str, store: Store, settings: ExtractionSettings, options: BuildOptions,
+                  write_plan: bool = True) -> PreparedBuild:  # fmt: skip
+    """Plans the units, writes (or checks) ``plan.json`` and finds the units still to build.
+
+    ``write_plan=False`` (a dry run) only checks an existing plan and deletes nothing.
+    """
+    if write_plan:
+        store.ensure_root()
+    units, ignored = plan_units(records, videos_root, options.samples_per_shard, options.ignore_missing)
+    if not units:
+        raise ValueError(f"none of the {len(records)} annotated videos exist under {videos_root}")
+    document = build_plan_document(units, settings, options, ignored)
+    if write_plan:
+        write_or_check_plan(store, document)
+    elif store.exists(PLAN_NAME):
+        check_plan(store, document)
+    mine = units_for_job(len(units), options.num_jobs, options.job_index)
+    finished = completed_units(store)
+    todo = [u for u in mine if u not in finished]
+    if write_plan:
+        store.remove_partials(unit_stems(options.prefix, todo))
+    return PreparedBuild(units, mine, todo)
+
+
+def unit_stems(prefix: str, units: list[int]) -> list[str]:
+    """The file stems a unit writes (its shard parts and its record), for cleaning half-written ones."""
+    return [os.path.splitext(name)[0] for u in units for name in (shard_name(prefix, u), unit_record_name(u))]
+
+
+def decode_tasks(videos: list[PlannedVideo], settings: ExtractionSettings) -> list[DecodeTask]:
+    """The ffmpeg work of some videos, in order (videos without a file or caption need none)."""
+    return [(v.record.path, settings, v.record.span) for v in videos if _needs_decoding(v)]
+
+
+VideoDone = Callable[[bool], None]  # called once per video of a unit: failed or not
+
+
+def write_unit(unit: int, videos: list[PlannedVideo], decoded: Iterator[ExtractedVideo | VideoDecodeError], store: Store,
+               settings: ExtractionSettings, options: BuildOptions, videos_root: str, on_video: VideoDone | None = None,
+               node: dict | None = None) -> UnitRecord:  # fmt: skip
+    """Writes one unit's shard(s) from its videos' decode results (in order), then its record.
+
+    The one place that turns decoded videos into shards: the local pool and a Ray task both
+    call it, so a unit's bytes cannot depend on where it was built. The record is written
+    last: its presence means the unit's shards are complete and visible.
+    """
+    unit_started = time.perf_counter()
+    record = UnitRecord(unit=unit, node=node or this_node())
+    writer = _UnitWriter(store, options.prefix, unit, options.max_shard_bytes)
+    splits: Counter[str] = Counter()
+    try:
+        for video in videos:
+            started = time.perf_counter()
+            result = next(decoded) if _needs_decoding(video) else _unusable(video)
+            if isinstance(result, VideoDecodeError):
+                record.failures.append(_failure(video, unit, result.reason if not result.stderr_tail else f"{result.reason}: {result.stderr_tail}"))
+                writer.note(failure_kind(result.reason), wall_s=time.perf_counter() - started)
+            else:
+                metadata = _sample_metadata(video, result, videos_root, settings)
+                writer.write(encode_sample(video.key, result.frames_jpeg, metadata, result.transcode_mp4))
+                record.keys.append(video.key)
+                record.captions += len(video.record.captions)
+                splits[video.record.split or "unspecified"] += 1
+                decoded_span = (result.decoded_s or 0.0) - (video.record.start_s or 0.0)
+                writer.note(seconds_decoded=max(0.0, decoded_span), wall_s=time.perf_counter() - started)
+            if on_video is not None:
+                on_video(isinstance(result, VideoDecodeError))
+        record.shards = writer.finish()
+    except BaseException as error:
+        writer.abort(error)
+        raise
+    writer.unit_stats.samples = len(record.keys)
+    writer.unit_stats.bytes = sum(shard.bytes for shard in record.shards)
+    record.stats = asdict(writer.unit_stats)
+    del record.stats["name"]
+    record.splits = dict(splits)
+    record.wall_seconds = round(time.perf_counter() - unit_started, 3)
+    write_unit_record(store, record)
+    return record
+
+
 def build_shards(
     records: list[VideoRecord],
     videos_root: str,
@@ -274,59 +372,25 @@ def build_shards(
     settings: ExtractionSettings,
     options: BuildOptions,
 ) -> BuildReport:
-    """Builds this job's unfinished units; merges the manifest when it is the only job."""
-    store.ensure_root()
-    units, ignored = plan_units(records, videos_root, options.samples_per_shard, options.ignore_missing)
-    if not units:
-        raise ValueError(f"none of the {len(records)} annotated videos exist under {videos_root}")
-    write_or_check_plan(store, build_plan_document(units, settings, options, ignored))
-    mine = units_for_job(len(units), options.num_jobs, options.job_index)
-    finished = completed_units(store)
-    todo = [u for u in mine if u not in finished]
-    stems = [os.path.splitext(name)[0] for u in todo for name in (shard_name(options.prefix, u), unit_record_name(u))]
-    store.remove_partials(stems)
-    tasks = [(v.record.path, settings, v.record.span) for u in todo for v in units[u] if _needs_decoding(v)]
-    total_videos = sum(len(units[u]) for u in todo)
+    """Builds this job's unfinished units with a local process pool; merges the manifest when it is the only job."""
+    prepared = prepare_build(records, videos_root, store, settings, options)
+    units, todo = prepared.units, prepared.todo
+    tasks = decode_tasks([v for u in todo for v in units[u]], settings)
     workers = options.workers or os.cpu_count() or 1
     samples_written = failures = 0
-    progress = tqdm(total=total_videos, unit="video", disable=not options.show_progress, smoothing=0.1)
+    progress = tqdm(total=prepared.total_videos, unit="video", disable=not options.show_progress, smoothing=0.1)
     decoded = _decoded_stream(tasks, workers)
+
+    def on_video(failed: bool) -> None:
+        nonlocal failures
+        failures += failed
+        progress.update(1)
+        progress.set_postfix(failures=failures, refresh=False)
+
     try:
         for unit in todo:
-            record = UnitRecord(unit=unit)
-            writer = _UnitWriter(store, options.prefix, unit, options.max_shard_bytes)
-            splits: Counter[str] = Counter()
-            try:
-                for video in units[unit]:
-                    started = time.perf_counter()
-                    result = next(decoded) if _needs_decoding(video) else _unusable(video)
-                    if isinstance(result, VideoDecodeError):
-                        record.failures.append(
-                            _failure(video, unit, result.reason if not result.stderr_tail else f"{result.reason}: {result.stderr_tail}")
-                        )
-                        writer.note(failure_kind(result.reason), wall_s=time.perf_counter() - started)
-                        failures += 1
-                    else:
-                        metadata = _sample_metadata(video, result, videos_root, settings)
-                        writer.write(encode_sample(video.key, result.frames_jpeg, metadata, result.transcode_mp4))
-                        record.keys.append(video.key)
-                        record.captions += len(video.record.captions)
-                        splits[video.record.split or "unspecified"] += 1
-                        samples_written += 1
-                        decoded_span = (result.decoded_s or 0.0) - (video.record.start_s or 0.0)
-                        writer.note(seconds_decoded=max(0.0, decoded_span), wall_s=time.perf_counter() - started)
-                    progress.update(1)
-                    progress.set_postfix(failures=failures, refresh=False)
-                record.shards = writer.finish()
-                writer.unit_stats.samples = len(record.keys)
-                writer.unit_stats.bytes = sum(shard.bytes for shard in record.shards)
-                record.stats = asdict(writer.unit_stats)
-                del record.stats["name"]
-            except BaseException as error:
-                writer.abort(error)
-                raise
-            record.splits = dict(splits)
-            write_unit_record(store, record)
+            record = write_unit(unit, units[unit], decoded, store, settings, options, videos_root, on_video)
+            samples_written += len(record.keys)
     finally:
         progress.close()
         decoded.close()
@@ -334,7 +398,7 @@ def build_shards(
     return BuildReport(
         units_total=len(units),
         units_built=len(todo),
-        units_skipped=len(mine) - len(todo),
+        units_skipped=len(prepared.mine) - len(todo),
         samples_written=samples_written,
         failures=failures,
         manifest=manifest,

@@ -24,6 +24,7 @@ from shards.manifest import (
     merge_manifest,
     read_manifest,
     shard_name,
+    this_node,
     videos_digest,
     write_or_check_plan,
     write_unit_record,
@@ -79,7 +80,7 @@ def resample(
 
 
 def _resample_shard(url: str, store: Store, unit: int, prefix: str, settings: ExtractionSettings) -> None:
-    record = UnitRecord(unit=unit)
+    record = UnitRecord(unit=unit, node=this_node())
     splits: dict[str, int] = {}
     seconds = 0.0
     with AtomicShardWriter(store, shard_name(prefix, unit)) as writer, tempfile.TemporaryDirectory(prefix="resample-") as scratch:

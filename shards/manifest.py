@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
@@ -35,6 +36,11 @@ class BuildStateError(RuntimeError):
 def shard_name(prefix: str, unit: int, part: int = 0) -> str:
     """``PREFIX-NNNNNN.tar``; a unit split by ``--max-shard-bytes`` adds ``-K`` parts."""
     return f"{prefix}-{unit:06d}.tar" if part == 0 else f"{prefix}-{unit:06d}-{part}.tar"
+
+
+def this_node() -> dict:
+    """Where a unit is built, for the manifest's per-node figures (a Ray task adds its node id)."""
+    return {"host": socket.gethostname()}
 
 
 def unit_record_name(unit: int) -> str:
@@ -59,13 +65,17 @@ class ShardStats:
 
 
 TIMING_FIELDS = ("build_seconds", "videos_per_s")
+# where and how fast units were built: differs between a local pool, a Slurm split and a Ray cluster
+RUN_FIELDS = ("nodes",)
 
 
 def without_timing(manifest: dict) -> dict:
-    """The manifest minus its wall-clock fields: what a rerun, another worker count or a
-    cluster split of the same build reproduces exactly (the shards are byte-identical)."""
+    """The manifest minus its wall-clock and per-node fields: what a rerun, another worker count,
+    a cluster split or a Ray cluster of the same build reproduces exactly (the shards are
+    byte-identical)."""
     strip = lambda stats: {k: v for k, v in stats.items() if k not in TIMING_FIELDS}  # noqa: E731
-    return manifest | {"shards": [strip(s) for s in manifest["shards"]], "totals": strip(manifest.get("totals", {}))}
+    kept = {k: v for k, v in manifest.items() if k not in RUN_FIELDS}
+    return kept | {"shards": [strip(s) for s in manifest["shards"]], "totals": strip(manifest.get("totals", {}))}
 
 
 def build_totals(shards: list[ShardStats]) -> dict:
@@ -94,6 +104,8 @@ class UnitRecord:
     splits: dict[str, int] = field(default_factory=dict)
     captions: int = 0
     stats: dict = field(default_factory=dict)  # the unit's ShardStats fields, failures of videos without a shard included
+    node: dict = field(default_factory=dict)  # where it was built: host (and ip, ray_node_id on a Ray cluster)
+    wall_seconds: float = 0.0  # from the unit's first video to its record
 
     @classmethod
     def from_json(cls, data: dict) -> UnitRecord:
@@ -111,16 +123,21 @@ def videos_digest(entries: list[tuple]) -> str:
     return digest.hexdigest()
 
 
+def check_plan(store: Store, plan: dict) -> None:
+    """An existing plan must be this one: a rerun with other settings or annotations is refused."""
+    existing = json.loads(store.read_bytes(PLAN_NAME))
+    if existing != plan:
+        changed = sorted(k for k in set(existing) | set(plan) if existing.get(k) != plan.get(k))
+        raise BuildStateError(
+            f"{store.url_of(PLAN_NAME)}: the output already holds a build with different "
+            f"{', '.join(changed)}; build into a new --out or delete the old one"
+        )
+
+
 def write_or_check_plan(store: Store, plan: dict) -> None:
     """First run writes the plan; reruns (and the other cluster jobs) must match it."""
     if store.exists(PLAN_NAME):
-        existing = json.loads(store.read_bytes(PLAN_NAME))
-        if existing != plan:
-            changed = sorted(k for k in set(existing) | set(plan) if existing.get(k) != plan.get(k))
-            raise BuildStateError(
-                f"{store.url_of(PLAN_NAME)}: the output already holds a build with different "
-                f"{', '.join(changed)}; build into a new --out or delete the old one"
-            )
+        check_plan(store, plan)
         return
     store.write_bytes(PLAN_NAME, json.dumps(plan, indent=1, sort_keys=True).encode("utf-8"))
 
@@ -164,8 +181,10 @@ def merge_manifest(store: Store) -> dict:
     seen_keys: set[str] = set()
     num_captions = 0
     unit_stats: list[ShardStats] = []
+    nodes: dict[tuple, dict] = {}
     for unit in range(plan["num_units"]):
         record = read_unit_record(store, unit)
+        _add_node_figures(nodes, record)
         duplicated = seen_keys.intersection(record.keys)
         if duplicated:
             raise BuildStateError(f"{store.url}: unit {unit} repeats keys {sorted(duplicated)[:5]}")
@@ -194,9 +213,27 @@ def merge_manifest(store: Store) -> dict:
         "videos_digest": plan["videos_digest"],
         "shards": shards,
         "totals": build_totals(unit_stats),
+        "nodes": [nodes[key] | {"videos_per_s": _rate(nodes[key])} for key in sorted(nodes)],
     }
     store.write_bytes(MANIFEST_NAME, json.dumps(manifest, indent=1, sort_keys=True).encode("utf-8"))
     return manifest
+
+
+def _add_node_figures(nodes: dict[tuple, dict], record: UnitRecord) -> None:
+    """Sums one unit into its node's figures (units, videos, failures, the unit wall time)."""
+    host, ip, node_id = record.node.get("host", "unknown"), record.node.get("ip"), record.node.get("ray_node_id")
+    figures = nodes.setdefault((host, ip or "", node_id or ""), {"host": host, "ip": ip, "ray_node_id": node_id, "units": 0, "videos": 0,
+                                                                  "samples": 0, "failures": 0, "unit_seconds": 0.0})  # fmt: skip
+    figures["units"] += 1
+    figures["samples"] += len(record.keys)
+    figures["failures"] += len(record.failures)
+    figures["videos"] += len(record.keys) + len(record.failures)
+    figures["unit_seconds"] = round(figures["unit_seconds"] + record.wall_seconds, 3)
+
+
+def _rate(figures: dict) -> float | None:
+    """Videos per second of unit time: one unit slot's speed on that node (slots run side by side)."""
+    return round(figures["videos"] / figures["unit_seconds"], 3) if figures["unit_seconds"] > 0 else None
 
 
 def read_manifest(store: Store) -> dict:
