@@ -299,14 +299,21 @@ class NpyRows:
 
 
 class BlobRows:
+    """Rows of a ``.bin`` blob: memory-mapped when local (no file opened per read), by byte range from a bucket."""
+
     def __init__(self, store: Store, folder: str, name: str) -> None:
         self.store, self.path = store, f"{folder}/{name}.bin"
         self.offsets = NpyRows(store, f"{folder}/{name}.offsets.npy").all()
+        self.mapped: np.memmap | None = None
+        if store.is_local and int(self.offsets[-1]) > 0:
+            self.mapped = np.memmap(store.path(self.path), dtype=np.uint8, mode="r")
 
     def get(self, row: int) -> bytes:
         start, end = int(self.offsets[row]), int(self.offsets[row + 1])
         if start == end:
             return b""
+        if self.mapped is not None:
+            return self.mapped[start:end].tobytes()
         return self.store.fs.cat_file(self.store.path(self.path), start=start, end=end)
 
 

@@ -37,10 +37,14 @@ def check_searcher_arguments(parser: argparse.ArgumentParser, args: argparse.Nam
         parser.error("--nprobe must be at least 1, --rerank-topk at least 0")
 
 
+def search_device() -> torch.device:
+    """The GPU when there is one (the query encoder is the cost of a search), else the CPU."""
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
 def searcher_from_arguments(args: argparse.Namespace) -> Searcher:
-    """The index's searcher on the GPU when there is one (the query encoder is the cost), else the CPU."""
-    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-    return open_searcher(args.index, args.checkpoint, args.base_weights, args.mode, args.rerank_topk, args.nprobe, device)
+    """The index's searcher, as the command line's options describe it."""
+    return open_searcher(args.index, args.checkpoint, args.base_weights, args.mode, args.rerank_topk, args.nprobe, search_device())
 
 
 def result_json(result: SearchResult) -> dict:
@@ -48,6 +52,7 @@ def result_json(result: SearchResult) -> dict:
         "query": result.query,
         "method": result.method,
         "reranked": result.reranked,
+        "batch_size": result.batch_size,
         "milliseconds": {name: round(value, 3) for name, value in result.milliseconds.items()},
         "hits": [{"rank": rank, "row": hit.row, "score": hit.score, "stage": hit.stage, **hit.record} for rank, hit in enumerate(result.hits, 1)],
     }

@@ -48,6 +48,7 @@ class SearchResult:
     method: str  # "exact" or "approximate" first stage
     reranked: int  # how many candidates the fine stage rescored
     milliseconds: dict[str, float] = field(default_factory=dict)  # encode, coarse, fine, total
+    batch_size: int = 1  # queries encoded together with this one (concurrent requests to the service)
 
 
 class Searcher:
@@ -56,8 +57,8 @@ class Searcher:
         if mode not in SEARCH_MODES:
             raise ValueError(f"search mode {mode!r}: one of {SEARCH_MODES}")
         self.index, self.device = index, device or torch.device("cpu")
-        self.model = trained.model.to(self.device).eval()
-        fingerprint = model_fingerprint(self.model)
+        self.model, self.trained = trained.model.to(self.device).eval(), trained
+        self.fingerprint = fingerprint = model_fingerprint(self.model)
         if fingerprint != index.manifest["model_sha256"]:
             raise IndexFormatError(
                 f"{index.url}: made with the model {index.manifest['model_sha256'][:12]}... (checkpoint {index.manifest['checkpoint']}); "
@@ -81,20 +82,21 @@ class Searcher:
         return "approximate" if self.ann is not None else "exact"
 
     @torch.no_grad()
-    def _encode(self, query: str) -> TextFeatures:
-        tokens = self.tokenize([query], context_length=self.max_words).to(self.device)
+    def _encode(self, queries: list[str]) -> TextFeatures:
+        """Every query in one forward pass (tokens are padded to ``max_words``: a row's result does not
+        depend on the others in the batch, up to float rounding)."""
+        tokens = self.tokenize(queries, context_length=self.max_words).to(self.device)
         with inference_autocast(self.device):
             features = self.model.encode_text(tokens)
         return TextFeatures(features.pooled.float(), None if features.tokens is None else features.tokens.float(), features.mask)
 
-    def _coarse(self, vector: torch.Tensor, depth: int) -> tuple[np.ndarray, np.ndarray]:
+    def _coarse(self, vectors: torch.Tensor, depth: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(rows, scores) of the top ``depth`` for each query vector, best first."""
         if self.ann is not None:
-            scores, rows = self.ann.search(vector.cpu().numpy(), depth)
-            keep = rows[0] >= 0
-            return rows[0][keep], scores[0][keep]
-        scores = self.vectors @ vector[0]
-        top = torch.topk(scores, depth)
-        return top.indices.cpu().numpy(), top.values.cpu().numpy()
+            scores, rows = self.ann.search(vectors.cpu().numpy(), depth)
+            return [(r[r >= 0], s[r >= 0]) for r, s in zip(rows, scores, strict=True)]
+        top = torch.topk(vectors @ self.vectors.T, depth, dim=1)
+        return list(zip(top.indices.cpu().numpy(), top.values.cpu().numpy(), strict=True))
 
     @torch.no_grad()
     def fine_scores(self, text: TextFeatures, rows: np.ndarray) -> np.ndarray:
@@ -111,37 +113,48 @@ class Searcher:
         pairs = self.model.similarity.pair_scorer(text, video)
         return pairs.block(slice(0, 1), slice(0, len(rows)))[0].float().cpu().numpy()
 
-    @torch.no_grad()
     def search(self, query: str | bytes, k: int = 10) -> SearchResult:
         """The top ``k`` videos for ``query`` (QueryError for a query that is not searchable text)."""
-        text_query = check_query(query)
-        if k < 1:
-            raise ValueError(f"k must be at least 1, not {k}")
+        return self.search_batch([query], [k])[0]
+
+    @torch.no_grad()
+    def search_batch(self, queries: list[str | bytes], ks: list[int]) -> list[SearchResult]:
+        """Several queries at once: one text-encoder pass and one first-stage product for all of them
+        (what the service does with concurrent requests), then each query's own rerank."""
+        texts = [check_query(query) for query in queries]
+        if any(k < 1 for k in ks):
+            raise ValueError(f"k must be at least 1, not {min(ks)}")
         clock = {"start": time.perf_counter()}
-        text = self._encode(text_query)
-        vector = self.model.coarse_text_vector(text.pooled).float()
+        text = self._encode(texts)
+        vectors = self.model.coarse_text_vector(text.pooled).float()
         clock["encode"] = time.perf_counter()
-        depth = min(len(self.index), max(k, self.rerank_topk))
-        rows, scores = self._coarse(vector, depth)
+        depth = min(len(self.index), max(max(ks), self.rerank_topk))
+        coarse = self._coarse(vectors, depth)
         clock["coarse"] = time.perf_counter()
-        stages = ["coarse"] * len(rows)
-        reranked = min(self.rerank_topk, len(rows))
-        if reranked:
-            fine = self.fine_scores(text, rows[:reranked])
-            order = np.argsort(-fine, kind="stable")
-            rows = np.concatenate([rows[:reranked][order], rows[reranked:]])
-            scores = np.concatenate([fine[order], scores[reranked:]])
-            stages = ["fine"] * reranked + stages[reranked:]
-        clock["fine"] = time.perf_counter()
-        hits = [Hit(int(r), float(s), stage, self.index.record(int(r))) for r, s, stage in zip(rows[:k], scores[:k], stages[:k], strict=True)]
-        clock["done"] = time.perf_counter()
-        milliseconds = {
-            "encode": 1e3 * (clock["encode"] - clock["start"]),
-            "coarse": 1e3 * (clock["coarse"] - clock["encode"]),
-            "fine": 1e3 * (clock["fine"] - clock["coarse"]),
-            "total": 1e3 * (clock["done"] - clock["start"]),
-        }
-        return SearchResult(text_query, hits, self.method, reranked, milliseconds)
+        results = []
+        for i, (query, k, (rows, scores)) in enumerate(zip(texts, ks, coarse, strict=True)):
+            started = time.perf_counter()
+            stages = ["coarse"] * len(rows)
+            reranked = min(self.rerank_topk, len(rows))
+            if reranked:
+                mine = TextFeatures(text.pooled[i : i + 1], None if text.tokens is None else text.tokens[i : i + 1],
+                                    None if text.mask is None else text.mask[i : i + 1])  # fmt: skip
+                fine = self.fine_scores(mine, rows[:reranked])
+                order = np.argsort(-fine, kind="stable")
+                rows = np.concatenate([rows[:reranked][order], rows[reranked:]])
+                scores = np.concatenate([fine[order], scores[reranked:]])
+                stages = ["fine"] * reranked + stages[reranked:]
+            fine_done = time.perf_counter()
+            hits = [Hit(int(r), float(s), stage, self.index.record(int(r))) for r, s, stage in zip(rows[:k], scores[:k], stages[:k], strict=True)]
+            done = time.perf_counter()
+            milliseconds = {
+                "encode": 1e3 * (clock["encode"] - clock["start"]),  # of the whole batch, as are "coarse" and the batch size
+                "coarse": 1e3 * (clock["coarse"] - clock["encode"]),
+                "fine": 1e3 * (fine_done - started),
+                "total": 1e3 * (clock["coarse"] - clock["start"] + done - started),
+            }
+            results.append(SearchResult(query, hits, self.method, reranked, milliseconds, len(texts)))
+        return results
 
 
 def open_searcher(index_url: str, checkpoint: str | None = None, base_weights: str | None = None, mode: str = "auto",

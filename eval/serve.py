@@ -1,264 +1,117 @@
-"""``python -m eval.serve --index INDEX [--port 8000]``: a search page for an index, on 127.0.0.1.
+"""``python -m eval.serve --index INDEX [--port 8000]``: the search service (page + JSON API) on uvicorn.
 
-One search box; results as frame strips with their captions, scores and the stage that scored
-them; each links to a page with all the sample's frames, read from its shard. Also
-``/api/search?q=...&k=...`` (JSON) for scripts. Standard library only (``http.server``): a
-page for one person on their own machine needs no framework, and it keeps the dependency list
-short. A bad query (empty, too long, not text) gets a 400 with the reason; any other failure a
-500 naming the error, never a stack trace; the log has the details.
+The app is eval/service.py (FastAPI); this command loads the index once, read-only (arrays
+memory-mapped on local disk), and serves it with uvicorn on 127.0.0.1 unless ``--host`` says
+otherwise (then a warning: anyone who can reach the address can search, and the frames of every
+indexed video can be read). ``--api-key`` (or ``SEARCH_API_KEY``) protects every route. SIGHUP,
+or ``POST /api/admin/reload`` with the key, loads the index at ``--index`` again and swaps it in
+once ready; the old one answers until then.
 """
 
 from __future__ import annotations
 
 import argparse
-import html
-import json
+import ipaddress
 import logging
+import os
+import signal
+import socket
 import sys
 import threading
-import traceback
-import urllib.parse
-from collections import OrderedDict
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import uvicorn
 
 from eval.index_format import IndexFormatError
-from eval.query import QueryError
-from eval.search import add_searcher_arguments, check_searcher_arguments, result_json, searcher_from_arguments, stages_text
-from eval.searcher import Searcher, SearchResult
-from shards.reader import ReadErrors, iter_samples
-from shards.sample_format import frame_members
+from eval.query_batcher import DEFAULT_MAX_BATCH
+from eval.search import add_searcher_arguments, check_searcher_arguments, search_device
+from eval.served_index import IndexHolder, SearchSettings
+from eval.service import create_app
 from shards.storage import StorageError
 
 logger = logging.getLogger("eval.serve")
-MAX_K = 100
-STYLE = """
-body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
-form{display:flex;gap:.5em;margin-bottom:1em} input[name=q]{flex:1;font-size:1.1em;padding:.4em}
-button{font-size:1.1em;padding:.4em 1em} .note{color:#666;font-size:.9em} .error{color:#a00;font-weight:600}
-table{border-collapse:collapse;width:100%} td{border-top:1px solid #ddd;padding:.5em;vertical-align:top}
-td.score{font-family:monospace;white-space:nowrap} img{display:block} ul{margin:0;padding-left:1.2em}
-.frames img{display:inline-block;margin:2px;max-width:240px}
-"""
+# uvicorn reads a request head up to this size: a 10 MB query then gets the service's own 400
+# ("the query has 10,485,760 characters; the limit is 1,000") instead of a reset connection
+MAX_REQUEST_HEAD_BYTES = 16 * 1024 * 1024
+LOGGED_PATH_CHARS = 200
 
 
-class BadRequest(ValueError):
-    """A request the page answers with 400 and this message."""
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
-def _page(title: str, body: str) -> bytes:
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{STYLE}</style></head><body>{body}</body></html>").encode()  # fmt: skip
+def listening_socket(host: str, port: int) -> socket.socket:
+    """Bound and listening before uvicorn starts, so that --port 0 can print the port it got and a
+    client that connects at once waits in the backlog instead of being refused. The protocol is named
+    (IPPROTO_TCP): asyncio sets TCP_NODELAY only on sockets that say they are TCP, and without it a
+    kept-alive connection waits ~40 ms per response for the client's delayed ACK."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    return sock
 
 
-def _search_form(query: str, k: int) -> str:
-    return (f"<form action='/' method='get'><input name='q' value='{html.escape(query, quote=True)}' autofocus "
-            f"placeholder='describe a video, e.g. a man is cooking pasta'><input type='hidden' name='k' value='{k}'>"
-            "<button type='submit'>Search</button></form>")  # fmt: skip
+class ShortRequestLines(logging.Filter):
+    """Access-log lines name at most ``LOGGED_PATH_CHARS`` of a path: a 10 MB query is logged as its
+    first characters and its length, not as 10 MB of log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and len(record.args) >= 3 and isinstance(record.args[2], str) and len(record.args[2]) > LOGGED_PATH_CHARS:
+            path = record.args[2]
+            record.args = (*record.args[:2], f"{path[:LOGGED_PATH_CHARS]}...({len(path):,} characters)", *record.args[3:])
+        return True
 
 
-def results_html(result: SearchResult, total_videos: int) -> str:
-    timing = ", ".join(f"{name} {value:.1f} ms" for name, value in result.milliseconds.items())
-    rows = []
-    for rank, hit in enumerate(result.hits, 1):
-        record = hit.record
-        captions = "".join(f"<li>{html.escape(c)}</li>" for c in record["captions"][:5]) or "<li class='note'>(no caption)</li>"
-        more = f"<div class='note'>+{len(record['captions']) - 5} more</div>" if len(record["captions"]) > 5 else ""
-        rows.append(
-            f"<tr><td>{rank}</td><td class='score'>{hit.score:.4f}<div class='note'>{hit.stage}</div></td>"
-            f"<td><a href='/video/{hit.row}'><img src='/thumb/{hit.row}' alt='{html.escape(record['key'], quote=True)}'></a></td>"
-            f"<td><a href='/video/{hit.row}'>{html.escape(record['key'])}</a><ul>{captions}</ul>{more}</td></tr>"
-        )
-    return (f"<p class='note'>{len(result.hits)} of {total_videos:,} videos; {result.method} search, "
-            f"{stages_text(result)}; {html.escape(timing)}</p><table>{''.join(rows)}</table>")  # fmt: skip
-
-
-class SampleCache:
-    """The last few samples read back from their shards, for the frames page (a shard is read
-    from its start until the sample's key: seconds for a large shard, so results are kept)."""
-
-    def __init__(self, size: int = 8) -> None:
-        self.size, self.items, self.lock = size, OrderedDict(), threading.Lock()
-
-    def get(self, shard: str, key: str) -> dict:
-        with self.lock:
-            if (shard, key) in self.items:
-                self.items.move_to_end((shard, key))
-                return self.items[(shard, key)]
-        errors = ReadErrors()
-        found = next((s for s in iter_samples([shard], errors.handler) if s.get("__key__") == key), None)
-        if found is None:
-            reason = f" ({errors.errors[0][1]})" if errors.errors else ""
-            raise FileNotFoundError(f"sample {key!r} not found in {shard}{reason}")
-        with self.lock:
-            self.items[(shard, key)] = found
-            while len(self.items) > self.size:
-                self.items.popitem(last=False)
-        return found
-
-
-class SearchApp:
-    """What the handler serves: the searcher (one query at a time) and the index's files."""
-
-    def __init__(self, searcher: Searcher) -> None:
-        self.searcher, self.index = searcher, searcher.index
-        self.search_lock = threading.Lock()
-        self.samples = SampleCache()
-
-    def search(self, query: str | bytes, k: int) -> SearchResult:
-        with self.search_lock:
-            return self.searcher.search(query, k)
-
-    def row(self, text: str) -> int:
+def reload_on_sighup(holder: IndexHolder) -> None:
+    def reload() -> None:
         try:
-            row = int(text)
-        except ValueError as error:
-            raise BadRequest(f"{text!r} is not a row number") from error
-        if not 0 <= row < len(self.index):
-            raise LookupError(f"row {row}: the index has rows 0 to {len(self.index) - 1}")
-        return row
+            holder.reload()
+        except Exception:  # noqa: BLE001 - a failed reload keeps the old index serving; the log says why
+            logger.exception("reload of %s failed; still serving the previous index", holder.settings.index_url)
 
-
-def _parameters(raw_query: str) -> dict[str, bytes]:
-    """The URL's parameters as raw bytes (a query that is not UTF-8 is reported, not mangled)."""
-    # latin-1 maps bytes to characters one to one: percent-decoding with it and encoding back gives the bytes sent
-    pairs = urllib.parse.parse_qsl(raw_query, keep_blank_values=True, encoding="latin-1")
-    return {name: value.encode("latin-1", errors="replace") for name, value in pairs}
-
-
-def _k(parameters: dict[str, bytes]) -> int:
-    raw = parameters.get("k", b"10").decode("latin-1")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_K:
-        raise BadRequest(f"k must be a whole number from 1 to {MAX_K}, not {raw[:20]!r}")
-    return int(raw)
-
-
-class Handler(BaseHTTPRequestHandler):
-    app: SearchApp  # set on the class made by make_server
-    server_version = "clip4clip-search/1"
-
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - http.server's signature
-        logger.info("%s %s", self.address_string(), format % args)
-
-    def _send(self, status: HTTPStatus, body: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store" if content_type.startswith(("text/html", "application/json")) else "max-age=3600")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def _error(self, status: HTTPStatus, message: str, as_json: bool) -> None:
-        if as_json:
-            self._send(status, json.dumps({"error": message}).encode("utf-8"), "application/json; charset=utf-8")
-        else:
-            body = f"<h1>{status.value} {html.escape(status.phrase)}</h1><p class='error'>{html.escape(message)}</p><p><a href='/'>search</a></p>"
-            self._send(status, _page(f"{status.value} {status.phrase}", body), "text/html; charset=utf-8")
-
-    def do_HEAD(self) -> None:  # noqa: N802 - http.server's name
-        self.do_GET()
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
-        url = urllib.parse.urlsplit(self.path)
-        as_json = url.path.startswith("/api/")
-        try:
-            self._route(url.path, _parameters(url.query))
-        except (BadRequest, QueryError) as error:
-            self._error(HTTPStatus.BAD_REQUEST, str(error), as_json)
-        except (LookupError, FileNotFoundError) as error:
-            self._error(HTTPStatus.NOT_FOUND, str(error), as_json)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        except Exception as error:  # noqa: BLE001 - the page answers every request; the log keeps the trace
-            logger.error("%s failed:\n%s", self.path, traceback.format_exc())
-            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"the server failed on this request ({type(error).__name__}: {error})", as_json)
-
-    def _route(self, path: str, parameters: dict[str, bytes]) -> None:
-        parts = [p for p in path.split("/") if p]
-        if not parts:
-            return self._home(parameters)
-        if parts == ["api", "search"]:
-            if "q" not in parameters:
-                raise BadRequest("add the query as ?q=...")
-            result = self.app.search(parameters["q"], _k(parameters))
-            return self._send(HTTPStatus.OK, json.dumps(result_json(result), ensure_ascii=False).encode("utf-8"), "application/json; charset=utf-8")
-        if len(parts) == 2 and parts[0] == "thumb":
-            return self._send(HTTPStatus.OK, self.app.index.thumbnail(self.app.row(parts[1])), "image/jpeg")
-        if len(parts) == 2 and parts[0] == "video":
-            return self._video(self.app.row(parts[1]))
-        if len(parts) == 3 and parts[0] == "frame":
-            return self._frame(self.app.row(parts[1]), parts[2])
-        if parts == ["favicon.ico"]:
-            return self._send(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
-        raise LookupError(f"no page at {path}")
-
-    def _home(self, parameters: dict[str, bytes]) -> None:
-        index = self.app.index
-        k = _k(parameters)
-        header = (f"<h1>Video search</h1><p class='note'>{len(index):,} videos indexed with {html.escape(index.manifest['model']['sim_header'])} "
-                  f"(checkpoint step {index.manifest['step']})</p>")  # fmt: skip
-        if "q" not in parameters:
-            return self._send(HTTPStatus.OK, _page("Video search", header + _search_form("", k)), "text/html; charset=utf-8")
-        raw = parameters["q"]
-        shown = raw.decode("utf-8", errors="replace")[:200]
-        try:
-            result = self.app.search(raw, k)
-        except QueryError as error:
-            body = header + _search_form(shown, k) + f"<p class='error'>{html.escape(str(error))}</p>"
-            return self._send(HTTPStatus.BAD_REQUEST, _page("Video search", body), "text/html; charset=utf-8")
-        body = header + _search_form(result.query, k) + results_html(result, len(index))
-        return self._send(HTTPStatus.OK, _page(f"{result.query[:60]} - video search", body), "text/html; charset=utf-8")
-
-    def _video(self, row: int) -> None:
-        record = self.app.index.record(row)
-        sample = self.app.samples.get(record["shard"], record["key"])
-        frames = "".join(f"<img src='/frame/{row}/{i}' alt='frame {i}'>" for i in range(len(frame_members(sample))))
-        captions = "".join(f"<li>{html.escape(c)}</li>" for c in record["captions"]) or "<li class='note'>(no caption)</li>"
-        details = {k: record.get(k) for k in ("video_id", "source_file", "duration_s", "segment", "shard")}
-        facts = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in details.items() if v is not None)
-        body = (f"<p><a href='/'>search</a></p><h1>{html.escape(record['key'])}</h1><div class='frames'>{frames}</div>"
-                f"<h2>Captions</h2><ul>{captions}</ul><h2>Sample</h2><table>{facts}</table>")  # fmt: skip
-        self._send(HTTPStatus.OK, _page(record["key"], body), "text/html; charset=utf-8")
-
-    def _frame(self, row: int, which: str) -> None:
-        record = self.app.index.record(row)
-        names = frame_members(self.app.samples.get(record["shard"], record["key"]))
-        if not which.isdigit() or int(which) >= len(names):
-            raise LookupError(f"{record['key']} has frames 0 to {len(names) - 1}, not {which!r}")
-        self._send(HTTPStatus.OK, self.app.samples.get(record["shard"], record["key"])[names[int(which)]], "image/jpeg")
-
-
-def make_server(searcher: Searcher, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
-    handler = type("BoundHandler", (Handler,), {"app": SearchApp(searcher)})
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
-    return server
+    signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=reload, name="index-reload", daemon=True).start())
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--index", required=True, help="index folder or fsspec URL (python -m eval.index)")
-    parser.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (0: any free port)")
+    parser.add_argument("--port", type=int, default=8000, help="port (0: any free port)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    parser.add_argument("--api-key", default=os.environ.get("SEARCH_API_KEY"), help="require this key on every route (default: $SEARCH_API_KEY)")
+    parser.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH, help="most queries encoded together")
     add_searcher_arguments(parser)
     args = parser.parse_args(argv)
     check_searcher_arguments(parser, args)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.max_batch < 1 or (args.api_key is not None and len(args.api_key) < 8):
+        parser.error("--max-batch must be at least 1 and an --api-key at least 8 characters")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if not is_loopback(args.host):
+        print(f"warning: listening on {args.host}: anyone who can reach it can search this index and read its videos' frames"
+              f"{'' if args.api_key else ' (no --api-key set)'}", file=sys.stderr)  # fmt: skip
     try:
-        searcher = searcher_from_arguments(args)
-        server = make_server(searcher, args.host, args.port)
+        settings = SearchSettings(args.index, args.checkpoint, args.base_weights, args.mode, args.rerank_topk, args.nprobe, search_device())
+        holder = IndexHolder(settings)
+        sock = listening_socket(args.host, args.port)
     except (FileNotFoundError, RuntimeError, StorageError, IndexFormatError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    host, port = server.server_address[:2]
-    print(f"searching {len(searcher.index):,} videos of {args.index} at http://{host}:{port}/  (Ctrl-C stops)", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    app = create_app(holder, args.api_key, args.max_batch)
+    config = uvicorn.Config(app, log_level="info", h11_max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES, server_header=False,
+                            timeout_keep_alive=5)  # fmt: skip
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"searching {len(holder.current.index):,} videos of {args.index} at http://{shown}:{port}/  (Ctrl-C stops; SIGHUP reloads)",
+          flush=True)  # fmt: skip
+    reload_on_sighup(holder)
+    server = uvicorn.Server(config)  # configures uvicorn's loggers
+    logging.getLogger("uvicorn.access").addFilter(ShortRequestLines())
+    server.run(sockets=[sock])
     return 0
 
 

@@ -22,3 +22,19 @@ class VideoFeatures:
     # EERCF's finer granularities, from the same image-encoder pass (only when its similarity reads them)
     clip_frames: torch.Tensor | None = None  # (B, T, D) CLIP's own frame features, before the head
     patches: torch.Tensor | None = None  # (B, T, P, D) every frame's patch tokens after ln_post and the projection
+
+
+@dataclass
+class TokenSet:
+    """One side ready for interaction: normalised (N, S, D) features, (N, S) mask and weights."""
+
+    features: torch.Tensor
+    mask: torch.Tensor
+    weights: torch.Tensor
+
+    def select(self, index: torch.Tensor | slice) -> TokenSet:
+        """Rows ``index`` (an index tensor of any shape: each query's candidates; or a slice: a view)."""
+        return TokenSet(self.features[index], self.mask[index], self.weights[index])
+
+    def to(self, device: torch.device) -> TokenSet:
+        return TokenSet(self.features.to(device), self.mask.to(device), self.weights.to(device))

@@ -14,13 +14,11 @@ that no side is copied once per partner.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.features import TextFeatures, VideoFeatures
+from model.features import TextFeatures, TokenSet, VideoFeatures
 from model.similarity import DEFAULT_CHUNKS, PairScorer, ScoringChunks, Similarity, TrainingScores
 
 INTERACTIONS = ("cosine", "wti", "ti")
@@ -63,22 +61,6 @@ class TokenWeights(nn.Module):
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return masked_softmax(self.mlp(features).squeeze(-1).float(), mask)
-
-
-@dataclass
-class TokenSet:
-    """One side ready for interaction: normalised (N, S, D) features, (N, S) mask and weights."""
-
-    features: torch.Tensor
-    mask: torch.Tensor
-    weights: torch.Tensor
-
-    def select(self, index: torch.Tensor | slice) -> TokenSet:
-        """Rows ``index`` (an index tensor of any shape: each query's candidates; or a slice: a view)."""
-        return TokenSet(self.features[index], self.mask[index], self.weights[index])
-
-    def to(self, device: torch.device) -> TokenSet:
-        return TokenSet(self.features.to(device), self.mask.to(device), self.weights.to(device))
 
 
 class TokenInteraction(Similarity):

@@ -21,15 +21,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from model.features import TextFeatures, VideoFeatures
-
-if TYPE_CHECKING:
-    from model.interaction import TokenSet
+from model.features import TextFeatures, TokenSet, VideoFeatures
 
 
 @dataclass

@@ -23,7 +23,7 @@ MSRVTT_SAMPLE = REPO_ROOT.parent / "shared" / "data" / "msrvtt_test_sample"
 # trains, starts processes or an S3 server (seconds to minutes each), or marks itself (a long
 # training loop on synthetic features). Every other test is a unit
 # test: ``pytest -m "not integration"`` runs those alone, in seconds. CI runs everything.
-INTEGRATION_FIXTURES = {"time_coded_videos", "sample_dataset", "msrvtt_sample", "s3_endpoint", "s3_bucket"}
+INTEGRATION_FIXTURES = {"time_coded_videos", "sample_dataset", "msrvtt_sample", "s3_endpoint", "s3_bucket", "search_collection"}
 INTEGRATION_MODULES = {"test_build", "test_extract", "test_real_world_files", "test_datasets", "test_learning", "test_train_runs", "test_s3_faults", "test_eval_cli"}
 
 
@@ -122,3 +122,26 @@ def s3_bucket(s3_endpoint: str) -> str:
     name = f"bucket-{os.urandom(4).hex()}"
     boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture(scope="session")
+def search_collection(sample_dataset, tmp_path_factory):
+    """Shards of the 8 generated clips (2 a shard), a briefly trained meanP + WTI model (a fine stage,
+    so results come from both stages) and its index."""
+    from eval.index import main as index_main
+    from pipeline.annotations import load_annotations
+    from pipeline.build import BuildOptions, build_shards
+    from pipeline.extract import ExtractionSettings
+    from shards.storage import Store
+    from train.config import parse_config
+    from train.trainer import train
+
+    root = tmp_path_factory.mktemp("service")
+    records = load_annotations(str(sample_dataset / "annotations.jsonl"))
+    build_shards(records, str(sample_dataset / "videos"), Store(str(root / "shards")), ExtractionSettings(short_side=112),
+                 BuildOptions(samples_per_shard=2, workers=2, show_progress=False))  # fmt: skip
+    train(parse_config(["--train-shards", str(root / "shards"), "--output-dir", str(root / "run"), "--model", "tiny-ViT-112",
+                        "--batch-size", "4", "--steps-per-epoch", "2", "--epochs", "1", "--max-frames", "8", "--workers", "0",
+                        "--lr", "1e-3", "--coef-lr", "1", "--sim-header", "meanP", "--interaction", "wti"]))  # fmt: skip
+    assert index_main(["--checkpoint", str(root / "run"), "--shards", str(root / "shards"), "--out", str(root / "index")]) == 0
+    return root

@@ -12,8 +12,8 @@ from eval.rerank import compare_coarse_to_fine, two_stage_blocks
 from eval.scoring import SplitScorer, score_blocks
 from model.backbone import load_clip
 from model.clip4clip import CLIP4Clip
-from model.features import TextFeatures, VideoFeatures
-from model.interaction import TokenInteraction, TokenSet, all_pairs, paired
+from model.features import TextFeatures, TokenSet, VideoFeatures
+from model.interaction import TokenInteraction, all_pairs, paired
 from model.peft import apply_peft, count_parameters, trainable_state
 from train.cdcr import channel_decorrelation_loss
 

@@ -10,10 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
-import urllib.error
-import urllib.request
 
 import numpy as np
 import pytest
@@ -29,7 +26,6 @@ from eval.scoring import SplitScorer
 from eval.search import main as search_main
 from eval.searcher import open_searcher
 from eval.serve import main as serve_main
-from eval.serve import make_server
 from eval.trained_model import load_trained_model
 from model.backbone import tokenizer_for
 from model.frame_rule import frame_rule_for
@@ -278,57 +274,6 @@ def test_approximate_first_stage_on_a_small_index_equals_the_exact_one(collectio
         a, b = exact.search(query, k=5).hits, approximate.search(query, k=5).hits
         assert [h.row for h in a] == [h.row for h in b]
         assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=2e-3)
-
-
-def _get(url: str) -> tuple[int, str, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 - 127.0.0.1 only
-            return response.status, response.headers["Content-Type"], response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.headers["Content-Type"], error.read()
-
-
-def test_web_page_over_a_real_http_server(collection, tmp_path):
-    _index(collection, "wti", tmp_path / "index")
-    server = make_server(open_searcher(str(tmp_path / "index"), rerank_topk=3), "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
-        status, kind, body = _get(base + "/")
-        assert status == 200 and "text/html" in kind and b"<form" in body and b"8 videos indexed" in body
-        status, _, body = _get(base + "/?q=a+red+square+moves+from+left+to+right&k=4")
-        page = body.decode()
-        assert status == 200 and page.count("<tr>") == 4 and "/thumb/" in page and "/video/" in page and "fine" in page
-        status, kind, api = _get(base + "/api/search?q=a+blue+circle&k=2")
-        hits = json.loads(api)["hits"]
-        assert status == 200 and kind.startswith("application/json") and len(hits) == 2 and hits[0]["stage"] == "fine"
-        status, kind, thumb = _get(base + f"/thumb/{hits[0]['row']}")
-        assert status == 200 and kind == "image/jpeg" and thumb[:2] == b"\xff\xd8"
-        status, _, video = _get(base + f"/video/{hits[0]['row']}")
-        assert status == 200 and hits[0]["key"].encode() in video and video.count(b"/frame/") == hits[0]["frames"]
-        status, kind, frame = _get(base + f"/frame/{hits[0]['row']}/0")
-        assert status == 200 and kind == "image/jpeg" and frame[:2] == b"\xff\xd8"
-        bad = {
-            "/?q=": "empty",
-            "/?q=" + "a" * 10_000: "10,000 characters",
-            "/?q=%ff%fe%00": "not UTF-8",
-            "/?q=ab%00c": "control character",
-            "/api/search?q=": "empty",
-            "/api/search": "?q=",
-            "/?q=cat&k=0": "k must be",
-            "/video/abc": "not a row number",
-        }
-        for path, reason in bad.items():
-            status, _, body = _get(base + path)
-            assert status == 400 and reason in body.decode(), (path, body[:500])
-            assert b"Traceback" not in body
-        for path in ("/video/99", "/frame/0/99", "/nothing/here"):
-            status, _, body = _get(base + path)
-            assert status == 404 and b"Traceback" not in body
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 # ------------------------------------------------------------------------------------------- unit

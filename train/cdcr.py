@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from model.interaction import TokenSet
+from model.features import TokenSet
 
 
 def _best_partner(queries: TokenSet, partners: TokenSet) -> torch.Tensor:

@@ -1,0 +1,237 @@
+"""The search service: FastAPI routes over an ``IndexHolder``, queries batched by a ``QueryBatcher``.
+
+Routes (``/openapi.json`` describes the API ones):
+
+- ``GET /`` the page (``?q=...&k=...`` shows results), ``GET /video/{key}`` a video's frames,
+  ``GET /thumb/{key}`` its strip, ``GET /frame/{key}/{i}`` one frame (read back from its shard);
+- ``GET /api/search?q=&k=``, ``GET /api/video/{key}``, ``GET /api/health`` (JSON);
+- ``POST /api/admin/reload``: load the index again and serve it once ready (needs ``api_key``).
+
+Every answer to bad input is a 4xx with a sentence that says what was wrong, in JSON on ``/api/``
+and as a page elsewhere: a query that is empty, over 1,000 characters, not UTF-8 or holding
+control characters (checked on the raw bytes of the URL, before anything decodes them), ``k``
+outside 1..100 or not a number, an unknown key or frame, a path that names nothing (``..`` and
+its encodings included: no route reads a file by a name from the URL), a method a route does not
+take (405 with ``Allow``). Anything else is a 500 naming the error; the trace goes to the log.
+With ``api_key`` set every route, the page and the schema included, wants it: header
+``Authorization: Bearer KEY`` or ``X-API-Key: KEY``, or ``?api_key=KEY`` once in a browser (it then
+sets an HttpOnly cookie so the page's images load).
+"""
+
+from __future__ import annotations
+
+import hmac
+import html
+import logging
+import urllib.parse
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from eval import search_page
+from eval.query import QueryError, check_query
+from eval.query_batcher import DEFAULT_MAX_BATCH, QueryBatcher
+from eval.search import result_json
+from eval.served_index import IndexHolder
+from shards.sample_format import frame_members
+
+logger = logging.getLogger("eval.service")
+MAX_K = 100
+KEY_COOKIE = "search_api_key"
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+class BadRequest(ValueError):
+    """Input the service answers with 400 and this message."""
+
+
+class _Forbidden(PermissionError):
+    """A route this service was not started to allow (403)."""
+
+
+def raw_parameters(request: Request) -> dict[str, bytes]:
+    """The URL's parameters as the bytes sent: a query that is not UTF-8 is reported, not mangled
+    into replacement characters (latin-1 maps bytes to characters one to one)."""
+    pairs = urllib.parse.parse_qsl(request.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True, encoding="latin-1")
+    return {name: value.encode("latin-1") for name, value in pairs}
+
+
+def parse_k(raw: bytes | None) -> int:
+    text = (raw or b"10").decode("latin-1")
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_K:
+        raise BadRequest(f"k must be a whole number from 1 to {MAX_K}, not {text[:20]!r}")
+    return int(text)
+
+
+def _query(parameters: dict[str, bytes]) -> str:
+    if "q" not in parameters:
+        raise BadRequest("add the query as ?q=...")
+    return check_query(parameters["q"])
+
+
+def _wants_json(request: Request) -> bool:
+    return request.url.path.startswith("/api/")
+
+
+def _error_response(request: Request, status: int, message: str, headers: dict | None = None) -> Response:
+    if _wants_json(request):
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
+    phrase = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed"}.get(status, "Error")
+    return HTMLResponse(search_page.page(f"{status} {phrase}", search_page.error(status, phrase, message)), status_code=status, headers=headers)
+
+
+def create_app(holder: IndexHolder, api_key: str | None = None, max_batch: int = DEFAULT_MAX_BATCH) -> FastAPI:
+    """The service over ``holder``'s index (the caller owns loading it; the app owns the batcher)."""
+    batcher = QueryBatcher(lambda: holder.current.searcher, max_batch)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):  # noqa: ANN202
+        yield
+        batcher.close()
+
+    app = FastAPI(title="clip4clip-stream video search", version="1", docs_url=None, redoc_url=None, lifespan=lifespan,
+                  description="Text-to-video search over an index made by python -m eval.index (README: Searching a collection).")  # fmt: skip
+    app.state.holder, app.state.batcher = holder, batcher
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):  # noqa: ANN001, ANN202
+        cookie = None
+        if api_key is not None:
+            given = _given_key(request)
+            if given is None or not hmac.compare_digest(given.encode(), api_key.encode()):
+                return _error_response(request, 401, "this service needs its API key: header 'Authorization: Bearer KEY' or "
+                                                     "'X-API-Key: KEY', or ?api_key=KEY in a browser", {"WWW-Authenticate": "Bearer"})  # fmt: skip
+            cookie = given if request.query_params.get("api_key") else None
+        response = await call_next(request)
+        response.headers.update(SECURITY_HEADERS)
+        if _wants_json(request) or request.url.path == "/" or request.url.path.startswith("/video/"):
+            response.headers.setdefault("Cache-Control", "no-store")
+        if cookie is not None:
+            response.set_cookie(KEY_COOKIE, cookie, httponly=True, samesite="strict")
+        return response
+
+    def _given_key(request: Request) -> str | None:
+        authorization = request.headers.get("authorization", "")
+        if authorization.lower().startswith("bearer "):
+            return authorization[7:].strip()
+        return request.headers.get("x-api-key") or request.query_params.get("api_key") or request.cookies.get(KEY_COOKIE)
+
+    @app.exception_handler(BadRequest)
+    @app.exception_handler(QueryError)
+    async def bad_request(request: Request, error: ValueError) -> Response:
+        return _error_response(request, 400, str(error))
+
+    @app.exception_handler(LookupError)
+    @app.exception_handler(FileNotFoundError)
+    async def not_found(request: Request, error: Exception) -> Response:
+        return _error_response(request, 404, str(error).strip("'\""))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> Response:
+        first = error.errors()[0] if error.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ())[1:]) or "request"
+        return _error_response(request, 400, f"{where}: {first.get('msg', 'invalid')}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        message = {404: f"nothing at {request.url.path[:200]}", 405: f"{request.method} is not accepted here"}.get(error.status_code, str(error.detail))
+        return _error_response(request, error.status_code, message, getattr(error, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def failure(request: Request, error: Exception) -> Response:
+        logger.exception("%s %s failed", request.method, request.url.path)
+        message = f"the server failed on this request ({type(error).__name__}: {error})"
+        return _error_response(request, 500, message)
+
+    async def run_search(parameters: dict[str, bytes]):  # noqa: ANN202 - SearchResult
+        query, k = _query(parameters), parse_k(parameters.get("k"))
+        return await batcher.search(query, k)
+
+    @app.get("/api/search", summary="The top k videos for a text query")
+    async def api_search(request: Request, q: str = Query(..., description="the query: 1 to 1,000 characters of UTF-8 text"),
+                         k: int = Query(10, ge=1, le=MAX_K, description="how many results")) -> dict:  # fmt: skip
+        return result_json(await run_search(raw_parameters(request)))
+
+    @app.get("/api/video/{key}", summary="One indexed video's record, with its thumbnail and frame URLs")
+    def api_video(key: str = Path(..., description="the video's key, as search results give it")) -> dict:
+        served = holder.current
+        row = served.row_of(key)
+        record = served.index.record(row)
+        stored = len(frame_members(served.samples.get(record["shard"], record["key"])))  # every frame the shard holds
+        link = search_page.key_path(key)
+        return {**record, "row": row, "thumbnail": f"/thumb/{link}", "frames_page": f"/video/{link}",
+                "frame_urls": [f"/frame/{link}/{i}" for i in range(stored)]}  # fmt: skip
+
+    @app.get("/api/health", summary="Whether the service answers, and which index it serves")
+    async def api_health() -> dict:
+        served = holder.current
+        manifest = served.index.manifest
+        return {"status": "ok", "index": holder.settings.index_url, "videos": len(served.index), "model_sha256": manifest["model_sha256"],
+                "index_updated": manifest.get("updated"), "loaded_at": served.loaded_at, "reloads": holder.reloads,
+                "search": {"method": served.searcher.method, "rerank_topk": served.searcher.rerank_topk},
+                "batches": {"queries": batcher.queries, "batches": batcher.batches}}  # fmt: skip
+
+    @app.post("/api/admin/reload", summary="Load the index again (a newer one at the same place) and serve it once ready")
+    async def api_reload() -> dict:
+        if api_key is None:
+            raise _Forbidden("reloading over HTTP needs the service started with --api-key (or send SIGHUP to its process)")
+        await run_in_threadpool(holder.reload)
+        return await api_health()
+
+    @app.exception_handler(_Forbidden)
+    async def forbidden(request: Request, error: _Forbidden) -> Response:
+        return _error_response(request, 403, str(error))
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def home(request: Request) -> HTMLResponse:
+        served = holder.current
+        manifest = served.index.manifest
+        parameters = raw_parameters(request)
+        k = parse_k(parameters.get("k"))
+        top = search_page.header(len(served.index), manifest["model"]["sim_header"], manifest["step"])
+        if "q" not in parameters:
+            return HTMLResponse(search_page.page("Video search", top + search_page.search_form("", k)))
+        shown = parameters["q"].decode("utf-8", errors="replace")[:200]
+        try:
+            result = await run_search(parameters)
+        except QueryError as error:
+            body = top + search_page.search_form(shown, k) + f"<p class='error'>{html.escape(str(error))}</p>"
+            return HTMLResponse(search_page.page("Video search", body), status_code=400)
+        body = top + search_page.search_form(result.query, k) + search_page.results(result, len(served.index))
+        return HTMLResponse(search_page.page(f"{result.query[:60]} - video search", body))
+
+    @app.get("/video/{key}", response_class=HTMLResponse, include_in_schema=False)
+    def video_page(key: str) -> HTMLResponse:
+        served = holder.current
+        record = served.index.record(served.row_of(key))
+        sample = served.samples.get(record["shard"], record["key"])
+        return HTMLResponse(search_page.page(record["key"], search_page.video(record, len(frame_members(sample)))))
+
+    @app.get("/thumb/{key}", include_in_schema=False)
+    def thumbnail(key: str) -> Response:
+        served = holder.current
+        return Response(served.index.thumbnail(served.row_of(key)), media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+
+    @app.get("/frame/{key}/{which}", include_in_schema=False)
+    def frame(key: str, which: str) -> Response:
+        served = holder.current
+        record = served.index.record(served.row_of(key))
+        sample = served.samples.get(record["shard"], record["key"])
+        names = frame_members(sample)
+        if not (which.isascii() and which.isdigit()) or int(which) >= len(names):
+            raise LookupError(f"{record['key']} has frames 0 to {len(names) - 1}, not {which[:20]!r}")
+        return Response(sample[names[int(which)]], media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> Response:
+        return Response(status_code=204)
+
+    return app

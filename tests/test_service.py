@@ -1,0 +1,315 @@
+"""The search service as deployed: ``python -m eval.serve`` (FastAPI on uvicorn) in its own process,
+spoken to over HTTP on 127.0.0.1: the API against the searcher, hostile input, slow clients, load,
+the API key, and swapping the index without a restart."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+
+import pytest
+
+from eval.index import main as index_main
+from eval.index_format import VideoIndex
+from eval.searcher import open_searcher
+from tests.conftest import REPO_ROOT
+from tests.service_process import Service
+
+pytestmark = pytest.mark.integration
+QUERIES = ["a red circle moves left", "a blue square moving up", "green shape going right", "a yellow circle slides down",
+           "something moves", "a square"]  # fmt: skip
+API_KEY = "test-key-0123456789"
+
+
+@pytest.fixture(scope="module")
+def service(search_collection):
+    collection = search_collection
+    running = Service(collection / "index")
+    yield running
+    running.stop()
+
+
+def _search_path(query: str, k: int = 5) -> str:
+    return f"/api/search?q={urllib.parse.quote(query)}&k={k}"
+
+
+def _same_ranking(result: dict, expected: dict) -> bool:
+    """The same videos in the same order from the same stages, scores within float rounding of a batch."""
+    same_order = [(h["key"], h["stage"]) for h in result["hits"]] == [(h["key"], h["stage"]) for h in expected["hits"]]
+    return same_order and all(abs(a["score"] - b["score"]) < 1e-4 for a, b in zip(result["hits"], expected["hits"], strict=True))
+
+
+def test_api_answers_as_the_searcher_does(search_collection, service):
+    collection = search_collection
+    searcher = open_searcher(str(collection / "index"), rerank_topk=4)
+    for query in QUERIES:
+        status, result = service.json(_search_path(query, 6))
+        assert status == 200
+        expected = searcher.search(query, 6)
+        assert [h["key"] for h in result["hits"]] == [h.record["key"] for h in expected.hits]
+        assert [h["score"] for h in result["hits"]] == pytest.approx([h.score for h in expected.hits], abs=1e-4)
+        assert [h["stage"] for h in result["hits"]] == ["fine"] * 4 + ["coarse"] * 2
+    status, health = service.json("/api/health")
+    assert status == 200 and health["status"] == "ok" and health["videos"] == 8
+    key = result["hits"][0]["key"]
+    status, video = service.json(f"/api/video/{key}")
+    assert status == 200 and video["key"] == key and len(video["captions"]) == 3
+    for url in [video["thumbnail"], *video["frame_urls"]]:
+        status, headers, body = service.request("GET", url)
+        assert status == 200 and headers["content-type"] == "image/jpeg" and body[:2] == b"\xff\xd8"
+    assert len(video["frame_urls"]) >= video["frames"] > 0  # every stored frame; "frames" is how many the model read
+    assert service.request("GET", f"/frame/{key}/{len(video['frame_urls'])}")[0] == 404
+
+
+def test_page_shows_ranked_results_and_a_videos_frames(service):
+    status, headers, body = service.request("GET", "/")
+    assert status == 200 and headers["content-type"].startswith("text/html") and b"<form" in body and b"8 videos indexed" in body
+    status, _, body = service.request("GET", "/?q=a+red+square+moves+from+left+to+right&k=5")
+    page = body.decode()
+    assert status == 200 and page.count("<tr class='hit'>") == 5 and page.count("/thumb/") == 5 and "fine" in page and "coarse" in page
+    assert "default-src 'self'" in headers["content-security-policy"] and headers["x-content-type-options"] == "nosniff"
+    status, _, body = service.request("GET", "/video/clip000")
+    assert status == 200 and body.count(b"/frame/clip000/") == len(service.json("/api/video/clip000")[1]["frame_urls"]) and b"Captions" in body
+
+
+def test_openapi_schema_describes_the_api(service):
+    status, schema = service.json("/openapi.json")
+    assert status == 200
+    assert {"/api/search", "/api/video/{key}", "/api/health", "/api/admin/reload"} <= set(schema["paths"])
+    parameters = {p["name"]: p for p in schema["paths"]["/api/search"]["get"]["parameters"]}
+    assert parameters["q"]["required"] and parameters["k"]["schema"]["maximum"] == 100
+    assert "/" not in schema["paths"] and "/thumb/{key}" not in schema["paths"]  # pages are not API
+
+
+def _raw(port: int, request: bytes, timeout: float = 60) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+HOSTILE = [
+    ("/api/search?q=&k=3", 400, "empty"),
+    ("/api/search?q=%20%20%20", 400, "empty"),
+    ("/api/search?q=%FF%FE", 400, "not UTF-8"),
+    ("/api/search?q=caf%C3", 400, "not UTF-8"),
+    ("/api/search?q=a%00b", 400, "control character"),
+    ("/api/search?q=" + "x" * 1001, 400, "1,001 characters"),
+    ("/api/search?q=cat&k=0", 400, "k"),
+    ("/api/search?q=cat&k=-1", 400, "k"),
+    ("/api/search?q=cat&k=1000000000", 400, "k"),
+    ("/api/search?q=cat&k=ten", 400, "k"),
+    ("/api/search?k=3", 400, "q"),
+    ("/?q=&k=3", 400, "empty"),
+    ("/?q=cat&k=0", 400, "k must be a whole number"),
+    ("/api/video/no-such-key", 404, "no video with the key"),
+    ("/video/no-such-key", 404, "no video with the key"),
+    ("/thumb/no-such-key", 404, "no video with the key"),
+    ("/frame/clip000/99", 404, "has frames 0 to"),
+    ("/frame/clip000/-1", 404, "has frames 0 to"),
+    ("/nothing/here", 404, "nothing at"),
+] + [
+    (prefix + attack, 404, "")
+    for prefix in ("/", "/video/", "/thumb/", "/frame/clip000/", "/api/video/", "/api/")
+    for attack in ("../../../../etc/passwd", "..%2F..%2F..%2Fetc%2Fpasswd", "%2e%2e/%2e%2e/etc/passwd", "..%252F..%252Fetc%252Fpasswd",
+                   "....//....//etc/passwd", "%2e%2e%5c%2e%2e%5cetc%5cpasswd")  # fmt: skip
+]
+
+
+@pytest.mark.parametrize("path,status,message", HOSTILE)
+def test_hostile_input_gets_a_clear_4xx(service, path, status, message):
+    got, headers, body = service.request("GET", path)
+    assert got == status, body[:300]
+    assert b"root:" not in body  # no file content, whatever the path
+    text = body.decode("utf-8", errors="replace")
+    if path.startswith("/api/"):
+        assert headers["content-type"].startswith("application/json") and message in json.loads(body)["error"]
+    else:
+        assert headers["content-type"].startswith("text/html") and message in text
+
+
+@pytest.mark.parametrize("method", ["HEAD", "OPTIONS", "POST", "PUT", "DELETE", "PATCH"])
+@pytest.mark.parametrize("path", ["/api/search?q=cat", "/api/health", "/api/video/clip000", "/", "/thumb/clip000"])
+def test_other_methods_on_get_routes_are_refused(service, method, path):
+    status, headers, _ = service.request(method, path)
+    assert status == 405 and headers["allow"] == "GET"
+
+
+def test_a_10_mb_query_is_refused_with_a_reason_and_the_server_stays_up(service):
+    response = _raw(service.port, b"GET /api/search?q=" + b"a" * (10 * 1024 * 1024) + b"&k=3 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400") and "10,485,760 characters" in json.loads(body)["error"]
+    garbage = _raw(service.port, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 not http at all\r\n\r\n")  # a TLS hello, say
+    assert garbage.startswith(b"HTTP/1.1 400")
+    assert service.json("/api/health")[0] == 200
+
+
+def test_slow_clients_do_not_block_others(service):
+    """50 connections that send half a request head and then nothing (slowloris): other clients are
+    answered meanwhile (the bound only turns a hang into a failure; answers take milliseconds)."""
+    idle = []
+    try:
+        for _ in range(50):
+            sock = socket.create_connection(("127.0.0.1", service.port), timeout=10)
+            sock.sendall(b"GET /api/search?q=slow HTTP/1.1\r\nHost: t\r\nX-Slow: ")
+            idle.append(sock)
+        for query in QUERIES:
+            status, result = service.json(_search_path(query))
+            assert status == 200 and result["hits"]
+        for sock in idle[:10]:
+            sock.sendall(b"a")  # still trickling
+        assert service.json("/api/health")[0] == 200
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def test_concurrent_clients_get_the_single_query_results(service):
+    """16 clients on 127.0.0.1 for 4 s (both bounded): no error responses, every answer equal to the
+    query's answer alone, and concurrent queries were encoded together."""
+    alone = {}
+    for query in QUERIES:
+        status, result = service.json(_search_path(query))
+        assert status == 200
+        alone[query] = result
+    failures, answered, batch_sizes = [], [], []
+    deadline = time.monotonic() + 4.0
+
+    def client(number: int) -> None:
+        try:
+            ask(number)
+        except Exception as error:  # noqa: BLE001 - a client that fails is the test's failure
+            failures.append(repr(error))
+
+    def ask(number: int) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", service.port, timeout=60)
+        sent = 0
+        while time.monotonic() < deadline and sent < 500:
+            query = QUERIES[(number + sent) % len(QUERIES)]
+            connection.request("GET", _search_path(query))
+            response = connection.getresponse()
+            body = response.read()
+            sent += 1
+            if response.status != 200:
+                failures.append((response.status, body[:200]))
+                continue
+            result = json.loads(body)
+            batch_sizes.append(result["batch_size"])
+            if not _same_ranking(result, alone[query]):
+                failures.append((query, result["hits"], alone[query]["hits"]))
+            answered.append(query)
+        connection.close()
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not failures, failures[:3]
+    assert len(answered) >= 16 and max(batch_sizes) > 1
+
+
+@pytest.fixture
+def keyed_service(search_collection, tmp_path):
+    collection = search_collection
+    """A service with --api-key over a copy of the index (the reload tests change it)."""
+    shutil.copytree(collection / "index", tmp_path / "index")
+    running = Service(tmp_path / "index", "--api-key", API_KEY, "--host", "127.0.0.1")
+    yield running, tmp_path / "index"
+    running.stop()
+
+
+def test_the_api_key_guards_every_route(keyed_service):
+    service, _ = keyed_service
+    for path in ["/", "/api/health", _search_path("cat"), "/api/video/clip000", "/thumb/clip000", "/video/clip000", "/openapi.json"]:
+        assert service.request("GET", path)[0] == 401, path
+        assert service.request("GET", path, {"Authorization": "Bearer wrong-key-123"})[0] == 401, path
+        assert service.request("GET", path, {"Authorization": f"Bearer {API_KEY}"})[0] == 200, path
+        assert service.request("GET", path, {"X-API-Key": API_KEY})[0] == 200, path
+    assert service.request("POST", "/api/admin/reload")[0] == 401
+    status, headers, _ = service.request("GET", f"/?api_key={API_KEY}")
+    assert status == 200 and "search_api_key=" in headers["set-cookie"] and "HttpOnly" in headers["set-cookie"]
+    cookie = headers["set-cookie"].split(";")[0]
+    assert service.request("GET", "/thumb/clip000", {"Cookie": cookie})[0] == 200  # the page's images load
+
+
+def test_reload_without_a_key_is_refused(service):
+    status, _, body = service.request("POST", "/api/admin/reload")
+    assert status == 403 and "--api-key" in json.loads(body)["error"]
+
+
+def test_the_index_is_swapped_without_a_restart(search_collection, keyed_service, tmp_path):
+    """The index is rebuilt smaller, then appended to by eval.index; POST /api/admin/reload and SIGHUP
+    each serve the new one once ready, while searches keep being answered; a broken index is refused
+    and the old one keeps serving."""
+    collection = search_collection
+    service, index = keyed_service
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    assert service.json("/api/health", auth)[1]["videos"] == 8
+    smaller = tmp_path / "smaller"
+    shards = sorted(str(p) for p in (collection / "shards").glob("shard-*.tar"))
+    assert index_main(["--checkpoint", str(collection / "run"), "--shards", "{" + ",".join(shards[:2]) + "}", "--out", str(smaller)]) == 0
+    shutil.rmtree(index)
+    shutil.copytree(smaller, index)
+    errors, stop = [], threading.Event()
+
+    def keep_searching() -> None:
+        while not stop.is_set():
+            status, _, body = service.request("GET", _search_path("a red circle"), auth)
+            if status != 200:
+                errors.append((status, body[:200]))
+
+    searching = threading.Thread(target=keep_searching)
+    searching.start()
+    try:
+        status, _, body = service.request("POST", "/api/admin/reload", auth)
+        assert status == 200 and json.loads(body)["videos"] == 4 and json.loads(body)["reloads"] == 1
+        kept = {VideoIndex(str(smaller)).record(row)["key"] for row in range(4)}
+        assert {hit["key"] for hit in service.json(_search_path("circle", 8), auth)[1]["hits"]} == kept
+        assert index_main(["--checkpoint", str(collection / "run"), "--shards", str(collection / "shards"), "--out", str(index)]) == 0
+        os.kill(service.process.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 60
+        while service.json("/api/health", auth)[1]["videos"] != 8 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert service.json("/api/health", auth)[1]["videos"] == 8
+        (index / "index.json").write_text("{not json")
+        status, _, body = service.request("POST", "/api/admin/reload", auth)
+        assert status == 500 and "index.json" in json.loads(body)["error"]
+        assert service.json("/api/health", auth)[1]["videos"] == 8  # still the last good one
+    finally:
+        stop.set()
+        searching.join(timeout=60)
+    assert not errors, errors[:3]
+
+
+def test_the_listening_socket_says_it_is_tcp():
+    """asyncio turns Nagle off (TCP_NODELAY) only on sockets whose protocol is IPPROTO_TCP; a socket made
+    with protocol 0 made every kept-alive response wait for the client's delayed ACK (44 ms per
+    /api/health under wrk instead of 0.5 ms: BENCHMARKS.md)."""
+    from eval.serve import listening_socket
+
+    with listening_socket("127.0.0.1", 0) as sock:
+        assert sock.proto == socket.IPPROTO_TCP and sock.type == socket.SOCK_STREAM
+
+
+def test_listening_beyond_this_machine_warns(search_collection):
+    collection = search_collection
+    process = subprocess.Popen([sys.executable, "-m", "eval.serve", "--index", str(collection / "index"), "--host", "0.0.0.0", "--port", "0"],
+                               cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    try:
+        assert "http://" in process.stdout.readline()
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        _, stderr = process.communicate(timeout=20)
+    assert "warning: listening on 0.0.0.0" in stderr and "no --api-key" in stderr
