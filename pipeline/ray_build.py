@@ -18,7 +18,9 @@ What Ray does and what stays ours:
 - **Per-node concurrency** comes from the CPUs a task reserves (``runtime.ray_cluster.cpus_per_task``).
 - **Progress**: a small actor on the driver's node holds each unit's videos done and failures;
   tasks report after every video and the driver draws one bar for the whole job from it. A retried
-  unit starts again from zero there, so the bar never counts a video twice.
+  unit starts again from zero there, so the bar never counts a video twice. Progress is never a
+  reason to fail: while the actor is unreachable the bar shows the last reports (finished units
+  are counted by the driver itself), and Ray restarts a lost actor.
 - **Backpressure**: at most ``in_flight`` tasks are submitted ahead, so the driver and the object
   store hold the arguments of those only, whatever the size of the build.
 """
@@ -114,7 +116,7 @@ def build_shards_on_ray(records: list[VideoRecord], videos_root: str, store: Sto
     with ray_session(ray_options, TASK_PACKAGES) as ray:
         cpus = cpus_per_task(options.workers, node_cpus(ray))
         task = ray.remote(build_unit_task).options(num_cpus=cpus, max_retries=ray_options.max_retries, retry_exceptions=list(RETRIED_ERRORS))
-        progress_actor = _progress_actor_class(ray).options(scheduling_strategy=_on_this_node(ray)).remote()
+        progress_actor = _progress_actor_class(ray).options(scheduling_strategy=_on_this_node(ray), max_restarts=-1).remote()
         window = ray_options.in_flight or max(2, int(2 * sum(node_cpus(ray)) / cpus))
         _run_tasks(ray, task, progress_actor, prepared, videos_root, store.url_of(""), settings, options, window, job)
     manifest = None if job.failed_units else merge_manifest(store)
@@ -132,7 +134,7 @@ def build_shards_on_ray(records: list[VideoRecord], videos_root: str, store: Sto
 def _on_this_node(ray):  # noqa: ANN001, ANN202
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
 
 
 def _run_tasks(ray, task, progress_actor, prepared, videos_root: str, out: str, settings: ExtractionSettings,  # noqa: ANN001
@@ -141,6 +143,7 @@ def _run_tasks(ray, task, progress_actor, prepared, videos_root: str, out: str, 
     queue = list(reversed(prepared.todo))
     pending: dict[object, int] = {}
     finished: dict[int, UnitProgress] = {}
+    reported: dict[int, UnitProgress] = {}
     bar = tqdm(total=prepared.total_videos, unit="video", disable=not options.show_progress, smoothing=0.1)
     last_draw = 0.0
     try:
@@ -162,10 +165,20 @@ def _run_tasks(ray, task, progress_actor, prepared, videos_root: str, out: str, 
                 job.samples += result["samples"]
                 job.units_done += 1
             if time.monotonic() - last_draw > 0.5 or not (queue or pending):
-                _draw(bar, job, finished, ray.get(progress_actor.snapshot.remote()))
+                reported = _snapshot(ray, progress_actor, reported)
+                _draw(bar, job, finished, reported)
                 last_draw = time.monotonic()
     finally:
         bar.close()
+
+
+def _snapshot(ray, progress_actor, last: dict[int, UnitProgress]) -> dict[int, UnitProgress]:  # noqa: ANN001
+    """The running units' latest reports; the last ones known while the actor is unreachable (its node
+    lost: Ray restarts it), so the bar can stall for a moment but the build never fails on it."""
+    try:
+        return ray.get(progress_actor.snapshot.remote(), timeout=10)
+    except ray.exceptions.RayError:
+        return last
 
 
 def _draw(bar: tqdm, job: JobProgress, finished: dict[int, UnitProgress], reported: dict[int, UnitProgress]) -> None:
