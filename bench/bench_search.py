@@ -1,6 +1,6 @@
 """Per-query latency and memory of the search index's first stage at 10k, 100k and 1M videos:
-the exact scan (eval/searcher.py: float32 vectors in memory, one matrix-vector product and a
-top-k) side by side with faiss's IVF over fp16 vectors (eval/ann.py) at several ``nprobe``,
+the exact scan (search/searcher.py: float32 vectors in memory, one matrix-vector product and a
+top-k) side by side with faiss's IVF over fp16 vectors (search/ann.py) at several ``nprobe``,
 with the approximate top 10's recall of the exact top 10; plus the two costs every query pays
 whatever the index: encoding the text (ViT-B/32's text tower) and, for models with a fine
 stage, DRL's WTI rescoring 50 candidates read from a memory-mapped fp16 frames array.
@@ -65,7 +65,7 @@ def recall(found: list, truth: list) -> float:
 
 
 def one_size(count: int, num_queries: int) -> dict:
-    from eval.ann import ApproximateSearch, build_ann
+    from search.ann import ApproximateSearch, build_ann
 
     vectors16, near = synthetic(count, num_queries, QUERY_NOISE["near"])
     far = synthetic(count, num_queries, QUERY_NOISE["far"])[1]  # the same vectors (same seed), other queries

@@ -5,11 +5,12 @@ old ``http.server`` page, on a 100k-video index, in one run.
   ``python -m train`` on two generated clips, so the checkpoint is a real one; meanP, so a query
   costs its text encoding (ViT-B/32's text tower, the dominant cost) and the exact first stage
   over 100k vectors.
-- The index: 100,000 rows in the real format (eval/index_format.py ``PartWriter``), synthetic
+- The index: 100,000 rows in the real format (search/index_format.py ``PartWriter``), synthetic
   unit vectors (bench/bench_search.py ``synthetic``), the model's fingerprint, a thumbnail each.
-- The servers: ``python -m eval.serve`` (FastAPI + uvicorn, queries batched across requests)
-  and the previous ``eval/serve.py`` (``http.server``, one query at a time), read from git at
-  commit ``BASELINE_COMMIT`` and run unchanged. Each serves the same index on 127.0.0.1.
+- The servers: ``python -m search.serve`` (FastAPI + uvicorn, queries batched across requests)
+  and the previous ``python -m eval.serve`` (``http.server``, one query at a time): the whole
+  project at commit ``BASELINE_COMMIT``, unpacked from git and run unchanged. Each serves the same
+  index on 127.0.0.1.
 - The load: ``wrk`` (Debian's package) with C connections for ``--seconds`` each, every request a
   query drawn from 200 captions; wrk's own requests/s and latency percentiles. Both sides run at
   every concurrency, alternating which goes first.
@@ -66,9 +67,9 @@ def make_index(run: Path, out: Path, videos: int) -> None:
     from PIL import Image
 
     from bench.bench_search import synthetic
-    from eval.index_format import PartWriter
-    from eval.indexer import IndexSettings, describe_model, write_index_manifest
     from eval.trained_model import load_trained_model
+    from search.index_format import PartWriter
+    from search.indexer import IndexSettings, describe_model, write_index_manifest
     from shards.storage import Store
 
     settings = IndexSettings(ann="never")
@@ -92,9 +93,10 @@ def make_index(run: Path, out: Path, videos: int) -> None:
     write_index_manifest(store, description, settings)
 
 
-def start_server(command: list[str]) -> tuple[subprocess.Popen, int]:
-    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
-                               env=os.environ | {"PYTHONPATH": str(REPO_ROOT)})  # fmt: skip
+def start_server(command: list[str], tree: Path) -> tuple[subprocess.Popen, int]:
+    """One server from the source tree ``tree``; its first line names the port it got."""
+    process = subprocess.Popen(command, cwd=tree, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
+                               env=os.environ | {"PYTHONPATH": str(tree)})  # fmt: skip
     line = process.stdout.readline()
     port = int(re.search(r"http://127\.0\.0\.1:(\d+)/", line).group(1))
     return process, port
@@ -140,16 +142,17 @@ def main() -> None:
         script = scratch / "queries.lua"
         paths = ", ".join(json.dumps(f"/api/search?q={q.replace(' ', '+')}&k=10") for q in queries)
         script.write_text(f"local paths = {{{paths}}}\nrequest = function() return wrk.format('GET', paths[math.random(#paths)]) end\n")
-        legacy = scratch / "legacy_serve.py"
-        legacy.write_text(subprocess.run(["git", "show", f"{BASELINE_COMMIT}:eval/serve.py"], cwd=REPO_ROOT, capture_output=True, text=True,
-                                         check=True).stdout)  # fmt: skip
-        servers = {"fastapi_batched": [sys.executable, "-m", "eval.serve", "--index", str(scratch / "index"), "--port", "0"],
-                   "http_server_baseline": [sys.executable, str(legacy), "--index", str(scratch / "index"), "--port", "0"]}  # fmt: skip
+        baseline = scratch / "baseline"
+        baseline.mkdir()
+        archive = subprocess.run(["git", "archive", BASELINE_COMMIT], cwd=REPO_ROOT, capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(baseline)], input=archive, check=True)
+        servers = {"fastapi_batched": ([sys.executable, "-m", "search.serve", "--index", str(scratch / "index"), "--port", "0"], REPO_ROOT),
+                   "http_server_baseline": ([sys.executable, "-m", "eval.serve", "--index", str(scratch / "index"), "--port", "0"], baseline)}  # fmt: skip
         results: dict = {"videos": args.videos, "seconds": args.seconds, "cpus": os.cpu_count(), "model": "ViT-B-32 meanP, exact first stage"}
         for round_number, connections in enumerate(int(c) for c in args.concurrency.split(",")):
             order = list(servers) if round_number % 2 == 0 else list(reversed(servers))
             for name in order:
-                process, port = start_server(servers[name])
+                process, port = start_server(*servers[name])
                 try:
                     wrk(port, connections, 3, script)  # warm-up: first queries, page cache, allocator
                     figures = wrk(port, connections, args.seconds, script)

@@ -128,10 +128,10 @@ def s3_bucket(s3_endpoint: str) -> str:
 def search_collection(sample_dataset, tmp_path_factory):
     """Shards of the 8 generated clips (2 a shard), a briefly trained meanP + WTI model (a fine stage,
     so results come from both stages) and its index."""
-    from eval.index import main as index_main
     from pipeline.annotations import load_annotations
     from pipeline.build import BuildOptions, build_shards
     from pipeline.extract import ExtractionSettings
+    from search.index import main as index_main
     from shards.storage import Store
     from train.config import parse_config
     from train.trainer import train

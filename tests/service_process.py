@@ -1,4 +1,4 @@
-"""``python -m eval.serve`` as a test starts it: its own process group, a free port of 127.0.0.1."""
+"""``python -m search.serve`` as a test starts it: its own process group, a free port of 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from tests.conftest import REPO_ROOT
 
 
 class Service:
-    """``python -m eval.serve`` in a process group of its own, on a free port of 127.0.0.1."""
+    """``python -m search.serve`` in a process group of its own, on a free port of 127.0.0.1."""
 
     def __init__(self, index: Path, *extra: str, env: dict | None = None) -> None:
-        self.process = subprocess.Popen([sys.executable, "-m", "eval.serve", "--index", str(index), "--port", "0", "--rerank-topk", "4", *extra],
+        self.process = subprocess.Popen([sys.executable, "-m", "search.serve", "--index", str(index), "--port", "0", "--rerank-topk", "4", *extra],
                                         cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                                         env=env)  # fmt: skip
         line = self.process.stdout.readline()

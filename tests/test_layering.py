@@ -1,7 +1,8 @@
 """The package layering README's Architecture section promises, checked on the source itself.
 
 model/ and runtime/ are shared by train/ and eval/ and import neither; eval/ never imports
-train/ (the trainer may call the evaluator, not the other way round); and no first-party
+train/ (the trainer may call the evaluator, not the other way round); search/ (the product built
+on the evaluator's model loading) imports eval/ but never train/, and eval/ never imports it; and no first-party
 module imports itself back through others, at module level or inside a function.
 """
 
@@ -10,8 +11,9 @@ from pathlib import Path
 
 from tests.conftest import REPO_ROOT
 
-PACKAGES = ("pipeline", "shards", "model", "runtime", "train", "eval", "tools")
-MAY_NOT_IMPORT = {"model": {"train", "eval"}, "runtime": {"train", "eval", "model"}, "eval": {"train"}, "shards": {"train", "eval", "model"}}
+PACKAGES = ("pipeline", "shards", "model", "runtime", "train", "eval", "search", "tools")
+MAY_NOT_IMPORT = {"model": {"train", "eval", "search"}, "runtime": {"train", "eval", "model", "search"}, "eval": {"train", "search"},
+                  "shards": {"train", "eval", "model", "search"}, "pipeline": {"train", "eval", "search"}, "search": {"train"}}
 
 
 def module_name(path: Path) -> str:

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eval.index import main as index_main
-from eval.index_format import VideoIndex
+from search.index import main as index_main
+from search.index_format import VideoIndex
 from shards.manifest import without_timing
 from tests.conftest import REPO_ROOT
 from tests.ray_cluster import RAY_ENV, LocalRayCluster, slow_ffmpeg
@@ -213,7 +213,7 @@ def test_index_on_ray_equals_the_single_process_index(ray_cluster, local_build, 
     rounding step (both runs store fp16; only which process encoded a batch differs)."""
     shards = str(local_build(2))
     assert index_main(["--checkpoint", str(trained_run), "--shards", shards, "--out", str(tmp_path / "single"), "--part-videos", "3"]) == 0
-    result = _run([sys.executable, "-m", "eval.index", "--checkpoint", str(trained_run), "--shards", shards, "--out", str(tmp_path / "ray"),
+    result = _run([sys.executable, "-m", "search.index", "--checkpoint", str(trained_run), "--shards", shards, "--out", str(tmp_path / "ray"),
                    "--part-videos", "3", "--distributor", "ray", "--ray-address", ray_cluster.address, "--ray-shards-per-task", "1"])  # fmt: skip
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
@@ -229,6 +229,6 @@ def test_index_on_ray_equals_the_single_process_index(ray_cluster, local_build, 
         np.testing.assert_allclose(stacked[0].astype(np.float32), stacked[1].astype(np.float32), rtol=2**-10, atol=1e-4)
     same = ("model_sha256", "arrays", "row_shapes", "dim", "num_videos", "max_frames", "image_size")
     assert {k: ray.manifest[k] for k in same} == {k: single.manifest[k] for k in same}
-    again = _run([sys.executable, "-m", "eval.index", "--checkpoint", str(trained_run), "--shards", shards, "--out", str(tmp_path / "ray"),
+    again = _run([sys.executable, "-m", "search.index", "--checkpoint", str(trained_run), "--shards", shards, "--out", str(tmp_path / "ray"),
                   "--distributor", "ray", "--ray-address", ray_cluster.address])  # fmt: skip
     assert again.returncode == 0 and json.loads(again.stdout.strip().splitlines()[-1])["already_indexed_shards"] == 4

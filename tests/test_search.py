@@ -16,22 +16,22 @@ import numpy as np
 import pytest
 import torch
 
-from eval.ann import ApproximateSearch, build_ann
 from eval.encode import encode_split
-from eval.index import main as index_main
-from eval.index_format import INDEX_FILE, IndexFormatError, NpyAppender, VideoIndex
-from eval.query import MAX_QUERY_CHARS, QueryError, check_query
 from eval.rerank import two_stage_blocks
 from eval.scoring import SplitScorer
-from eval.search import main as search_main
-from eval.searcher import open_searcher
-from eval.serve import main as serve_main
 from eval.trained_model import load_trained_model
 from model.backbone import tokenizer_for
 from model.frame_rule import frame_rule_for
 from pipeline.annotations import load_annotations
 from pipeline.build import BuildOptions, build_shards
 from pipeline.extract import ExtractionSettings
+from search.ann import ApproximateSearch, build_ann
+from search.cli import main as search_main
+from search.index import main as index_main
+from search.index_format import INDEX_FILE, IndexFormatError, NpyAppender, VideoIndex
+from search.query import MAX_QUERY_CHARS, QueryError, check_query
+from search.searcher import open_searcher
+from search.serve import main as serve_main
 from shards.reader import shard_urls
 from shards.storage import Store
 from train.config import parse_config
@@ -197,7 +197,7 @@ def test_a_killed_indexing_job_resumes_from_its_committed_parts(collection, tmp_
     stalled = shards / "shard-999999.tar"
     os.mkfifo(stalled)
     index = tmp_path / "index"
-    command = [sys.executable, "-m", "eval.index", "--checkpoint", str(collection / "seqTransf"), "--shards", str(shards),
+    command = [sys.executable, "-m", "search.index", "--checkpoint", str(collection / "seqTransf"), "--shards", str(shards),
                "--out", str(index), "--part-videos", "1"]  # fmt: skip
     process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + 240
@@ -224,7 +224,7 @@ def test_a_killed_indexing_job_resumes_from_its_committed_parts(collection, tmp_
 def test_two_ranks_under_torchrun_index_what_one_process_does(collection, tmp_path):
     single = tmp_path / "single"
     _index(collection, "wti", single)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "eval.index",
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "search.index",
                "--checkpoint", str(collection / "wti"), "--shards", str(collection / "shards"), "--out", str(tmp_path / "ddp")]  # fmt: skip
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
@@ -261,7 +261,7 @@ def test_search_cli_prints_top_k_and_refuses_bad_queries(collection, tmp_path, c
         err = capsys.readouterr().err
         assert reason in err and "Traceback" not in err
     assert search_main(["--index", str(tmp_path / "nothing"), "a cat"]) == 2
-    assert "python -m eval.index" in capsys.readouterr().err
+    assert "python -m search.index" in capsys.readouterr().err
 
 
 def test_approximate_first_stage_on_a_small_index_equals_the_exact_one(collection, tmp_path):

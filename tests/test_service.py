@@ -1,4 +1,4 @@
-"""The search service as deployed: ``python -m eval.serve`` (FastAPI on uvicorn) in its own process,
+"""The search service as deployed: ``python -m search.serve`` (FastAPI on uvicorn) in its own process,
 spoken to over HTTP on 127.0.0.1: the API against the searcher, hostile input, slow clients, load,
 the API key, and swapping the index without a restart."""
 
@@ -18,9 +18,9 @@ import urllib.parse
 
 import pytest
 
-from eval.index import main as index_main
-from eval.index_format import VideoIndex
-from eval.searcher import open_searcher
+from search.index import main as index_main
+from search.index_format import VideoIndex
+from search.searcher import open_searcher
 from tests.conftest import REPO_ROOT
 from tests.service_process import Service
 
@@ -250,7 +250,7 @@ def test_reload_without_a_key_is_refused(service):
 
 
 def test_the_index_is_swapped_without_a_restart(search_collection, keyed_service, tmp_path):
-    """The index is rebuilt smaller, then appended to by eval.index; POST /api/admin/reload and SIGHUP
+    """The index is rebuilt smaller, then appended to by search.index; POST /api/admin/reload and SIGHUP
     each serve the new one once ready, while searches keep being answered; a broken index is refused
     and the old one keeps serving."""
     collection = search_collection
@@ -297,7 +297,7 @@ def test_the_listening_socket_says_it_is_tcp():
     """asyncio turns Nagle off (TCP_NODELAY) only on sockets whose protocol is IPPROTO_TCP; a socket made
     with protocol 0 made every kept-alive response wait for the client's delayed ACK (44 ms per
     /api/health under wrk instead of 0.5 ms: BENCHMARKS.md)."""
-    from eval.serve import listening_socket
+    from search.serve import listening_socket
 
     with listening_socket("127.0.0.1", 0) as sock:
         assert sock.proto == socket.IPPROTO_TCP and sock.type == socket.SOCK_STREAM
@@ -305,7 +305,7 @@ def test_the_listening_socket_says_it_is_tcp():
 
 def test_listening_beyond_this_machine_warns(search_collection):
     collection = search_collection
-    process = subprocess.Popen([sys.executable, "-m", "eval.serve", "--index", str(collection / "index"), "--host", "0.0.0.0", "--port", "0"],
+    process = subprocess.Popen([sys.executable, "-m", "search.serve", "--index", str(collection / "index"), "--host", "0.0.0.0", "--port", "0"],
                                cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
     try:
         assert "http://" in process.stdout.readline()

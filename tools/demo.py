@@ -10,8 +10,8 @@
    train shards for a few minutes of CPU, evaluating on the test split every 40 steps;
 5. evaluates the final checkpoint (python -m eval) and prints R@1/5/10, MdR, MnR both ways,
    with report.html and rank_histogram.png in OUT/eval;
-6. indexes the test split (python -m eval.index) and prints one example search over it
-   (python -m eval.search), with the command that serves the search page.
+6. indexes the test split (python -m search.index) and prints one example search over it
+   (python -m search), with the command that serves the search page.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import os
 import sys
 
 from eval.__main__ import main as eval_main
-from eval.index import main as index_main
-from eval.search import main as search_main
 from pipeline.__main__ import main as pipeline_main
+from search.cli import main as search_main
+from search.index import main as index_main
 from tools.inspect_shards import main as inspect_main
 from tools.make_sample_data import make_sample_data
 from train.__main__ import main as train_main
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     step("an example search over the index")
     if search_main(["--index", index, EXAMPLE_QUERY, "-k", "5"]) != 0:
         sys.exit("demo: search failed")
-    print(f"search page: python -m eval.serve --index {index}   (then open http://127.0.0.1:8000/)")
+    print(f"search page: python -m search.serve --index {index}   (then open http://127.0.0.1:8000/)")
 
 
 if __name__ == "__main__":

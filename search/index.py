@@ -1,9 +1,9 @@
-"""``python -m eval.index --checkpoint RUN --shards URL --out INDEX`` (also under torchrun).
+"""``python -m search.index --checkpoint RUN --shards URL --out INDEX`` (also under torchrun).
 
-With ``--distributor ray`` the shards are encoded by tasks on a Ray cluster (eval/ray_index.py).
+With ``--distributor ray`` the shards are encoded by tasks on a Ray cluster (search/ray_index.py).
 
 Encodes every video of the shards once into a search index on local disk or any fsspec URL
-(format: eval/index_format.py, README "Searching a collection"). Run it again with more shards
+(format: search/index_format.py, README "Searching a collection"). Run it again with more shards
 (or after a kill) and it encodes only the shards the index does not hold yet.
 """
 
@@ -16,14 +16,14 @@ import sys
 
 import torch.distributed as dist
 
-from eval.ann import ANN_MIN_VIDEOS
-from eval.index_format import IndexFormatError
-from eval.indexer import IndexSettings, index_shards
-from eval.ray_index import ModelSource, RayIndexOptions, index_shards_on_ray
 from model.foreign_checkpoints import FORMATS
 from runtime.distributed import init_distributed
 from runtime.logs import setup_logging
 from runtime.ray_cluster import RayOptions
+from search.ann import ANN_MIN_VIDEOS
+from search.index_format import IndexFormatError
+from search.indexer import IndexSettings, index_shards
+from search.ray_index import ModelSource, RayIndexOptions, index_shards_on_ray
 from shards.manifest import BuildStateError
 from shards.probe import probe_location
 from shards.reader import ReadPolicy, ShardReadError
@@ -36,7 +36,7 @@ def _absolute(location: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m eval.index", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m search.index", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="checkpoint file, or a run folder (uses checkpoints/latest)")
     parser.add_argument("--shards", required=True, help="build folder / s3:// prefix with manifest, or brace pattern")
     parser.add_argument("--out", required=True, help="index folder (local or any fsspec URL); an existing index is appended to")

@@ -1,9 +1,9 @@
-"""``python -m eval.search --index INDEX "a red car drifting" [-k 10]``: the top videos of an index.
+"""``python -m search --index INDEX "a red car drifting" [-k 10]``: the top videos of an index.
 
-Loads the index (eval/index_format.py) and the model that made it, encodes each query and
+Loads the index (search/index_format.py) and the model that made it, encodes each query and
 prints its top k with scores, the first stage being exact unless the index holds an
 approximate one (``--mode``), and the model's fine similarity rescoring the top
-``--rerank-topk`` where it has one (eval/searcher.py).
+``--rerank-topk`` where it has one (search/searcher.py).
 """
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ import sys
 
 import torch
 
-from eval.ann import DEFAULT_NPROBE
-from eval.index_format import IndexFormatError
-from eval.query import QueryError, check_query
-from eval.searcher import DEFAULT_RERANK_TOPK, SEARCH_MODES, Searcher, SearchResult, open_searcher
+from search.ann import DEFAULT_NPROBE
+from search.index_format import IndexFormatError
+from search.query import QueryError, check_query
+from search.searcher import DEFAULT_RERANK_TOPK, SEARCH_MODES, Searcher, SearchResult, open_searcher
 from shards.storage import StorageError
 
 
 def add_searcher_arguments(parser: argparse.ArgumentParser) -> None:
-    """How the first stage, the rerank and the model are chosen: the same for eval.search and eval.serve."""
+    """How the first stage, the rerank and the model are chosen: the same for python -m search and search.serve."""
     parser.add_argument("--mode", choices=SEARCH_MODES, default="auto",
                         help="first stage: exact scan, or the index's approximate (faiss) index; auto uses it where the index has one")
     parser.add_argument("--rerank-topk", type=int, default=DEFAULT_RERANK_TOPK,
@@ -71,8 +71,8 @@ def print_result(result: SearchResult) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m eval.search", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--index", required=True, help="index folder or fsspec URL (python -m eval.index)")
+    parser = argparse.ArgumentParser(prog="python -m search", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--index", required=True, help="index folder or fsspec URL (python -m search.index)")
     parser.add_argument("queries", nargs="+", help="one or more text queries")
     parser.add_argument("-k", type=int, default=10, help="results per query")
     add_searcher_arguments(parser)

@@ -8,7 +8,7 @@ sqrt(N), trained on at most 64 vectors per list: k-means and adding a million ve
 seconds on two cores, where a graph index (HNSW) takes many minutes to build.
 
 Below ``ANN_MIN_VIDEOS`` the exact scan is fast enough that approximation does not pay
-(BENCHMARKS.md); ``python -m eval.index`` builds the file from that size on (``--ann auto``).
+(BENCHMARKS.md); ``python -m search.index`` builds the file from that size on (``--ann auto``).
 """
 
 from __future__ import annotations

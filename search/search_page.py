@@ -11,8 +11,8 @@ from __future__ import annotations
 import html
 from urllib.parse import quote
 
-from eval.search import stages_text
-from eval.searcher import SearchResult
+from search.cli import stages_text
+from search.searcher import SearchResult
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}

@@ -1,4 +1,4 @@
-"""``python -m eval.index ... --distributor ray``: encoding a collection on a Ray cluster's GPUs or CPUs.
+"""``python -m search.index ... --distributor ray``: encoding a collection on a Ray cluster's GPUs or CPUs.
 
 The driver does what rank 0 does in a torchrun job: it loads the model once to describe the
 index (fingerprint, arrays, row shapes), checks an existing index against it, deletes killed runs'
@@ -28,8 +28,11 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from eval.index_format import IndexFormatError, committed_parts
-from eval.indexer import (
+from eval.trained_model import TrainedModel, load_trained_model, model_fingerprint
+from runtime.distributed import DistInfo
+from runtime.ray_cluster import RayOptions, describe_error, ray_session
+from search.index_format import IndexFormatError, committed_parts
+from search.indexer import (
     SKIP_REASONS,
     IndexJob,
     IndexSettings,
@@ -42,13 +45,10 @@ from eval.indexer import (
     summarize,
     write_index_manifest,
 )
-from eval.trained_model import TrainedModel, load_trained_model, model_fingerprint
-from runtime.distributed import DistInfo
-from runtime.ray_cluster import RayOptions, describe_error, ray_session
 from shards.storage import StorageError, Store
 
 logger = logging.getLogger(__name__)
-TASK_PACKAGES = ["eval", "model", "runtime", "shards"]  # what an index task imports on a worker node
+TASK_PACKAGES = ["search", "eval", "model", "runtime", "shards"]  # what an index task imports on a worker node
 RETRIED_ERRORS = (StorageError, OSError)
 
 

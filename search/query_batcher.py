@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 
-from eval.searcher import Searcher, SearchResult
+from search.searcher import Searcher, SearchResult
 
 logger = logging.getLogger(__name__)
 DEFAULT_MAX_BATCH = 32

@@ -1,4 +1,4 @@
-"""Encode a video collection's shards once into a search index (eval/index_format.py), incrementally.
+"""Encode a video collection's shards once into a search index (search/index_format.py), incrementally.
 
 Each run indexes only the shards no committed part covers yet, so adding shards appends and
 a killed or preempted run resumes where its last committed part ended. Under torchrun every
@@ -25,9 +25,16 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from eval.ann import ANN_MIN_VIDEOS, build_ann
 from eval.encode import inference_autocast
-from eval.index_format import (
+from eval.thumbnails import frame_strip_jpeg
+from eval.trained_model import TrainedModel, model_fingerprint
+from model import backbone
+from model.clip_decode import decode_clip
+from model.features import VideoFeatures
+from model.frame_rule import frame_rule_for
+from runtime.distributed import DistInfo, barrier, is_distributed
+from search.ann import ANN_MIN_VIDEOS, build_ann
+from search.index_format import (
     ANN_FILE,
     INDEX_FILE,
     INDEX_FORMAT,
@@ -41,13 +48,6 @@ from eval.index_format import (
     read_json,
     remove_staging_leftovers,
 )
-from eval.thumbnails import frame_strip_jpeg
-from eval.trained_model import TrainedModel, model_fingerprint
-from model import backbone
-from model.clip_decode import decode_clip
-from model.features import VideoFeatures
-from model.frame_rule import frame_rule_for
-from runtime.distributed import DistInfo, barrier, is_distributed
 from shards.reader import ReadErrors, ReadPolicy, iter_samples, shard_urls
 from shards.sample_format import complete_metadata
 from shards.storage import Store

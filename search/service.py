@@ -32,14 +32,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from eval import search_page
-from eval.query import QueryError, check_query
-from eval.query_batcher import DEFAULT_MAX_BATCH, QueryBatcher
-from eval.search import result_json
-from eval.served_index import IndexHolder
+from search import search_page
+from search.cli import result_json
+from search.query import QueryError, check_query
+from search.query_batcher import DEFAULT_MAX_BATCH, QueryBatcher
+from search.served_index import IndexHolder
 from shards.sample_format import frame_members
 
-logger = logging.getLogger("eval.service")
+logger = logging.getLogger("search.service")
 MAX_K = 100
 KEY_COOKIE = "search_api_key"
 SECURITY_HEADERS = {
@@ -98,7 +98,7 @@ def create_app(holder: IndexHolder, api_key: str | None = None, max_batch: int =
         batcher.close()
 
     app = FastAPI(title="clip4clip-stream video search", version="1", docs_url=None, redoc_url=None, lifespan=lifespan,
-                  description="Text-to-video search over an index made by python -m eval.index (README: Searching a collection).")  # fmt: skip
+                  description="Text-to-video search over an index made by python -m search.index (README: Searching a collection).")  # fmt: skip
     app.state.holder, app.state.batcher = holder, batcher
 
     @app.middleware("http")

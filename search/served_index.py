@@ -6,7 +6,7 @@ current one: ``reload`` builds a complete new ``ServedIndex`` beside the old (ve
 read, model checked) and only then replaces the reference, so requests in flight finish on the
 old one, and a reload that fails (a half-copied index, another model's checkpoint missing) leaves
 the old one serving and reports why. The model is reused when the new index was made with the same
-weights (an index appended to by ``eval.index``, or a rebuilt one), so a reload costs the index's
+weights (an index appended to by ``search.index``, or a rebuilt one), so a reload costs the index's
 loading, not the checkpoint's.
 """
 
@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from eval.ann import DEFAULT_NPROBE
-from eval.index_format import VideoIndex
-from eval.searcher import DEFAULT_RERANK_TOPK, Searcher, open_searcher
+from search.ann import DEFAULT_NPROBE
+from search.index_format import VideoIndex
+from search.searcher import DEFAULT_RERANK_TOPK, Searcher, open_searcher
 from shards.reader import ReadErrors, iter_samples
 
 logger = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ An index is a folder (local or any fsspec URL)::
 
     index.json                  what made it and what it holds (see ``describe_index``), and the
                                 committed parts in row order; search reads only these
-    ann.faiss                   optional approximate index over ``video`` (faiss, eval/ann.py)
+    ann.faiss                   optional approximate index over ``video`` (faiss, search/ann.py)
     parts/NAME/part.json        rows, the shards it covers (with per-shard counts), when, by whom
     parts/NAME/video.npy        (N, D) float16: the text-agnostic video vector of the coarse score
     parts/NAME/frames.npy       (N, T, D) float16 per-frame features  } only when the model's
@@ -333,7 +333,7 @@ class VideoIndex:
         self.store = Store(url)
         self.url = url
         if not self.store.exists(INDEX_FILE):
-            raise FileNotFoundError(f"{self.store.url_of(INDEX_FILE)}: not found (make one with python -m eval.index)")
+            raise FileNotFoundError(f"{self.store.url_of(INDEX_FILE)}: not found (make one with python -m search.index)")
         self.manifest = read_json(self.store, INDEX_FILE)
         check_format(self.manifest, self.store)
         self.parts = []

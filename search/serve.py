@@ -1,6 +1,6 @@
-"""``python -m eval.serve --index INDEX [--port 8000]``: the search service (page + JSON API) on uvicorn.
+"""``python -m search.serve --index INDEX [--port 8000]``: the search service (page + JSON API) on uvicorn.
 
-The app is eval/service.py (FastAPI); this command loads the index once, read-only (arrays
+The app is search/service.py (FastAPI); this command loads the index once, read-only (arrays
 memory-mapped on local disk), and serves it with uvicorn on 127.0.0.1 unless ``--host`` says
 otherwise (then a warning: anyone who can reach the address can search, and the frames of every
 indexed video can be read). ``--api-key`` (or ``SEARCH_API_KEY``) protects every route. SIGHUP,
@@ -21,14 +21,14 @@ import threading
 
 import uvicorn
 
-from eval.index_format import IndexFormatError
-from eval.query_batcher import DEFAULT_MAX_BATCH
-from eval.search import add_searcher_arguments, check_searcher_arguments, search_device
-from eval.served_index import IndexHolder, SearchSettings
-from eval.service import create_app
+from search.cli import add_searcher_arguments, check_searcher_arguments, search_device
+from search.index_format import IndexFormatError
+from search.query_batcher import DEFAULT_MAX_BATCH
+from search.served_index import IndexHolder, SearchSettings
+from search.service import create_app
 from shards.storage import StorageError
 
-logger = logging.getLogger("eval.serve")
+logger = logging.getLogger("search.serve")
 # uvicorn reads a request head up to this size: a 10 MB query then gets the service's own 400
 # ("the query has 10,485,760 characters; the limit is 1,000") instead of a reset connection
 MAX_REQUEST_HEAD_BYTES = 16 * 1024 * 1024
@@ -79,8 +79,8 @@ def reload_on_sighup(holder: IndexHolder) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m eval.serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--index", required=True, help="index folder or fsspec URL (python -m eval.index)")
+    parser = argparse.ArgumentParser(prog="python -m search.serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--index", required=True, help="index folder or fsspec URL (python -m search.index)")
     parser.add_argument("--port", type=int, default=8000, help="port (0: any free port)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     parser.add_argument("--api-key", default=os.environ.get("SEARCH_API_KEY"), help="require this key on every route (default: $SEARCH_API_KEY)")

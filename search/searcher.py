@@ -3,7 +3,7 @@
 Stage one scores every video by the coarse score, the caption vector against the stored
 text-agnostic video vector: an exact scan (one matrix-vector product over the vectors held in
 memory as float32) or, when the index has one and the mode allows, faiss's approximate index
-(eval/ann.py). Stage two, for models whose similarity has a fine stage (token interaction,
+(search/ann.py). Stage two, for models whose similarity has a fine stage (token interaction,
 EMCL-Net, the tightTransf cross encoder, EERCF), rescores the top ``rerank_topk`` with the
 model's own similarity on the stored per-frame features of just those rows, through the very
 ``pair_scorer`` the evaluator uses, and orders them by that score above the rest, which keep
@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from eval.ann import DEFAULT_NPROBE, ApproximateSearch
 from eval.encode import inference_autocast
-from eval.index_format import ANN_FILE, IndexFormatError, VideoIndex
-from eval.query import check_query
 from eval.trained_model import TrainedModel, load_trained_model, model_fingerprint
 from model import backbone
 from model.features import TextFeatures, VideoFeatures
+from search.ann import DEFAULT_NPROBE, ApproximateSearch
+from search.index_format import ANN_FILE, IndexFormatError, VideoIndex
+from search.query import check_query
 
 SEARCH_MODES = ("auto", "exact", "approximate")
 DEFAULT_RERANK_TOPK = 50  # as python -m eval's --rerank-topk
@@ -38,7 +38,7 @@ class Hit:
     row: int
     score: float
     stage: str  # "fine": rescored by the model's similarity; "coarse": first-stage score only
-    record: dict  # key, shard, captions, ... (eval/indexer.py ``_row_record``)
+    record: dict  # key, shard, captions, ... (search/indexer.py ``_row_record``)
 
 
 @dataclass
@@ -72,7 +72,7 @@ class Searcher:
         ann = index.manifest.get("ann")
         usable_ann = bool(ann) and ann["rows"] == len(index) and index.store.exists(ANN_FILE)
         if mode == "approximate" and not usable_ann:
-            raise IndexFormatError(f"{index.url}: no approximate index for its {len(index)} rows (make one: python -m eval.index ... --ann always)")
+            raise IndexFormatError(f"{index.url}: no approximate index for its {len(index)} rows (make one: python -m search.index ... --ann always)")
         self.ann = ApproximateSearch(index.store.read_bytes(ANN_FILE), nprobe) if usable_ann and mode != "exact" else None
         # the exact scan holds the vectors as float32 (2 KB a video at 512 dims); ANN holds its own copy
         self.vectors = None if self.ann is not None else torch.from_numpy(index.video_vectors()).to(self.device)
