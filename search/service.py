@@ -36,6 +36,7 @@ from search import search_page
 from search.cli import result_json
 from search.query import QueryError, check_query
 from search.query_batcher import DEFAULT_MAX_BATCH, QueryBatcher
+from search.searcher import SearchResult
 from search.served_index import IndexHolder
 from shards.sample_format import frame_members
 
@@ -100,6 +101,27 @@ def create_app(holder: IndexHolder, api_key: str | None = None, max_batch: int =
     app = FastAPI(title="clip4clip-stream video search", version="1", docs_url=None, redoc_url=None, lifespan=lifespan,
                   description="Text-to-video search over an index made by python -m search.index (README: Searching a collection).")  # fmt: skip
     app.state.holder, app.state.batcher = holder, batcher
+    _install_guard(app, api_key)
+    _install_error_handlers(app)
+
+    async def run_search(parameters: dict[str, bytes]) -> SearchResult:
+        query, k = _query(parameters), parse_k(parameters.get("k"))
+        return await batcher.search(query, k)
+
+    _api_routes(app, holder, batcher, run_search, api_key)
+    _page_routes(app, holder, run_search)
+    return app
+
+
+def _given_key(request: Request) -> str | None:
+    authorization = request.headers.get("authorization", "")
+    if authorization.lower().startswith("bearer "):
+        return authorization[7:].strip()
+    return request.headers.get("x-api-key") or request.query_params.get("api_key") or request.cookies.get(KEY_COOKIE)
+
+
+def _install_guard(app: FastAPI, api_key: str | None) -> None:
+    """The API key on every route (when set), security headers and caching rules on every answer."""
 
     @app.middleware("http")
     async def guard(request: Request, call_next):  # noqa: ANN001, ANN202
@@ -118,11 +140,9 @@ def create_app(holder: IndexHolder, api_key: str | None = None, max_batch: int =
             response.set_cookie(KEY_COOKIE, cookie, httponly=True, samesite="strict")
         return response
 
-    def _given_key(request: Request) -> str | None:
-        authorization = request.headers.get("authorization", "")
-        if authorization.lower().startswith("bearer "):
-            return authorization[7:].strip()
-        return request.headers.get("x-api-key") or request.query_params.get("api_key") or request.cookies.get(KEY_COOKIE)
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Every failure as a status and a sentence: JSON under /api/, a page elsewhere."""
 
     @app.exception_handler(BadRequest)
     @app.exception_handler(QueryError)
@@ -151,9 +171,13 @@ def create_app(holder: IndexHolder, api_key: str | None = None, max_batch: int =
         message = f"the server failed on this request ({type(error).__name__}: {error})"
         return _error_response(request, 500, message)
 
-    async def run_search(parameters: dict[str, bytes]):  # noqa: ANN202 - SearchResult
-        query, k = _query(parameters), parse_k(parameters.get("k"))
-        return await batcher.search(query, k)
+    @app.exception_handler(_Forbidden)
+    async def forbidden(request: Request, error: _Forbidden) -> Response:
+        return _error_response(request, 403, str(error))
+
+
+def _api_routes(app: FastAPI, holder: IndexHolder, batcher: QueryBatcher, run_search, api_key: str | None) -> None:  # noqa: ANN001
+    """The JSON API (these routes make up /openapi.json)."""
 
     @app.get("/api/search", summary="The top k videos for a text query")
     async def api_search(request: Request, q: str = Query(..., description="the query: 1 to 1,000 characters of UTF-8 text"),
@@ -186,9 +210,9 @@ def create_app(holder: IndexHolder, api_key: str | None = None, max_batch: int =
         await run_in_threadpool(holder.reload)
         return await api_health()
 
-    @app.exception_handler(_Forbidden)
-    async def forbidden(request: Request, error: _Forbidden) -> Response:
-        return _error_response(request, 403, str(error))
+
+def _page_routes(app: FastAPI, holder: IndexHolder, run_search) -> None:  # noqa: ANN001
+    """The page, a video's frames, thumbnails and frames (not in the schema)."""
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def home(request: Request) -> HTMLResponse:
@@ -233,5 +257,3 @@ def create_app(holder: IndexHolder, api_key: str | None = None, max_batch: int =
     @app.get("/favicon.ico", include_in_schema=False)
     async def favicon() -> Response:
         return Response(status_code=204)
-
-    return app
