@@ -28,7 +28,7 @@ from shards.reader import shard_urls
 from train.config import TrainConfig, config_problem
 from train.data import StreamConfig
 from train.device_decode import training_batches
-from train.step import Trainer
+from train.step import Trainer, compile_encoders
 
 
 def synchronize(device: torch.device) -> None:
@@ -79,8 +79,7 @@ def main() -> None:
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if args.compile:
-        model.clip.visual = torch.compile(model.clip.visual)
-        model.clip.transformer = torch.compile(model.clip.transformer)
+        compile_encoders(model)
     trainer = Trainer(model, config, device, total_steps=2 * (args.steps + args.warmup))
     tokenize = backbone.tokenizer_for(args.model)
 

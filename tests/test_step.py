@@ -47,3 +47,30 @@ def test_logit_scale_is_clamped_at_ln_100_after_every_step():
     trainer = Trainer(model, config, torch.device("cpu"), total_steps=2)
     trainer.step(batch(3))
     assert model.clip.logit_scale.item() <= torch.log(torch.tensor(100.0)).item() + 1e-6
+
+
+def test_compiled_encoders_keep_the_checkpoint_keys():
+    """--compile compiles CLIP's two transformers in place: a checkpoint of a compiled run loads into an
+    uncompiled model and back (assigning torch.compile(module) would prefix every key with _orig_mod.)."""
+    from train.step import compile_encoders
+
+    config = TrainConfig(train_shards="", output_dir="", model="tiny-ViT-112", max_frames=3)
+    plain = assemble_model(load_clip("tiny-ViT-112", None), config)
+    compiled = copy.deepcopy(plain)
+    compile_encoders(compiled)
+    assert list(compiled.state_dict()) == list(plain.state_dict())
+    assert type(compiled.clip.visual) is type(plain.clip.visual)
+    plain.load_state_dict(compiled.state_dict())
+
+
+def test_a_nan_is_noted_without_a_sync_and_reported_with_its_step_and_batch():
+    from train.loss_watch import NonFiniteWatch
+
+    watch = NonFiniteWatch(torch.device("cpu"), window=4)
+    for step in (1, 2):
+        watch.note(torch.tensor(0.5), step, [f"k{step}"])
+    watch.check()  # all finite: nothing to say
+    watch.note(torch.tensor(float("inf")), 3, ["bad-key"])
+    watch.note(torch.tensor(float("nan")), 4, ["later"])  # the first one is what the error names
+    with pytest.raises(FloatingPointError, match=r"loss became inf at step 3; last batch keys \['bad-key'\]"):
+        watch.check()

@@ -134,16 +134,19 @@ def test_sigterm_saves_and_restart_continues(uneven_shards, tmp_path):
     assert records(run)[-1]["lr"] == pytest.approx(0.0, abs=1e-12)
 
 
-def test_sigterm_to_the_process_group_with_data_workers_saves_on_two_ranks(uneven_shards, tmp_path):
+@pytest.mark.parametrize("sync_every", [1, 4])
+def test_sigterm_to_the_process_group_with_data_workers_saves_on_two_ranks(uneven_shards, tmp_path, sync_every):
     """As torchrun under Slurm is stopped: SIGTERM to every process of the job (agent, both ranks
-    and their DataLoader workers). Workers must survive it so the ranks can agree, save and exit."""
+    and their DataLoader workers). Workers must survive it so the ranks can agree, save and exit.
+    With --sync-every-steps N the ranks agree on the flag every N steps: the save comes within N."""
     run = tmp_path / "group"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "train",
                "--train-shards", str(uneven_shards), "--output-dir", str(run), "--batch-size", "4", "--steps-per-epoch", "200",
-               "--epochs", "1", "--checkpoint-every-steps", "1000", *TINY, "--workers", "2"]  # fmt: skip
+               "--epochs", "1", "--checkpoint-every-steps", "1000", *TINY, "--workers", "2", "--sync-every-steps", str(sync_every)]  # fmt: skip
     process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
     _wait_for(lambda: len(records(run)) >= 3, process, timeout=300)
+    seen = records(run)[-1]["step"]
     os.killpg(process.pid, signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=120)
     assert "killed by signal" not in stderr, stderr[-3000:]
@@ -151,6 +154,32 @@ def test_sigterm_to_the_process_group_with_data_workers_saves_on_two_ranks(uneve
     assert saved is not None, stderr[-3000:]
     stopped_at = load_checkpoint(saved)["step"]
     assert 3 <= stopped_at < 200 and f"SIGTERM: saved step {stopped_at}" in stdout
+    assert stopped_at % sync_every == 0 and stopped_at <= seen + sync_every + 1  # the step running then, plus N at most
+
+
+@pytest.mark.parametrize("sync_every,checkpoint_every", [(1, 4), (5, 4), (5, 100)])
+def test_a_nan_loss_stops_the_run_before_a_checkpoint_is_written(uneven_shards, tmp_path, monkeypatch, sync_every, checkpoint_every):
+    """The loss of step 3 is NaN. Read every step (1), or every 5 steps but with a checkpoint due at
+    step 4 (checked before it is written), or at step 5: the run stops naming step 3, and no
+    checkpoint exists."""
+    from train.config import parse_config
+    from train.step import Trainer
+    from train.trainer import train
+
+    real_step = Trainer.step
+
+    def poisoned(self, batch):
+        loss, parts = real_step(self, batch)
+        return (loss * float("nan"), parts) if self.step_count == 3 else (loss, parts)
+
+    monkeypatch.setattr(Trainer, "step", poisoned)
+    run = tmp_path / "nan"
+    config = parse_config(["--train-shards", str(uneven_shards), "--output-dir", str(run), "--batch-size", "4", "--steps-per-epoch", "10",
+                           "--epochs", "1", *TINY, "--workers", "0", "--log-every-steps", "100", "--checkpoint-every-steps",
+                           str(checkpoint_every), "--sync-every-steps", str(sync_every)])  # fmt: skip
+    with pytest.raises(FloatingPointError, match=r"loss became nan at step 3; last batch keys \["):
+        train(config)
+    assert latest_checkpoint(str(run / "checkpoints")) is None
 
 
 # A rank whose loader iterator outlives it (a module global here; in production an exception's

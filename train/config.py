@@ -38,6 +38,10 @@ class TrainConfig(ModelConfig, DataOptions, OptimOptions, LossOptions):
     eval_batch_size: int = option(32)
     checkpoint_every_steps: int = option(500)
     log_every_steps: int = option(10)
+    sync_every_steps: int = option(1, "steps between the host's reads of the device: the NaN check and the agreed SIGTERM flag (more: no "
+                                   "per-step host sync; a NaN still stops the run before a checkpoint or an evaluation uses it, and "
+                                   "SIGTERM saves within this many steps)")  # fmt: skip
+    compile: bool = option(False, "torch.compile the video and text encoders in place (checkpoint keys unchanged); the first steps compile")
     tensorboard: bool = option(False, "also write loss, lr, clips/s and eval recalls as TensorBoard events under OUTPUT/tensorboard")
     read_retries: int = option(
         ReadPolicy.retries, "attempts after a failed shard read (reopened at the byte it stopped), then the shard is skipped and named"
@@ -83,6 +87,8 @@ def config_problem(config: TrainConfig) -> str | None:
         return "--init-from already holds CLIP's weights; drop --pretrained"
     if config.grad_checkpointing and config.peft in ("tempme", "dgl", "dual"):
         return f"--grad-checkpointing is not wired into --peft {config.peft}'s encoder (it runs CLIP block by block); drop one of them"
+    if config.sync_every_steps < 1:
+        return f"--sync-every-steps must be at least 1, not {config.sync_every_steps}"
     if config.cdcr_weight and config.interaction == "cosine":
         return "--cdcr-weight regularises token interaction: add --interaction wti (or ti)"
     if config.coarse_weight and not (config.interaction != "cosine" or config.sim_header == "tightTransf" or config.emcl):

@@ -64,6 +64,14 @@ def gather_batch(model: CLIP4Clip, outputs: tuple, mask: torch.Tensor) -> tuple[
     return text, video
 
 
+def compile_encoders(model: CLIP4Clip) -> None:
+    """``torch.compile`` CLIP's image and text transformers in place (``nn.Module.compile``): the module
+    objects and so the checkpoint's keys stay as they are (assigning ``torch.compile(module)`` would
+    prefix every key with ``_orig_mod.``). Compilation happens on the first forward pass."""
+    model.clip.visual.compile()
+    model.clip.transformer.compile()
+
+
 class Trainer:
     """``resume``: a checkpoint's state, loaded before the model is wrapped for DDP (whose
     constructor then broadcasts rank 0's weights, so every rank starts from the same ones)."""
@@ -71,7 +79,7 @@ class Trainer:
     def __init__(self, model: CLIP4Clip, config: TrainConfig, device: torch.device, total_steps: int, resume: dict | None = None,
                  distributed: bool = False) -> None:  # fmt: skip
         self.model, self.config, self.device = model, config, device
-        self.optimizer = build_optimizer(model, config.lr, config.coef_lr, config.weight_decay)
+        self.optimizer = build_optimizer(model, config.lr, config.coef_lr, config.weight_decay, fused=device.type == "cuda")
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(total_steps, config.warmup_fraction))
         self.uses_bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
         # PEFT runs store only what trains, plus where the frozen base lives (and its hash)

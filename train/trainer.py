@@ -7,7 +7,6 @@ all ranks (an all-reduced flag) before anyone saves and exits, for the same reas
 
 from __future__ import annotations
 
-import math
 import os
 import random
 import signal
@@ -36,9 +35,10 @@ from shards.storage import Store
 from train.config import TrainConfig
 from train.data import StreamConfig
 from train.device_decode import training_batches
+from train.loss_watch import NonFiniteWatch
 from train.resume import agreed_resume_state
 from train.run_log import RunLog
-from train.step import Trainer
+from train.step import Trainer, compile_encoders
 from train.tensorboard import TensorBoard
 
 
@@ -47,7 +47,7 @@ class TrainingSetupError(ValueError):
 
 
 class _StopFlag:
-    """Set by SIGTERM (Slurm/torchrun send it before SIGKILL); checked once per step."""
+    """Set by SIGTERM (Slurm/torchrun send it before SIGKILL); agreed over ranks every --sync-every-steps steps."""
 
     def __init__(self) -> None:
         self.requested = False
@@ -137,6 +137,8 @@ def train(config: TrainConfig) -> dict:
     for location in filter(None, (config.train_shards, config.val_shards)):
         frame_rule_for(location, config.max_frames, named_size)  # refuse unusable shards before CLIP loads
     model = build_model(config).to(info.device)
+    if config.compile:
+        compile_encoders(model)
     image_size = backbone.input_size(model.clip)
     train_rule = frame_rule_for(config.train_shards, config.max_frames, image_size)
     tokenize = backbone.tokenizer_for(config.model)
@@ -183,6 +185,7 @@ def train(config: TrainConfig) -> dict:
         barrier()
 
     stop = _StopFlag()
+    watch = NonFiniteWatch(info.device, config.sync_every_steps)
     urls = tuple(shard_urls(config.train_shards))
     stream = StreamConfig(urls=urls, batch_size=local_batch, max_frames=config.max_frames, max_words=config.max_words, image_size=image_size,
                           seed=config.seed, read_policy=read_policy(config), slice_position=train_rule.slice_position,
@@ -207,12 +210,15 @@ def train(config: TrainConfig) -> dict:
             skipped_by_worker["device"] = {**dict.fromkeys(batch["skipped"], 0), "undecodable": batch["skipped_on_device"]}
         loss, loss_parts = trainer.step(batch)
         step = trainer.step_count
+        watch.note(loss, step, batch["keys"])
         window_steps += 1
         if bar is not None:
             bar.update(1)
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"loss became {loss.item()} at step {step}; last batch keys {batch['keys'][:8]}")
-        if step % config.log_every_steps == 0 or step == total_steps:
+        synced_step = step % config.sync_every_steps == 0 or step == total_steps  # the same steps on every rank
+        logged_step = step % config.log_every_steps == 0 or step == total_steps
+        if synced_step or logged_step:
+            watch.check()
+        if logged_step:
             elapsed = time.perf_counter() - window_start
             skipped = {k: sum(s[k] for s in skipped_by_worker.values()) for k in next(iter(skipped_by_worker.values()))}
             record = {"step": step, "epoch": epoch, "loss": all_reduce_mean(loss.item(), info.device), "lr": trainer.scheduler.get_last_lr()[-1],
@@ -230,18 +236,21 @@ def train(config: TrainConfig) -> dict:
         if config.val_shards and (
             (config.eval_every_steps and step % config.eval_every_steps == 0) or (not config.eval_every_steps and at_epoch_end)
         ):
+            watch.check()
             last_eval = evaluate(model, config, info, tokenize)
             logger.info("eval at step %d: t2v R@1 %.1f R@5 %.1f MnR %.1f | v2t R@1 %.1f (%d videos, %d captions)", step,
                         last_eval["t2v"]["R1"], last_eval["t2v"]["R5"], last_eval["t2v"]["MnR"], last_eval["v2t"]["R1"],
                         last_eval["num_videos"], last_eval["num_captions"])  # fmt: skip
             log.write("eval", step=step, **last_eval)
             board.scalars(step, {f"eval/{d}_{m}": last_eval[d][m] for d in ("t2v", "v2t") for m in ("R1", "R5", "R10", "MnR")})
-        if stop.agreed(info.device):
+        if synced_step and stop.agreed(info.device):
+            watch.check()
             save()
             logger.info("SIGTERM: saved step %d, exiting", step)
             close_progress()
             return {"step": step, "stopped": True, "eval": last_eval}
         if step % config.checkpoint_every_steps == 0 or step == total_steps:
+            watch.check()
             save()
     close_progress()
     if info.is_main:
