@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 from pipeline.annotations import FORMATS, AnnotationError, Columns, load_annotations
@@ -14,8 +13,7 @@ from pipeline.dry_run import plan_summary
 from pipeline.extract import ExtractionSettings
 from pipeline.resample import ResampleError, resample
 from pipeline.sampling import SlicePosition
-from pipeline.video_index import is_url
-from runtime.ray_cluster import RayOptions, RayUnavailableError
+from runtime.ray_cluster import RayOptions, RayUnavailableError, task_location
 from shards.manifest import BuildStateError, merge_manifest
 from shards.storage import StorageError, Store
 
@@ -25,11 +23,6 @@ def _positive_float(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return value
-
-
-def _absolute(location: str) -> str:
-    """Tasks on other nodes run in other folders: a local path must not depend on this one's."""
-    return location if is_url(location) else os.path.abspath(location)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -156,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             from pipeline.ray_build import build_shards_on_ray
 
             ray_options = RayOptions(address=args.ray_address, max_retries=args.ray_max_retries)
-            report = build_shards_on_ray(records, _absolute(args.videos), Store(_absolute(args.out)), settings, options, ray_options)
+            report = build_shards_on_ray(records, task_location(args.videos), Store(task_location(args.out)), settings, options, ray_options)
         else:
             report = build_shards(records, args.videos, Store(args.out), settings, options)
     except (AnnotationError, BuildStateError, ResampleError, StorageError, RayUnavailableError, ValueError) as error:

@@ -114,10 +114,11 @@ def build_shards_on_ray(records: list[VideoRecord], videos_root: str, store: Sto
     prepared = prepare_build(records, videos_root, store, settings, options)
     job = JobProgress()
     with ray_session(ray_options, TASK_PACKAGES) as ray:
-        cpus = cpus_per_task(options.workers, node_cpus(ray))
+        cluster_cpus = node_cpus(ray)
+        cpus = cpus_per_task(options.workers, cluster_cpus)
         task = ray.remote(build_unit_task).options(num_cpus=cpus, max_retries=ray_options.max_retries, retry_exceptions=list(RETRIED_ERRORS))
         progress_actor = _progress_actor_class(ray).options(scheduling_strategy=_on_this_node(ray), max_restarts=-1).remote()
-        window = ray_options.in_flight or max(2, int(2 * sum(node_cpus(ray)) / cpus))
+        window = ray_options.in_flight or max(2, int(2 * sum(cluster_cpus) / cpus))
         _run_tasks(ray, task, progress_actor, prepared, videos_root, store.url_of(""), settings, options, window, job)
     manifest = None if job.failed_units else merge_manifest(store)
     return BuildReport(

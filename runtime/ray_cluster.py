@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import fsspec
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESOURCE_UNITS = 10_000  # Ray's resource precision: quantities are whole multiples of 1e-4
 # what a task on another node needs to reach the same buckets and the same ffmpeg as the driver
@@ -65,6 +67,13 @@ def ray_session(options: RayOptions, packages: list[str]) -> Iterator[object]:
         yield ray
     finally:
         ray.shutdown()
+
+
+def task_location(location: str) -> str:
+    """A local path made absolute, a URL as it is: a Ray task runs in another folder, maybe on another
+    machine (fsspec's rule decides what is a URL, as it does for every Store)."""
+    protocol, _ = fsspec.core.split_protocol(location)
+    return location if protocol else os.path.abspath(location)
 
 
 def node_cpus(ray) -> list[float]:  # noqa: ANN001 - the ray module

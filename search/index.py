@@ -19,7 +19,7 @@ import torch.distributed as dist
 from model.foreign_checkpoints import FORMATS
 from runtime.distributed import init_distributed
 from runtime.logs import setup_logging
-from runtime.ray_cluster import RayOptions
+from runtime.ray_cluster import RayOptions, task_location
 from search.ann import ANN_MIN_VIDEOS
 from search.index_format import IndexFormatError
 from search.indexer import IndexSettings, index_shards
@@ -28,11 +28,6 @@ from shards.manifest import BuildStateError
 from shards.probe import probe_location
 from shards.reader import ReadPolicy, ShardReadError
 from shards.storage import StorageError
-
-
-def _absolute(location: str) -> str:
-    """Ray tasks run in other folders (and on other machines): local paths must be absolute."""
-    return location if "://" in location else os.path.abspath(location)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,12 +71,12 @@ def main(argv: list[str] | None = None) -> int:
         probe_location(args.out, must_exist=False)
         settings = IndexSettings(args.batch_size, args.part_videos, args.thumbnail_frames, args.thumbnail_height, args.ann,
                                  ReadPolicy(retries=args.read_retries, timeout_s=args.read_timeout))  # fmt: skip
-        source = ModelSource(_absolute(args.checkpoint), args.checkpoint_format, args.base_weights and _absolute(args.base_weights),
+        source = ModelSource(task_location(args.checkpoint), args.checkpoint_format, args.base_weights and task_location(args.base_weights),
                              args.max_frames, args.max_words)  # fmt: skip
         if args.distributor == "ray":
             ray_options = RayOptions(address=args.ray_address, max_retries=args.ray_max_retries)
             options = RayIndexOptions(args.ray_shards_per_task, args.ray_cpus_per_task, args.ray_gpus_per_task)
-            summary = index_shards_on_ray(source, _absolute(args.shards), _absolute(args.out), settings, ray_options, options)
+            summary = index_shards_on_ray(source, task_location(args.shards), task_location(args.out), settings, ray_options, options)
         else:
             info = init_distributed()
             summary = index_shards(source.load(), args.shards, args.out, info, settings)

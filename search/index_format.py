@@ -374,6 +374,10 @@ class VideoIndex:
         out[np.concatenate(order)] = stacked
         return out
 
+    def keys(self) -> list[str]:
+        """Every row's key, in row order (one read of each part's rows.bin, not one lookup a row)."""
+        return [record["key"] for part in self.parts for record in part_records(self.store, part.name)]
+
     def record(self, row: int) -> dict:
         part, local = self.locate(row)
         return json.loads(part.rows.get(local))

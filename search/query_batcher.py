@@ -1,7 +1,8 @@
 """Concurrent requests' queries encoded together by one thread that owns the model.
 
-The text encoder is the cost of a search (31 ms a query for ViT-B/32 on 2 cores), and a forward
-pass over 16 queries costs far less than 16 passes. Requests put their query on a queue and wait
+The text encoder is the cost of a search (31 ms a query for ViT-B/32 on 2 cores), and one forward
+pass over many queries costs less than as many passes (2.3x the queries/s at 8 clients on 2 cores:
+BENCHMARKS.md). Requests put their query on a queue and wait
 on a future; one thread takes *everything queued* at that moment (up to ``max_batch``) and runs
 ``Searcher.search_batch`` on it. Nothing waits for a batch to fill: one request alone is encoded
 at once, and under load each batch grows to what arrived during the previous one, so throughput

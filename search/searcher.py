@@ -160,7 +160,12 @@ class Searcher:
 def open_searcher(index_url: str, checkpoint: str | None = None, base_weights: str | None = None, mode: str = "auto",
                   rerank_topk: int = DEFAULT_RERANK_TOPK, nprobe: int = DEFAULT_NPROBE, device: torch.device | None = None) -> Searcher:  # fmt: skip
     """The index and the model that made it (the checkpoint it recorded, or ``checkpoint`` if it moved)."""
-    index = VideoIndex(index_url)
+    return searcher_for(VideoIndex(index_url), checkpoint, base_weights, mode, rerank_topk, nprobe, device)
+
+
+def searcher_for(index: VideoIndex, checkpoint: str | None = None, base_weights: str | None = None, mode: str = "auto",
+                 rerank_topk: int = DEFAULT_RERANK_TOPK, nprobe: int = DEFAULT_NPROBE, device: torch.device | None = None) -> Searcher:  # fmt: skip
+    """A searcher over an index already opened, with the model it records loaded."""
     manifest = index.manifest
     trained = load_trained_model(checkpoint or manifest["checkpoint"], manifest.get("checkpoint_format", "auto"), base_weights,
                                  manifest["max_frames"], manifest["max_words"])  # fmt: skip

@@ -22,7 +22,7 @@ import torch
 
 from search.ann import DEFAULT_NPROBE
 from search.index_format import VideoIndex
-from search.searcher import DEFAULT_RERANK_TOPK, Searcher, open_searcher
+from search.searcher import DEFAULT_RERANK_TOPK, Searcher, searcher_for
 from shards.reader import ReadErrors, iter_samples
 
 logger = logging.getLogger(__name__)
@@ -82,9 +82,9 @@ class ServedIndex:
         if previous is not None and index.manifest["model_sha256"] == previous.fingerprint:
             searcher = Searcher(index, previous.trained, settings.device, settings.mode, settings.rerank_topk, settings.nprobe)
         else:
-            searcher = open_searcher(settings.index_url, settings.checkpoint, settings.base_weights, settings.mode, settings.rerank_topk,
-                                     settings.nprobe, settings.device)  # fmt: skip
-        rows = {index.record(row)["key"]: row for row in range(len(index))}
+            searcher = searcher_for(index, settings.checkpoint, settings.base_weights, settings.mode, settings.rerank_topk, settings.nprobe,
+                                    settings.device)  # fmt: skip
+        rows = {key: row for row, key in enumerate(index.keys())}
         now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         return cls(searcher, rows, now)
 

@@ -51,6 +51,11 @@ def _processes() -> dict[int, tuple[int, str]]:
     return found
 
 
+def _names_node(cmdline: str, ip: str) -> bool:
+    """Ray's node processes carry their node's address as --node-ip-address or --node_ip_address."""
+    return f"node-ip-address={ip}" in cmdline or f"node_ip_address={ip}" in cmdline
+
+
 def _with_descendants(roots: set[int], table: dict[int, tuple[int, str]]) -> set[int]:
     members, grew = set(roots), True
     while grew:
@@ -87,7 +92,7 @@ class LocalRayCluster:
 
     def node_processes(self, ip: str) -> set[int]:
         table = _processes()
-        roots = {pid for pid, (_, cmdline) in table.items() if f"node-ip-address={ip}" in cmdline or f"node_ip_address={ip}" in cmdline}
+        roots = {pid for pid, (_, cmdline) in table.items() if _names_node(cmdline, ip)}
         return _with_descendants(roots, table) - {os.getpid()}
 
     def kill_node(self, ip: str) -> int:
@@ -119,7 +124,7 @@ class LocalRayCluster:
         table = _processes()
         roots = {pid for pid, (_, cmdline) in table.items() if self.temp_dir in cmdline}
         for ip in self.node_ips:
-            roots |= {pid for pid, (_, cmdline) in table.items() if f"node-ip-address={ip}" in cmdline or f"node_ip_address={ip}" in cmdline}
+            roots |= {pid for pid, (_, cmdline) in table.items() if _names_node(cmdline, ip)}
         for pid in _with_descendants(roots, table) - {os.getpid()}:
             try:
                 os.kill(pid, signal.SIGKILL)

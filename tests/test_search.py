@@ -122,6 +122,7 @@ def test_index_files_load_with_numpy_alone(collection, tmp_path):
     index = VideoIndex(str(tmp_path / "index"))
     assert np.array_equal(np.concatenate(vectors).astype(np.float32), index.video_vectors())
     assert [index.record(i) for i in range(8)] == rows
+    assert index.keys() == [r["key"] for r in rows]
     assert all(set(r) >= {"key", "shard", "captions"} and len(r["captions"]) == 3 for r in rows)
 
 
