@@ -223,6 +223,8 @@ def train(config: TrainConfig) -> dict:
             skipped = {k: sum(s[k] for s in skipped_by_worker.values()) for k in next(iter(skipped_by_worker.values()))}
             record = {"step": step, "epoch": epoch, "loss": all_reduce_mean(loss.item(), info.device), "lr": trainer.scheduler.get_last_lr()[-1],
                       "clips_per_s": window_steps * config.batch_size / elapsed, "logit_scale": model.logit_scale().item(), "skipped_rank0": skipped}  # fmt: skip
+            if info.device.type == "cuda":
+                record["max_memory_gib"] = round(torch.cuda.max_memory_allocated(info.device) / 2**30, 2)
             if len(loss_parts) > 1:
                 record["loss_parts"] = {name: value.item() for name, value in loss_parts.items()}
             if bar is None:
@@ -243,8 +245,7 @@ def train(config: TrainConfig) -> dict:
                         last_eval["num_videos"], last_eval["num_captions"])  # fmt: skip
             log.write("eval", step=step, **last_eval)
             board.scalars(step, {f"eval/{d}_{m}": last_eval[d][m] for d in ("t2v", "v2t") for m in ("R1", "R5", "R10", "MnR")})
-        if synced_step and stop.agreed(info.device):
-            watch.check()
+        if synced_step and stop.agreed(info.device):  # a synced step has checked the loss above
             save()
             logger.info("SIGTERM: saved step %d, exiting", step)
             close_progress()
