@@ -50,11 +50,11 @@ def test_logit_scale_is_clamped_at_ln_100_after_every_step():
 
 
 def test_compiled_encoders_keep_the_checkpoint_keys():
-    """--compile compiles CLIP's two transformers in place: a checkpoint of a compiled run loads into an
+    """--compile compiles CLIP's two transformers and the seqTransf head in place: a checkpoint of a compiled run loads into an
     uncompiled model and back (assigning torch.compile(module) would prefix every key with _orig_mod.)."""
     from train.step import compile_encoders
 
-    config = TrainConfig(train_shards="", output_dir="", model="tiny-ViT-112", max_frames=3)
+    config = TrainConfig(train_shards="", output_dir="", model="tiny-ViT-112", max_frames=3, sim_header="seqTransf")
     plain = assemble_model(load_clip("tiny-ViT-112", None), config)
     compiled = copy.deepcopy(plain)
     compile_encoders(compiled)

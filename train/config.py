@@ -59,6 +59,7 @@ def parse_config(argv: list[str] | None = None) -> TrainConfig:
     parser = argparse.ArgumentParser(prog="torchrun ... -m train", description="Train CLIP4Clip on WebDataset shards.")
     for f in fields(TrainConfig):
         name, help_text, choices = "--" + f.name.replace("_", "-"), f.metadata.get("help"), f.metadata.get("choices")
+        help_text = help_text.replace("%", "%%") if help_text else help_text  # argparse formats help with %: a literal % must be doubled
         if f.type in ("bool", bool):
             parser.add_argument(name, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
             continue

@@ -64,12 +64,16 @@ def gather_batch(model: CLIP4Clip, outputs: tuple, mask: torch.Tensor) -> tuple[
     return text, video
 
 
-def compile_encoders(model: CLIP4Clip) -> None:
-    """``torch.compile`` CLIP's image and text transformers in place (``nn.Module.compile``): the module
-    objects and so the checkpoint's keys stay as they are (assigning ``torch.compile(module)`` would
-    prefix every key with ``_orig_mod.``). Compilation happens on the first forward pass."""
-    model.clip.visual.compile()
-    model.clip.transformer.compile()
+def compile_encoders(model: CLIP4Clip, mode: str | None = None) -> None:
+    """``torch.compile`` CLIP's image and text transformers and the video pooling head (seqLSTM /
+    seqTransf) in place (``nn.Module.compile``): the module objects and so the checkpoint's keys stay
+    as they are (assigning ``torch.compile(module)`` would prefix every key with ``_orig_mod.``).
+    Compilation happens on the first forward pass. ``mode``: torch.compile's (None: its default)."""
+    modules = [model.clip.visual, model.clip.transformer]
+    if model.pool is not None and any(True for _ in model.pool.parameters()):
+        modules.append(model.pool)
+    for module in modules:
+        module.compile(mode=mode)
 
 
 class Trainer:
