@@ -146,7 +146,10 @@ def _span_length(settings: ExtractionSettings, span: Span | None) -> float | Non
 
 
 def _input_options(path: str, settings: ExtractionSettings, span: Span | None) -> dict:
-    options: dict = {}
+    # a stream that changes resolution mid-way (MPEG-TS broadcasts, concatenated segments) must not
+    # rebuild the filter graph: a new fps filter would start again at time 0 and repeat frames
+    # (scale adapts to the new size by itself)
+    options: dict = {"reinit_filter": 0}
     if span is not None and span[0] > 0:
         options["ss"] = f"{span[0]:.6f}"  # before -i: the demuxer seeks, then decoding is exact (accurate_seek)
     length = _span_length(settings, span)
@@ -171,6 +174,11 @@ def build_command(
         video = video.filter("metadata", mode="add", key="f", value="1").filter(
             "metadata", mode="print", key="f", file=f"pipe:{frame_log_fd}"
         )
+    # sample the video's own seconds: its first frame is time 0 even where the container starts
+    # earlier (a video stream 1.5 s behind its audio would otherwise fill seconds 0 and 1 with
+    # copies of its first frame). The frame log above keeps the source times; DecodedFrameLog
+    # counts its marks from the first frame, as the shifted fps filter does.
+    video = video.filter("setpts", "PTS-STARTPTS")
     video = video.filter("fps", fps=settings.transcode_fps, round="up", start_time=0)
 
     def scaled(stream):  # scaling after select touches 1 frame in `stride`, not all of them

@@ -134,6 +134,7 @@ class DecodedFrameLog:
         self._mark_limit: float = 0.0  # that mark, in ticks (floor) or seconds
         self._last: float | int | None = None  # ticks when the time base is known, else seconds
         self._previous: float | int | None = None
+        self._origin: float | int | None = None  # the first frame's timestamp
         self._shown_at_marks = array("d")
 
     def use_time_base(self, time_base: Fraction | None) -> None:
@@ -143,8 +144,9 @@ class DecodedFrameLog:
 
     def _limit(self, mark: int) -> float:
         at = mark * self._step
+        origin = self._origin or 0  # marks count from the first frame (the fps filter runs on PTS-STARTPTS)
         # for integer ticks, "mark < pts" is "floor(mark in ticks) < pts": one int compare per frame
-        return math.floor(at / self.time_base) if self.time_base is not None else float(at)
+        return math.floor(at / self.time_base) + origin if self.time_base is not None else float(at) + origin
 
     def _seconds(self, time: float | int) -> float:
         return float(time * self.time_base) if self.time_base is not None else float(time)
@@ -158,6 +160,8 @@ class DecodedFrameLog:
             self._add(pts if self.time_base is not None else pts_time)
 
     def _fall_back_to_seconds(self) -> None:
+        if self._origin is not None:
+            self._origin = self._seconds(self._origin)
         if self._last is not None:
             self._last = self._seconds(self._last)
         if self._previous is not None:
@@ -166,6 +170,9 @@ class DecodedFrameLog:
         self._mark_limit = self._limit(self._mark)
 
     def _add(self, time: float | int) -> None:
+        if self._origin is None:  # the first frame: time 0 of the video's own seconds
+            self._origin = time
+            self._mark_limit = self._limit(self._mark)
         while self._mark_limit < time:  # marks before this frame show the previous one
             shown = self._last if self._last is not None else time  # fps repeats the first frame
             self._shown_at_marks.append(self._seconds(shown))

@@ -333,3 +333,47 @@ def test_kept_frame_is_the_one_on_screen_at_each_second(tmp_path, fps, count, ex
     rate = 25 if fps == "25" else 30000 / 1001
     assert video.timestamps_s == pytest.approx([i / rate for i in expected_frames], abs=1e-3)  # mkv stores milliseconds
     assert video.sampled_at_s == [0.0, 1.0, 2.0, 3.0]
+
+
+def _grey_seconds(frames_jpeg: list[bytes]) -> list[int]:
+    """The second each frame shows, from write_time_coded_video's grey levels (20 per second + 10)."""
+    return [round((float(np.asarray(Image.open(io.BytesIO(jpeg))).mean()) - 10) / 20) for jpeg in frames_jpeg]
+
+
+def _time_coded_part(path: Path, width: int, height: int, first_second: int, seconds: int) -> Path:
+    count = seconds * 24
+    levels = np.minimum((np.arange(count) // 24 + first_second) * 20 + 10, 250).astype(np.uint8)
+    frames = np.broadcast_to(levels[:, None, None, None], (count, height, width, 3)).copy()
+    command = [ffmpeg_executable(), "-nostdin", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
+               "-r", "24", "-i", "pipe:", "-c:v", "libx264", "-qp", "0", str(path)]  # fmt: skip
+    subprocess.run(command, input=frames.tobytes(), check=True)
+    return path
+
+
+def test_mpeg_ts_that_switches_resolution_mid_stream_keeps_one_frame_per_second(tmp_path):
+    """640x360 for 3 s, then 320x180 (a broadcast TS, or segments joined with cat): 6 frames, one
+    per second, none repeated (a rebuilt filter graph restarted fps at 0 and gave 9)."""
+    parts = []
+    for name, size, first, offset in (("a", (640, 360), 0, "0"), ("b", (320, 180), 3, "3")):
+        mp4 = _time_coded_part(tmp_path / f"{name}.mp4", *size, first, 3)
+        ts = make(tmp_path / f"{name}.ts", "-i", str(mp4), "-c", "copy", "-bsf:v", "h264_mp4toannexb", "-f", "mpegts", "-output_ts_offset", offset)
+        parts.append(ts.read_bytes())
+    joined = tmp_path / "switch.ts"
+    joined.write_bytes(b"".join(parts))
+    video = extract_video(str(joined), ExtractionSettings())
+    assert _grey_seconds(video.frames_jpeg) == [0, 1, 2, 3, 4, 5]
+    assert video.timestamps_s == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    assert {jpeg_size(j)[1] for j in video.frames_jpeg} == {224}  # both halves at the short side
+
+
+def test_video_that_starts_after_the_audio_samples_its_own_seconds(tmp_path):
+    """The video stream begins 1.5 s into the container (audio from 0): frames are taken at the
+    video's own seconds 0..4 (source times 1.5..5.5), not at container seconds 0 and 1, which
+    both showed its first frame."""
+    video_only = _time_coded_part(tmp_path / "v.mp4", 320, 240, 0, 5)
+    late = make(tmp_path / "late.mp4", "-f", "lavfi", "-i", "sine=frequency=440:duration=6.5", "-itsoffset", "1.5", "-i", str(video_only),
+                "-map", "0:a", "-map", "1:v", "-c:v", "copy", "-c:a", "aac")  # fmt: skip
+    video = extract_video(str(late), ExtractionSettings())
+    assert _grey_seconds(video.frames_jpeg) == [0, 1, 2, 3, 4]
+    assert video.timestamps_s == [1.5, 2.5, 3.5, 4.5, 5.5] and video.sampled_at_s == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert not video.partial
