@@ -5,8 +5,9 @@ encoding over shards vs its encode-only ceiling; each method's step cost relativ
 Device time is short, so the sections run in priority order and every finished row is appended
 to ``OUT/gpu_suite.jsonl`` at once: a run stopped at its time limit still returns what it measured.
 
-- ceiling: ``train/step.py`` ``Trainer.step`` (the production step: fused AdamW, grad clip,
-  logit-scale clamp, bf16 autocast) on one device-resident uint8 batch, in this process.
+- ceiling: ``train/step.py`` ``Trainer.step`` (the production step: the method's optimiser, BertAdam
+  by default, once with fused AdamW for comparison; grad clip, logit-scale clamp, bf16 autocast) on
+  one device-resident uint8 batch, in this process.
 - loop: ``python -m train`` itself in a subprocess over real shards, its own ``metrics.jsonl``
   windows (``--log-every-steps`` steps each, timed between the loss reads that end them); the
   windows before ``--loop-warmup`` steps (worker start, compilation) are reported as warm-up.
@@ -185,6 +186,7 @@ def method_costs(args, device: torch.device) -> Iterator[tuple[str, dict]]:
 def sections(args, device: torch.device) -> Iterator[tuple[str, Callable[[], object]]]:
     """Priority order: what the issue asks first comes first, so a stopped run keeps it."""
     yield "ceiling eager b128", lambda: ceiling(args, device, 128, False)
+    yield "ceiling eager b128 --optimizer adamw (fused)", lambda: ceiling(args, device, 128, False, optimizer="adamw")
     yield "loop eager worker b128 sync1", lambda: loop(args, 128, False, "worker", 1)
     yield "ceiling compiled b128", lambda: ceiling(args, device, 128, True)
     yield "loop compiled worker b128 sync20", lambda: loop(args, 128, True, "worker", 20)

@@ -44,7 +44,7 @@ METHODS = {
     "seqLSTM": ["--sim-header", "seqLSTM"],
     "seqTransf": ["--sim-header", "seqTransf"],
     "tightTransf": ["--sim-header", "tightTransf"],
-    "DRL (seqTransf + WTI + CDCR)": ["--sim-header", "seqTransf", "--interaction", "wti", "--cdcr-weight", "0.001"],
+    "DRL (seqTransf + WTI + CDCR)": ["--sim-header", "seqTransf", "--interaction", "wti", "--cdcr", "3", "--cdcr-alpha1", "0.14", "--cdcr-alpha2", "0"],
     "DRL TI (meanP + TI)": ["--sim-header", "meanP", "--interaction", "ti"],
     # CLIP4Clip trains its cross encoder on a pretrained CLIP; here: the same seed's meanP run's CLIP
     "tightTransf on a meanP-trained CLIP": ["--sim-header", "tightTransf", "--pretrained", "CONTENT", "--lr", "1e-3", "--coef-lr", "0.1"],
@@ -110,7 +110,7 @@ def content_clip(args: argparse.Namespace, shards: dict[str, str], seed: int) ->
 def common_flags(args: argparse.Namespace, shards: dict[str, str], run: str, seed: int) -> list[str]:
     return ["--train-shards", shards["train"], "--output-dir", run, "--model", "tiny-ViT-112", "--batch-size", "16",
             "--steps-per-epoch", str(args.steps), "--epochs", "1", "--max-frames", "8", "--workers", "1", "--lr", "2e-3",
-            "--coef-lr", "1", "--warmup-fraction", "0.05", "--seed", str(seed), "--log-every-steps", "1000"]  # fmt: skip
+            "--coef-lr", "1", "--warmup-fraction", "0.05", "--optimizer", "adamw", "--freeze-layer-num", "-1", "--seed", str(seed), "--log-every-steps", "1000"]  # fmt: skip
 
 
 def evaluate(run: str, shards: str, topk: int) -> dict:

@@ -53,7 +53,7 @@ def set_rng_state(state: dict) -> None:
 def training_checkpoint(trainer_state: dict, *, config: dict, backbone: dict, steps_per_epoch: int, seed: int) -> dict:
     """The whole checkpoint of a training run, the one layout this project writes:
 
-    - ``model``, ``base``, ``optimizer``, ``scheduler``, ``step``: ``Trainer.state_dict()``
+    - ``model``, ``base``, ``update`` (optimiser rule, its state and schedule), ``step``: ``Trainer.state_dict()``
       (train/step.py); a PEFT run's ``model`` holds only what trains, ``base`` the frozen file's
       path and SHA-256 (None otherwise);
     - ``backbone``: the activation CLIP trained with, so restore rebuilds the same network;

@@ -103,6 +103,20 @@ def _rename(key: str, table: tuple[tuple[str, str], ...], reverse: bool) -> str 
     return None
 
 
+def reference_format(config: ModelConfig) -> str:
+    """Which reference codebase trains a model of these options (its parameter names and recipe)."""
+    if config.eercf:
+        return "eercf"
+    if config.emcl:
+        return "emcl"
+    return "drl" if config.interaction != "cosine" else "clip4clip"
+
+
+def reference_key(key: str, checkpoint_format: str) -> str | None:
+    """This model's parameter name as the reference names it (None: it has no counterpart there)."""
+    return _rename(key, KEY_TABLE[checkpoint_format], reverse=False)
+
+
 def to_reference_layout(state: dict[str, torch.Tensor], checkpoint_format: str) -> dict[str, torch.Tensor]:
     """This model's state dict renamed to the reference's keys (the inverse of the load)."""
     table = KEY_TABLE[checkpoint_format]

@@ -125,7 +125,7 @@ def test_train_refuses_missing_shards_bad_weights_and_impossible_options(tmp_pat
     garbage.write_bytes(os.urandom(1024))
     assert train_main(["--train-shards", str(shards), *base, "--pretrained", str(garbage)]) == 2
     assert "weights.pt" in capsys.readouterr().err
-    for impossible in (["--peft", "lora"], ["--cdcr-weight", "0.001"], ["--sim-header", "tightTransf", "--interaction", "wti"],
+    for impossible in (["--peft", "lora"], ["--cdcr", "3", "--interaction", "ti"], ["--cdcr", "2", "--emcl"], ["--sim-header", "tightTransf", "--interaction", "wti"],
                        ["--emcl", "--interaction", "ti"], ["--interaction", "bogus"], ["--caption-mode", "bogus"],
                        ["--precision", "fp16"], ["--eercf"], ["--sim-header", "seqTransf", "--eercf", "--emcl"],
                        ["--peft", "dgl", "--pretrained", str(garbage), "--interaction", "wti"], ["--peft", "bogus"],

@@ -38,10 +38,15 @@ def shapes_shards(tmp_path_factory):
 
 
 def train_briefly(shards, output_dir, *extra: str, steps: int = 100) -> dict:
+    """Every bound below was measured with torch AdamW and nothing frozen (--optimizer adamw
+    --freeze-layer-num -1), which this keeps: these tests ask whether the architectures learn. Each
+    method's own optimiser (the --optimizer auto default: BertAdam, TempMe's or DGL's AdamW) is
+    tested step by step against its source in tests/test_optimizers.py."""
     config = parse_config(["--train-shards", str(shards), "--val-shards", str(shards), "--output-dir", str(output_dir),
                            "--model", "tiny-ViT-112", "--batch-size", "16", "--steps-per-epoch", str(steps),
                            "--epochs", "1", "--max-frames", "6", "--workers", "1", "--lr", "2e-3", "--coef-lr", "1",
-                           "--warmup-fraction", "0.05", "--log-every-steps", "50", *extra])  # fmt: skip
+                           "--warmup-fraction", "0.05", "--log-every-steps", "50", "--optimizer", "adamw", "--freeze-layer-num", "-1",
+                           *extra])  # fmt: skip
     return train(config)
 
 
@@ -85,7 +90,7 @@ def test_tight_transf_learns_on_a_content_clip(shapes_shards, content_clip, tmp_
 
 
 METHODS = {
-    "drl_wti_cdcr_coarse": ["--sim-header", "seqTransf", "--interaction", "wti", "--cdcr-weight", "0.001", "--coarse-weight", "1"],
+    "drl_wti_cdcr_coarse": ["--sim-header", "seqTransf", "--interaction", "wti", "--cdcr", "3", "--coarse-weight", "1"],
     "drl_ti": ["--sim-header", "meanP", "--interaction", "ti"],
     "emcl": ["--sim-header", "seqTransf", "--emcl"],  # EMCL-Net's defaults
     "eercf": ["--sim-header", "seqTransf", "--eercf"],  # EERCF's defaults

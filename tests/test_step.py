@@ -19,16 +19,18 @@ def batch(seed: int) -> dict:
     return {"tokens": tokens, "frames": frames, "mask": torch.ones(4, 3, dtype=torch.bool)}
 
 
+@pytest.mark.parametrize("optimizer", ["bertadam", "adamw", "tempme-adamw", "dgl-adamw"])
 @pytest.mark.parametrize("method", [["--sim-header", "seqTransf"], ["--sim-header", "meanP", "--interaction", "wti"]])
-def test_a_trainer_restored_from_its_state_takes_the_same_next_step(method):
+def test_a_trainer_restored_from_its_state_takes_the_same_next_step(method, optimizer):
     options = dict(zip([m.removeprefix("--").replace("-", "_") for m in method[::2]], method[1::2], strict=True))
-    config = TrainConfig(train_shards="", output_dir="", model="tiny-ViT-112", max_frames=3, lr=1e-3, coef_lr=1.0, **options)
+    config = TrainConfig(train_shards="", output_dir="", model="tiny-ViT-112", max_frames=3, lr=1e-3, coef_lr=1.0, optimizer=optimizer,
+                         **options)  # fmt: skip
     torch.manual_seed(0)
     model = assemble_model(load_clip("tiny-ViT-112", None), config)
     fresh = copy.deepcopy(model)
     first = Trainer(model, config, torch.device("cpu"), total_steps=10)
     first.step(batch(1))
-    assert first.step_count == 1 and first.scheduler.last_epoch == 1
+    assert first.step_count == 1 and first.update.steps_done == 1
     resumed = Trainer(fresh, config, torch.device("cpu"), total_steps=10, resume=copy.deepcopy(first.state_dict()))
     assert resumed.step_count == 1
     loss_first, _ = first.step(batch(2))
@@ -36,7 +38,18 @@ def test_a_trainer_restored_from_its_state_takes_the_same_next_step(method):
     assert torch.equal(loss_first, loss_resumed)
     for (name, a), b in zip(model.state_dict().items(), fresh.state_dict().values(), strict=True):
         assert torch.equal(a, b), name  # Adam's moments and the schedule came along: the same update
-    assert first.scheduler.get_last_lr() == resumed.scheduler.get_last_lr()
+    assert first.learning_rate() == resumed.learning_rate()
+
+
+def test_a_checkpoint_of_another_optimizer_is_refused_by_name():
+    from model.checkpoint import CheckpointError
+
+    config = TrainConfig(train_shards="", output_dir="", model="tiny-ViT-112", max_frames=3, optimizer="adamw")
+    model = assemble_model(load_clip("tiny-ViT-112", None), config)
+    state = Trainer(model, config, torch.device("cpu"), total_steps=10).state_dict()
+    other = TrainConfig(train_shards="", output_dir="", model="tiny-ViT-112", max_frames=3, optimizer="bertadam")
+    with pytest.raises(CheckpointError, match="--optimizer adamw"):
+        Trainer(copy.deepcopy(model), other, torch.device("cpu"), total_steps=10, resume=state)
 
 
 def test_logit_scale_is_clamped_at_ln_100_after_every_step():

@@ -51,8 +51,8 @@ DDP_CASES = {
         "seqTransf",
         "--interaction",
         "wti",
-        "--cdcr-weight",
-        "0.001",
+        "--cdcr",
+        "3",
         "--coarse-weight",
         "1",
         "--decode-on",
@@ -411,3 +411,24 @@ def test_gpu_benchmark_runs_the_production_step_on_cpu(uneven_shards, extra):
     report = json.loads(result.stdout)
     assert report["device"].startswith("cpu (smoke run")
     assert report["synthetic_ceiling"]["steps"] == 2 and report["streamed"]["clips_per_s"] > 0
+
+
+def test_a_recipe_run_prints_and_records_its_effective_options(uneven_shards, tmp_path, capfd):
+    """--recipe: the options it sets and the flags that override it are logged with their origin, and
+    metrics.jsonl's config record names the recipe and its source."""
+    from train.config import parse_config
+    from train.trainer import train
+
+    recipe = tmp_path / "tiny-drl.toml"
+    recipe.write_text('title = "tiny DRL"\nsource = "foolwood/DRL scripts/msrvtt.sh:24"\npublished = "-"\n'
+                      '[options]\nsim_header = "seqTransf"\ninteraction = "wti"\ncdcr = 3\ncdcr_alpha1 = 0.14\nlr = 0.001\n')  # fmt: skip
+    run = tmp_path / "recipe"
+    config = parse_config(["--recipe", str(recipe), "--train-shards", str(uneven_shards), "--output-dir", str(run), "--batch-size", "4",
+                           "--steps-per-epoch", "2", "--epochs", "1", *TINY, "--workers", "0", "--lr", "0.002"])  # fmt: skip
+    train(config)
+    captured = capfd.readouterr()
+    logged = captured.err + captured.out
+    assert "recipe tiny-drl, from foolwood/DRL scripts/msrvtt.sh:24" in logged
+    assert "--cdcr-alpha1 0.14 (recipe)" in logged and "--lr 0.002 (command line)" in logged
+    stored = records(run, "config")[0]
+    assert stored["recipe"]["name"] == "tiny-drl" and stored["config"]["lr"] == 0.002 and stored["config"]["cdcr"] == 3

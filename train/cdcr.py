@@ -1,14 +1,20 @@
-"""DRL's channel decorrelation regularisation (CDCR), an optional extra loss term.
+"""DRL's channel decorrelation regularisation (CDCR), as its code computes it (``tvr/models/modeling.py``).
 
-Token interaction matches each caption token with its best frame (and each frame with its
-best token). CDCR looks at those matched pairs of the *positive* (caption, video) pairs and
-asks the D feature channels to agree one to one: after standardising every channel over the
-matched pairs, the weighted D x D cross-correlation should have ones on its diagonal
-(a1 term) and, optionally, zeros elsewhere (a2 term). DRL's defaults are a1 = 0.11, a2 = 0,
-added to the contrastive loss with weight 0.001.
+Over the B positive (caption, video) pairs of the batch, two sets of D-channel features are
+standardised per channel (mean and unbiased std over the rows), their D x D cross-correlation
+``c`` is formed, and the loss is ``alpha1 * sum_i (c_ii - 1)^2 + alpha2 * sum_{i != j} c_ij^2``,
+added with weight ``--cdcr-weight`` (DRL's ``--cdcr_lambda``). Which features, by DRL's ``--cdcr``:
 
-Each matched pair counts with the interaction weight of its token (or frame), so padding and
-words WTI learnt to ignore do not drive the regulariser.
+- with ``--interaction cosine`` (DRL's ``dp``), any non-zero mode: the pooled text vector against
+  the pooled video vector (``dp_interaction``);
+- ``1``: one random real token against one random real frame per pair;
+- ``2``: each real token against its best frame and each real frame against its best token (the
+  maxima of cosines multiplied by both masks, as DRL's, so a padded slot scores 0), the two
+  correlations (each divided by its number of rows) averaged;
+- ``3``: as 2, each row weighted by WTI's weight of its token / frame, both divided by B.
+
+One deliberate difference: a channel that is constant over the rows gives DRL a 0 / 0 (NaN loss);
+here it standardises to 0 (see ``_standardise``).
 """
 
 from __future__ import annotations
@@ -17,30 +23,49 @@ import torch
 
 from model.features import TokenSet
 
-
-def _best_partner(queries: TokenSet, partners: TokenSet) -> torch.Tensor:
-    """(B, S, D) features of each query position's most similar real partner position."""
-    similarity = queries.features @ partners.features.transpose(-1, -2)
-    best = similarity.masked_fill(~partners.mask.unsqueeze(-2), float("-inf")).argmax(-1)  # (B, S)
-    return torch.gather(partners.features, 1, best.unsqueeze(-1).expand(-1, -1, partners.features.shape[-1]))
+CDCR_MODES = (0, 1, 2, 3)
 
 
-def _standardise(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    mean = (weights[:, None] * values).sum(0)
-    variance = (weights[:, None] * (values - mean) ** 2).sum(0)
-    return (values - mean) / (variance + 1e-6).sqrt()
+def _standardise(values: torch.Tensor) -> torch.Tensor:
+    """Per channel over the rows, DRL's ``(x - mean) / std``; a channel constant over the rows (e.g.
+    every frame's best token is the start token, whose feature is the same in every caption) is
+    0 / 0 in DRL's code, a NaN loss; here it is 0, uncorrelated. Elsewhere the result is DRL's."""
+    return (values - values.mean(0)) / values.std(0).clamp_min(1e-12)
 
 
-def channel_decorrelation_loss(text: TokenSet, video: TokenSet, alpha_diagonal: float = 0.11, alpha_off: float = 0.0) -> torch.Tensor:
-    """CDCR over the matched token pairs of B positive pairs (row i of ``text`` with row i of ``video``)."""
-    text_side = torch.cat([text.features, _best_partner(video, text)], dim=1)  # tokens, then frames' best tokens
-    video_side = torch.cat([_best_partner(text, video), video.features], dim=1)
-    weights = torch.cat([text.weights, video.weights], dim=1)  # each row's two halves sum to 1 each
-    width = text_side.shape[-1]
-    weights = (weights / weights.sum()).reshape(-1)
-    x = _standardise(text_side.reshape(-1, width), weights)
-    y = _standardise(video_side.reshape(-1, width), weights)
-    correlation = (weights[:, None] * x).T @ y  # (D, D)
-    diagonal = torch.diagonal(correlation)
-    off_diagonal = correlation.pow(2).sum() - diagonal.pow(2).sum()
-    return alpha_diagonal * (1 - diagonal).pow(2).sum() + alpha_off * off_diagonal
+def _decorrelation(correlation: torch.Tensor, alpha1: float, alpha2: float) -> torch.Tensor:
+    width = correlation.shape[0]
+    on_diagonal = (torch.diagonal(correlation) - 1).pow(2).sum()
+    off_diagonal = correlation.flatten()[1:].view(width - 1, width + 1)[:, :-1].pow(2).sum()
+    return alpha1 * on_diagonal + alpha2 * off_diagonal
+
+
+def pooled_cdcr(text: torch.Tensor, video: torch.Tensor, alpha1: float, alpha2: float) -> torch.Tensor:
+    """DRL's dp branch: (B, D) normalised text and video vectors of the positive pairs."""
+    correlation = _standardise(text.float()).T @ _standardise(video.float()) / text.shape[0]
+    return _decorrelation(correlation, alpha1, alpha2)
+
+
+def token_cdcr(text: TokenSet, video: TokenSet, mode: int, alpha1: float, alpha2: float) -> torch.Tensor:
+    """DRL's ti/wti branches (``mode`` 1, 2 or 3) over the token sets of the B positive pairs."""
+    rows = torch.arange(text.mask.shape[0], device=text.mask.device)
+    if mode == 1:
+        token_counts, frame_counts = text.mask.sum(-1), video.mask.sum(-1)
+        tokens = text.features[rows, torch.randint(0, 10000, token_counts.shape, device=rows.device) % token_counts]
+        frames = video.features[rows, torch.randint(0, 10000, frame_counts.shape, device=rows.device) % frame_counts]
+        correlation = _standardise(tokens).T @ _standardise(frames) / tokens.shape[0]
+        return _decorrelation(correlation, alpha1, alpha2)
+    cosines = torch.einsum("btd,bvd->btv", text.features, video.features) * text.mask[:, :, None] * video.mask[:, None, :]
+    best_frame, best_token = cosines.max(dim=-1).indices, cosines.max(dim=-2).indices  # (B, L), (B, T)
+    frames_of_tokens = video.features[rows[:, None], best_frame][text.mask]  # (N_tokens, D)
+    tokens_of_frames = text.features[rows[:, None], best_token][video.mask]  # (N_frames, D)
+    tokens, frames = text.features[text.mask], video.features[video.mask]
+    a, b = _standardise(tokens), _standardise(frames_of_tokens)
+    x, y = _standardise(frames), _standardise(tokens_of_frames)
+    if mode == 2:
+        first, second = a.T @ b / a.shape[0], x.T @ y / x.shape[0]
+    else:
+        batch = text.mask.shape[0]
+        first = (text.weights[text.mask][:, None] * a).T @ b / batch
+        second = (video.weights[video.mask][:, None] * x).T @ y / batch
+    return _decorrelation((first + second) / 2.0, alpha1, alpha2)

@@ -14,6 +14,7 @@ from shards.reader import ReadPolicy
 from train.data import DataOptions
 from train.objective import LossOptions
 from train.optim import OptimOptions
+from train.recipes import Recipe, RecipeError, load_recipe
 
 
 def required(help: str) -> object:  # noqa: A002 - mirrors argparse
@@ -22,6 +23,8 @@ def required(help: str) -> object:  # noqa: A002 - mirrors argparse
 
 @dataclass(kw_only=True)
 class TrainConfig(ModelConfig, DataOptions, OptimOptions, LossOptions):
+    recipe: str | None = option(None, "a published run's options: a name under recipes/ (see README's recipe table) or a .toml file; "
+                                "flags given here override it")
     train_shards: str = required("build folder / s3:// prefix with manifest.json, or a brace pattern of .tar URLs")
     output_dir: str = required("run folder or fsspec URL (s3://...): checkpoints, metrics.jsonl, curves")
     val_shards: str | None = option(None, "shards of the test split, evaluated with all ranks")
@@ -56,6 +59,7 @@ def _argument_type(annotation: str) -> type:
 
 
 def parse_config(argv: list[str] | None = None) -> TrainConfig:
+    """Options from the built-in defaults, then ``--recipe``'s file, then the command line (each overrides the one before)."""
     parser = argparse.ArgumentParser(prog="torchrun ... -m train", description="Train CLIP4Clip on WebDataset shards.")
     for f in fields(TrainConfig):
         name, help_text, choices = "--" + f.name.replace("_", "-"), f.metadata.get("help"), f.metadata.get("choices")
@@ -66,14 +70,38 @@ def parse_config(argv: list[str] | None = None) -> TrainConfig:
         is_required = f.default is MISSING
         parser.add_argument(name, type=_argument_type(str(f.type)), default=None if is_required else f.default, required=is_required,
                             choices=choices, help=help_text)  # fmt: skip
+    recipe_name = _recipe_argument(argv)
+    recipe = None
+    if recipe_name:
+        try:
+            recipe = load_recipe(recipe_name, TrainConfig)
+        except RecipeError as error:
+            parser.error(str(error))
+        parser.set_defaults(**recipe.options)
     args = parser.parse_args(argv)
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    if recipe is not None:
+        missing = [name for name in recipe.requires if not getattr(config, name)]
+        if missing:
+            parser.error(f"recipe {recipe.name} needs {', '.join('--' + m.replace('_', '-') for m in missing)} ({recipe.notes or recipe.title})")
     if config.model in ("", "none", "None"):
         config.model = None
     problem = config_problem(config)
     if problem:
         parser.error(problem)
     return config
+
+
+def _recipe_argument(argv: list[str] | None) -> str | None:
+    """``--recipe`` alone, read before the full parse so that its options become the parser's defaults."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--recipe")
+    known, _ = pre.parse_known_args(argv)
+    return known.recipe
+
+
+def recipe_of(config: TrainConfig) -> Recipe | None:
+    return load_recipe(config.recipe, TrainConfig) if config.recipe else None
 
 
 def config_problem(config: TrainConfig) -> str | None:
@@ -90,8 +118,10 @@ def config_problem(config: TrainConfig) -> str | None:
         return f"--grad-checkpointing is not wired into --peft {config.peft}'s encoder (it runs CLIP block by block); drop one of them"
     if config.sync_every_steps < 1:
         return f"--sync-every-steps must be at least 1, not {config.sync_every_steps}"
-    if config.cdcr_weight and config.interaction == "cosine":
-        return "--cdcr-weight regularises token interaction: add --interaction wti (or ti)"
+    if config.cdcr and (config.sim_header == "tightTransf" or config.emcl or config.eercf):
+        return "--cdcr is DRL's regulariser of its dp/ti/wti similarities: drop it for tightTransf, EMCL and EERCF"
+    if config.cdcr == 3 and config.interaction == "ti":
+        return "--cdcr 3 weighs by WTI's token weights, which --interaction ti does not have (DRL's code stops there): use --cdcr 2"
     if config.coarse_weight and not (config.interaction != "cosine" or config.sim_header == "tightTransf" or config.emcl):
         return "--coarse-weight trains a coarse stage under a fine similarity: use it with --interaction wti/ti, --emcl or tightTransf"
     return None

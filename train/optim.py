@@ -1,4 +1,16 @@
-"""CLIP4Clip's optimiser recipe: two learning rates, decoupled weight decay, warmup + cosine."""
+"""The training update of each recipe we reproduce: optimiser, parameter groups, schedule, and
+the temperature clamp, chosen by ``--optimizer`` (``auto``: the one the method's own code uses).
+
+| name | whose | groups | schedule | logit-scale clamp |
+|---|---|---|---|---|
+| bertadam | CLIP4Clip, DRL, EMCL-Net, EERCF (``prep_optimizer``) | decay unless the reference's name has ``bias``/``LayerNorm.``; ``clip.`` at lr x coef_lr | inside BertAdam | max ln 100 |
+| dgl-adamw | DGL's ``--optim AdamW`` (its msrvtt.sh) | as above, its prompt modules at lr | DGL's ``lr_scheduler('cos')`` before each step | [0.1, 4.6052] |
+| tempme-adamw | TempMe (and the dual-attention seed, built on TempMe's code) | every trained parameter, one group | ``get_cosine_schedule_with_warmup`` | max ln 100 |
+| adamw | this project's earlier recipe (torch AdamW) | no decay for biases/norms/embeddings/temperature | linear warmup, cosine over the rest | [0, ln 100] |
+
+The training loop clips the global gradient norm (``--grad-clip``) before every one of them, as
+all four sources do; BertAdam also clips each parameter's gradient alone.
+"""
 
 from __future__ import annotations
 
@@ -9,57 +21,166 @@ import torch
 from torch import nn
 
 from model.config import option
+from model.foreign_checkpoints import reference_format, reference_key
 from model.peft import is_trainable_backbone_name
+from train.bert_adam import BertAdam
+from train.decoupled_adamw import DecoupledAdamW
+from train.schedules import dgl_cosine_lr, project_warmup_cosine, tempme_cosine_with_warmup
+
+OPTIMIZERS = ("auto", "bertadam", "dgl-adamw", "tempme-adamw", "adamw")
+MAX_LOGIT_SCALE = math.log(100.0)
+# (min, max) of CLIP's logit_scale after every step, as each source clamps it (None: no bound)
+LOGIT_SCALE_CLAMP: dict[str, tuple[float | None, float]] = {
+    "bertadam": (None, MAX_LOGIT_SCALE),  # torch.clamp_(logit_scale, max=np.log(100))
+    "tempme-adamw": (None, MAX_LOGIT_SCALE),
+    "dgl-adamw": (0.1, 4.6052),  # DGL main.py: torch.clamp_(logit_scale, 0.1, 4.6052)
+    "adamw": (0.0, MAX_LOGIT_SCALE),  # open_clip's training clamp
+}
+# the optimiser each method's own training script uses (--optimizer auto)
+OPTIMIZER_OF_PEFT = {"none": "bertadam", "dgl": "dgl-adamw", "tempme": "tempme-adamw", "dual": "tempme-adamw", "lora": "adamw",
+                     "prompts": "adamw", "prompts+lora": "adamw"}  # fmt: skip
+# CLIP4Clip's --freeze_layer_num: these always train, whatever the number (main_task_retrieval.py)
+ALWAYS_TRAINED = ("ln_final.", "text_projection", "logit_scale", "visual.ln_post.", "visual.proj")
+REFERENCE_NO_DECAY = ("bias", "LayerNorm.bias", "LayerNorm.weight")
+PROJECT_NO_DECAY_HINTS = ("bias", "ln_", "norm", "LayerNorm", "positional_embedding", "class_embedding", "logit_scale", "token_embedding")
 
 
 @dataclass(kw_only=True)
 class OptimOptions:
     """The optimiser's flags (``TrainConfig`` extends this class); defaults are CLIP4Clip's."""
 
-    lr: float = option(1e-4, "learning rate of the modules outside CLIP (head, similarity)")
+    optimizer: str = option("auto", "auto: the method's own (BertAdam for the CLIP4Clip family, DGL's AdamW for --peft dgl, TempMe's "
+                            "AdamW for --peft tempme/dual, torch AdamW for --peft lora/prompts); or name one (train/optim.py)",
+                            OPTIMIZERS)  # fmt: skip
+    lr: float = option(1e-4, "learning rate of the modules outside CLIP (head, similarity; PEFT modules)")
     coef_lr: float = option(1e-3, "CLIP's learning rate is lr x coef_lr (CLIP4Clip's 1e-7)")
     weight_decay: float = option(0.2)
-    warmup_fraction: float = option(0.1, "linear warmup over this fraction of the steps, then cosine")
-    grad_clip: float = option(1.0, "gradient norm clip (0: off)")
+    warmup_fraction: float = option(0.1, "warmup fraction of the steps (CLIP4Clip's --warmup_proportion)")
+    grad_clip: float = option(1.0, "global gradient norm clip before each step (0: off); BertAdam also clips each parameter to it")
+    freeze_layer_num: int | None = option(None, "CLIP4Clip's --freeze_layer_num: freeze CLIP's patch/token embeddings, positional "
+                                          "embeddings, ln_pre and the blocks below this layer (-1: train all). Default: 0 with "
+                                          "--pretrained (CLIP4Clip's runs), -1 for a CLIP trained from scratch")  # fmt: skip
 
-NO_DECAY_HINTS = ("bias", "ln_", "norm", "LayerNorm", "positional_embedding", "class_embedding", "logit_scale", "token_embedding")
+    def resolved_optimizer(self) -> str:
+        return self.optimizer if self.optimizer != "auto" else OPTIMIZER_OF_PEFT[getattr(self, "peft", "none")]
+
+    def resolved_freeze_layer_num(self) -> int:
+        if self.freeze_layer_num is not None:
+            return self.freeze_layer_num
+        return 0 if getattr(self, "pretrained", None) or getattr(self, "init_from", None) else -1
 
 
-def parameter_groups(model: nn.Module, lr: float, coef_lr: float, weight_decay: float) -> list[dict]:
-    """New modules at ``lr``; CLIP weights at ``lr * coef_lr``. Biases, norms, embeddings and
-    the temperature get no weight decay (they are not weights that decay should shrink)."""
+def freeze_lower_layers(clip: nn.Module, freeze_layer_num: int) -> list[str]:
+    """CLIP4Clip's freezing (main_task_retrieval.py): below ``freeze_layer_num`` nothing of CLIP's
+    input side trains; the top (final norms, projections, temperature) always does. The names frozen."""
+    if freeze_layer_num < 0:
+        return []
+    frozen = []
+    for name, parameter in clip.named_parameters():
+        if name.startswith(ALWAYS_TRAINED):
+            continue
+        if name.startswith(("visual.transformer.resblocks.", "transformer.resblocks.")):
+            if int(name.split(".resblocks.")[1].split(".")[0]) >= freeze_layer_num:
+                continue
+        parameter.requires_grad_(False)
+        frozen.append(name)
+    return frozen
+
+
+def reference_groups(model: nn.Module, lr: float, coef_lr: float, weight_decay: float, checkpoint_format: str) -> list[dict]:
+    """``prep_optimizer``'s four groups, decided on the reference's own parameter names: decay unless
+    the name holds ``bias`` / ``LayerNorm.``; ``clip.`` at ``lr * coef_lr`` except PEFT modules
+    (DGL's ``new_added_modules``), which train at ``lr``. Frozen parameters are left out (the
+    reference lists them, but with no gradient they never move)."""
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {(True, True): [], (False, True): [], (True, False): [], (False, False): []}
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        theirs = reference_key(name, checkpoint_format) or name
+        decays = not any(marker in theirs for marker in REFERENCE_NO_DECAY)
+        is_clip = "clip." in theirs and not is_trainable_backbone_name(name)
+        groups[(is_clip, decays)].append(parameter)
+    return [
+        {"params": params, "lr": lr * coef_lr if is_clip else lr, "weight_decay": weight_decay if decays else 0.0,
+         "lr_mult": coef_lr if is_clip else 1.0, "decay_mult": 1.0 if decays else 0.0,
+         "name": f"{'clip' if is_clip else 'new'}{'' if decays else '_no_decay'}"}  # fmt: skip
+        for (is_clip, decays), params in groups.items()
+        if params
+    ]
+
+
+def project_groups(model: nn.Module, lr: float, coef_lr: float, weight_decay: float) -> list[dict]:
+    """``--optimizer adamw``: no weight decay for biases, norms, embeddings and the temperature."""
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        is_clip = name.startswith("clip.") and not is_trainable_backbone_name(name)  # PEFT modules train at lr
-        decays = parameter.ndim >= 2 and not any(hint in name for hint in NO_DECAY_HINTS)
+        is_clip = name.startswith("clip.") and not is_trainable_backbone_name(name)
+        decays = parameter.ndim >= 2 and not any(hint in name for hint in PROJECT_NO_DECAY_HINTS)
         groups.setdefault((is_clip, decays), []).append(parameter)
     return [
-        {
-            "params": params,
-            "lr": lr * coef_lr if is_clip else lr,
-            "weight_decay": weight_decay if decays else 0.0,
-            "name": f"{'clip' if is_clip else 'new'}{'' if decays else '_no_decay'}",
-        }
+        {"params": params, "lr": lr * coef_lr if is_clip else lr, "weight_decay": weight_decay if decays else 0.0,
+         "name": f"{'clip' if is_clip else 'new'}{'' if decays else '_no_decay'}"}  # fmt: skip
         for (is_clip, decays), params in sorted(groups.items())
     ]
 
 
-def build_optimizer(model: nn.Module, lr: float, coef_lr: float, weight_decay: float, fused: bool = False) -> torch.optim.Optimizer:
-    """AdamW over the two learning-rate groups; ``fused`` (on CUDA) updates every parameter in one kernel
-    instead of a loop of small ones: the same update, one launch."""
-    return torch.optim.AdamW(parameter_groups(model, lr, coef_lr, weight_decay), betas=(0.9, 0.98), eps=1e-6, fused=fused)
+class TrainingUpdate:
+    """Optimiser + schedule + clamp of one recipe, stepped in its source's order: the caller has run
+    backward and clipped the global norm; ``step`` then updates the weights, the schedule and the
+    temperature clamp."""
 
+    def __init__(self, model: nn.Module, config, total_steps: int, fused: bool = False) -> None:  # noqa: ANN001 - a TrainConfig
+        self.rule = config.resolved_optimizer()
+        self.model, self.total_steps, self.steps_done = model, total_steps, 0
+        self.base_lr, self.weight_decay, self.warmup = config.lr, config.weight_decay, config.warmup_fraction
+        self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
+        if self.rule == "bertadam":
+            groups = reference_groups(model, config.lr, config.coef_lr, config.weight_decay, reference_format(config))
+            self.optimizer: torch.optim.Optimizer = BertAdam(groups, lr=config.lr, t_total=total_steps, warmup=config.warmup_fraction,
+                                                             weight_decay=config.weight_decay, max_grad_norm=config.grad_clip)  # fmt: skip
+        elif self.rule == "dgl-adamw":
+            groups = reference_groups(model, config.lr, config.coef_lr, config.weight_decay, reference_format(config))
+            self.optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=config.weight_decay, fused=fused)
+        elif self.rule == "tempme-adamw":
+            trained = [p for p in model.parameters() if p.requires_grad]
+            self.optimizer = DecoupledAdamW([{"params": trained, "name": "trained"}], lr=config.lr, weight_decay=config.weight_decay)
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, tempme_cosine_with_warmup(total_steps, config.warmup_fraction))
+        elif self.rule == "adamw":
+            groups = project_groups(model, config.lr, config.coef_lr, config.weight_decay)
+            self.optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.98), eps=1e-6, fused=fused)
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, project_warmup_cosine(total_steps, config.warmup_fraction))
+        else:
+            raise ValueError(f"--optimizer {self.rule}: not one of {OPTIMIZERS}")
+        self.clamp_range = LOGIT_SCALE_CLAMP[self.rule]
 
-def warmup_cosine(total_steps: int, warmup_fraction: float) -> callable:
-    """Multiplier for LambdaLR: linear warmup over the first fraction, cosine to 0 after."""
-    warmup = max(1, int(total_steps * warmup_fraction))
+    def step(self) -> None:
+        if self.rule == "dgl-adamw":  # DGL sets lr and decay from the global step before each update
+            rate = dgl_cosine_lr(self.base_lr, self.total_steps, self.warmup, self.steps_done)
+            for group in self.optimizer.param_groups:
+                group["lr"], group["weight_decay"] = rate * group["lr_mult"], self.weight_decay * group["decay_mult"]
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self.steps_done += 1
+        low, high = self.clamp_range
+        with torch.no_grad():
+            self.model.clip.logit_scale.clamp_(low, high)
 
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    def learning_rate(self) -> float:
+        """The new modules' rate for the next update (the largest group's)."""
+        if isinstance(self.optimizer, BertAdam):
+            return max(self.optimizer.current_lrs())
+        if self.rule == "dgl-adamw":
+            return dgl_cosine_lr(self.base_lr, self.total_steps, self.warmup, self.steps_done)
+        return max(group["lr"] for group in self.optimizer.param_groups)
 
-    return factor
+    def state_dict(self) -> dict:
+        return {"rule": self.rule, "optimizer": self.optimizer.state_dict(), "steps_done": self.steps_done,
+                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None}  # fmt: skip
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.steps_done = state["steps_done"]

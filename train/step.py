@@ -14,14 +14,15 @@ from contextlib import nullcontext
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from model.clip4clip import MAX_LOGIT_SCALE, CLIP4Clip
+from model.checkpoint import CheckpointError
+from model.clip4clip import CLIP4Clip
 from model.features import TextFeatures, VideoFeatures
 from model.peft import base_reference, check_base, load_trainable_state, trainable_state
 from runtime.distributed import gather_with_local_grad
 from train.config import TrainConfig
 from train.data import Batch
 from train.objective import retrieval_loss
-from train.optim import build_optimizer, warmup_cosine
+from train.optim import TrainingUpdate, freeze_lower_layers
 
 
 class RetrievalStep(torch.nn.Module):
@@ -83,8 +84,10 @@ class Trainer:
     def __init__(self, model: CLIP4Clip, config: TrainConfig, device: torch.device, total_steps: int, resume: dict | None = None,
                  distributed: bool = False) -> None:  # fmt: skip
         self.model, self.config, self.device = model, config, device
-        self.optimizer = build_optimizer(model, config.lr, config.coef_lr, config.weight_decay, fused=device.type == "cuda")
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(total_steps, config.warmup_fraction))
+        if config.peft == "none":  # PEFT has frozen all of CLIP already
+            freeze_lower_layers(model.clip, config.resolved_freeze_layer_num())
+        self.update = TrainingUpdate(model, config, total_steps, fused=device.type == "cuda")
+        self.optimizer = self.update.optimizer
         self.uses_bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
         # PEFT runs store only what trains, plus where the frozen base lives (and its hash)
         self.peft_base = base_reference(config.pretrained) if config.peft != "none" else None
@@ -111,10 +114,7 @@ class Trainer:
         loss.backward()
         if self.config.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-        self.optimizer.step()
-        self.scheduler.step()
-        with torch.no_grad():
-            self.model.clip.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+        self.update.step()  # the optimiser, its schedule and the temperature clamp, as the recipe's source orders them
         self.step_count += 1
         return loss, parts
 
@@ -122,8 +122,7 @@ class Trainer:
         return {
             "model": trainable_state(self.model) if self.peft_base else self.model.state_dict(),
             "base": self.peft_base,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
+            "update": self.update.state_dict(),
             "step": self.step_count,
         }
 
@@ -135,6 +134,15 @@ class Trainer:
             load_trainable_state(self.model, state["model"])
         else:
             self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        stored = state["update"]["rule"] if "update" in state else "adamw"  # checkpoints before --optimizer were torch AdamW
+        if stored != self.update.rule:
+            raise CheckpointError(f"the checkpoint was trained with --optimizer {stored}, this run uses {self.update.rule}: "
+                             f"pass --optimizer {stored} to resume it")  # fmt: skip
+        if "update" in state:
+            self.update.load_state_dict(state["update"])
+        else:
+            self.update.load_state_dict({"optimizer": state["optimizer"], "scheduler": state["scheduler"], "steps_done": state["step"]})
         self.step_count = state["step"]
+
+    def learning_rate(self) -> float:
+        return self.update.learning_rate()

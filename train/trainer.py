@@ -32,10 +32,11 @@ from shards.manifest import MANIFEST_NAME, read_manifest
 from shards.probe import probe_location
 from shards.reader import ReadPolicy, shard_urls
 from shards.storage import Store
-from train.config import TrainConfig
+from train.config import TrainConfig, recipe_of
 from train.data import StreamConfig
 from train.device_decode import training_batches
 from train.loss_watch import NonFiniteWatch
+from train.recipes import effective_options
 from train.resume import agreed_resume_state
 from train.run_log import RunLog
 from train.step import Trainer, compile_encoders
@@ -164,10 +165,14 @@ def train(config: TrainConfig) -> dict:
         "options and records in %s/metrics.jsonl", config.sim_header, info.world_size, config.batch_size, local_batch, total_steps,
         steps_per_epoch, info.device, " bf16" if trainer.uses_bf16 else "", f"{trainable:,}", f"{total:,}", config.output_dir.rstrip("/"),
     )  # fmt: skip
+    recipe = recipe_of(config)
     if info.is_main:
+        logger.info("options%s:\n  %s", f" (recipe {recipe.name}, from {recipe.source})" if recipe else "",
+                    "\n  ".join(effective_options(config, recipe.options if recipe else {})))  # fmt: skip
         log.write(
             "config",
             config=config.to_json(),
+            recipe={"name": recipe.name, "source": recipe.source, "published": recipe.published, "options": recipe.options} if recipe else None,
             world_size=info.world_size,
             steps_per_epoch=steps_per_epoch,
             resumed_from=resume,
@@ -221,7 +226,7 @@ def train(config: TrainConfig) -> dict:
         if logged_step:
             elapsed = time.perf_counter() - window_start
             skipped = {k: sum(s[k] for s in skipped_by_worker.values()) for k in next(iter(skipped_by_worker.values()))}
-            record = {"step": step, "epoch": epoch, "loss": all_reduce_mean(loss.item(), info.device), "lr": trainer.scheduler.get_last_lr()[-1],
+            record = {"step": step, "epoch": epoch, "loss": all_reduce_mean(loss.item(), info.device), "lr": trainer.learning_rate(),
                       "clips_per_s": window_steps * config.batch_size / elapsed, "logit_scale": model.logit_scale().item(), "skipped_rank0": skipped}  # fmt: skip
             if info.device.type == "cuda":
                 record["max_memory_gib"] = round(torch.cuda.max_memory_allocated(info.device) / 2**30, 2)

@@ -1,0 +1,80 @@
+"""Published runs as option sets: ``python -m train --recipe NAME`` reads ``recipes/NAME.toml``.
+
+A recipe names the source file and lines it transcribes, the numbers its paper or README reports,
+what the user must still pass (``requires``: e.g. the CLIP weights), and ``[options]``: TrainConfig
+fields under their Python names. Flags on the command line override it. Keys are checked against
+TrainConfig when the file is read, so a typo in a recipe is an error naming the file and the key,
+never a silently ignored option.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+
+RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
+TOP_LEVEL_KEYS = {"title", "source", "published", "requires", "shards", "notes", "options"}
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be used; names the file."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    path: Path
+    title: str
+    source: str
+    published: str
+    requires: tuple[str, ...]
+    shards: str
+    notes: str
+    options: dict = field(default_factory=dict)
+
+
+def recipe_names() -> list[str]:
+    return sorted(path.stem for path in RECIPES_DIR.glob("*.toml"))
+
+
+def load_recipe(name_or_path: str, config_type: type) -> Recipe:
+    """``name_or_path``: a name under recipes/ or a .toml file; ``config_type``: TrainConfig (its fields are the keys)."""
+    path = Path(name_or_path) if name_or_path.endswith(".toml") else RECIPES_DIR / f"{name_or_path}.toml"
+    if not path.is_file():
+        raise RecipeError(f"{path}: no such recipe; known: {', '.join(recipe_names())}")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise RecipeError(f"{path}: not valid TOML ({error})") from error
+    unknown = set(data) - TOP_LEVEL_KEYS
+    if unknown:
+        raise RecipeError(f"{path}: unknown entries {sorted(unknown)} (expected {sorted(TOP_LEVEL_KEYS)})")
+    known = {f.name: f for f in fields(config_type)}
+    options = data.get("options", {})
+    for key, value in options.items():
+        if key not in known:
+            raise RecipeError(f"{path}: [options] {key} is not a training option (python -m train --help lists them)")
+        default = known[key].default
+        if default is not MISSING and default is not None and not isinstance(value, type(default)) and not (
+            isinstance(default, float) and isinstance(value, int)
+        ):
+            raise RecipeError(f"{path}: [options] {key} = {value!r} should be a {type(default).__name__}")
+    for key in data.get("requires", []):
+        if key not in known:
+            raise RecipeError(f"{path}: requires {key}, which is not a training option")
+    return Recipe(name=path.stem, path=path, title=data.get("title", ""), source=data.get("source", ""), published=data.get("published", ""),
+                  requires=tuple(data.get("requires", [])), shards=data.get("shards", ""), notes=data.get("notes", ""),
+                  options={k: float(v) if isinstance(known[k].default, float) and isinstance(v, int) else v for k, v in options.items()})  # fmt: skip
+
+
+def effective_options(config, recipe_options: dict) -> list[str]:  # noqa: ANN001 - a TrainConfig
+    """Each option that differs from the built-in default, as ``--flag value (where it came from)``."""
+    lines = []
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if f.default is not MISSING and value == f.default and f.name not in recipe_options:
+            continue
+        origin = "recipe" if f.name in recipe_options and recipe_options[f.name] == value else "command line"
+        lines.append(f"--{f.name.replace('_', '-')} {value} ({origin})")
+    return lines
