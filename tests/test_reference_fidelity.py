@@ -317,3 +317,32 @@ def test_training_can_start_from_a_reference_checkpoint(tmp_path, unused_shards_
 def unused_shards_location(tmp_path) -> str:
     """build_model needs no shards; the option parser needs a location string."""
     return str(tmp_path / "shards")
+
+
+def test_a_published_recipe_trains_from_an_openai_file_with_clip4clips_frozen_layers(openai_file, sample_dataset, tmp_path):
+    """``--recipe clip4clip-msrvtt-seqTransf --pretrained FILE``: BertAdam, CLIP4Clip's freezing
+    (--freeze_layer_num 0): after two steps the patch/token embeddings, positional embeddings and
+    ln_pre are exactly the file's, CLIP's blocks, the head and the temperature's group have moved."""
+    from model.checkpoint import latest_checkpoint, load_checkpoint
+    from pipeline.annotations import load_annotations
+    from pipeline.build import BuildOptions, build_shards
+    from pipeline.extract import ExtractionSettings
+    from shards.storage import Store
+    from train.trainer import train
+
+    shards = tmp_path / "shards"
+    build_shards(load_annotations(str(sample_dataset / "annotations.jsonl")), str(sample_dataset / "videos"), Store(str(shards)),
+                 ExtractionSettings(short_side=112), BuildOptions(samples_per_shard=8, workers=1, show_progress=False))  # fmt: skip
+    run = tmp_path / "run"
+    config = parse_config(["--recipe", "clip4clip-msrvtt-seqTransf", "--train-shards", str(shards), "--output-dir", str(run), "--pretrained",
+                           openai_file, "--batch-size", "4", "--steps-per-epoch", "2", "--epochs", "1", "--max-frames", "4", "--workers", "0",
+                           "--lr", "1e-2", "--coef-lr", "1"])  # fmt: skip
+    assert (config.optimizer, config.freeze_layer_num, config.caption_mode) == ("bertadam", 0, "expand")
+    train(config)
+    trained = load_checkpoint(latest_checkpoint(str(run / "checkpoints")))["model"]
+    original = {k: v for k, v in torch.jit.load(openai_file).state_dict().items() if k != "attn_mask"}
+    for name in ("visual.conv1.weight", "visual.class_embedding", "visual.positional_embedding", "visual.ln_pre.weight", "token_embedding.weight",
+                 "positional_embedding"):  # fmt: skip
+        assert torch.equal(trained["clip." + name], original[name]), name
+    for name in ("visual.transformer.resblocks.0.attn.in_proj_weight", "transformer.resblocks.3.mlp.c_fc.weight", "ln_final.weight"):
+        assert not torch.equal(trained["clip." + name], original[name]), name
