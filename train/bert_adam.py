@@ -79,8 +79,8 @@ class BertAdam(torch.optim.Optimizer):
     def _update(self, group: dict, step: int, params: list[torch.Tensor]) -> None:
         grads = [p.grad for p in params]
         if group["max_grad_norm"] > 0:  # clip_grad_norm_(p, max_norm) for each parameter alone
-            norms = torch._foreach_norm(grads)
-            torch._foreach_mul_(grads, [torch.clamp(group["max_grad_norm"] / (norm + 1e-6), max=1.0) for norm in norms])
+            norms = torch.stack([norm.float() for norm in torch._foreach_norm(grads)])  # the coefficients in two kernels, not two per parameter
+            torch._foreach_mul_(grads, (group["max_grad_norm"] / (norms + 1e-6)).clamp(max=1.0).unbind())
         moments = [self.state[p]["next_m"] for p in params]
         squares = [self.state[p]["next_v"] for p in params]
         torch._foreach_mul_(moments, group["b1"])
