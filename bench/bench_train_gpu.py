@@ -22,6 +22,7 @@ import time
 
 import torch
 
+from bench.bench_gpu_suite import synchronize, synthetic_batch
 from model import backbone
 from model.factory import assemble_model
 from shards.reader import shard_urls
@@ -29,11 +30,6 @@ from train.config import TrainConfig, config_problem
 from train.data import StreamConfig
 from train.device_decode import training_batches
 from train.step import Trainer, compile_encoders
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def timed_steps(step_fn, batches, steps: int, warmup: int, batch_size: int, device: torch.device) -> dict:
@@ -86,15 +82,11 @@ def main() -> None:
     def step(batch: dict) -> None:
         trainer.step(batch)
 
-    synthetic_batch = {
-        "frames": torch.randint(0, 256, (args.batch_size, args.frames, 3, image_size, image_size), dtype=torch.uint8, device=device),
-        "mask": torch.ones(args.batch_size, args.frames, dtype=torch.bool, device=device),
-        "tokens": tokenize(["a red circle moves from left to right"] * args.batch_size, context_length=32).to(device),
-    }
+    resident = synthetic_batch(args.batch_size, args.frames, image_size, tokenize, device)
 
     def repeat():
         while True:
-            yield synthetic_batch
+            yield resident
 
     ceiling = timed_steps(step, repeat(), args.steps, args.warmup, args.batch_size, device)
     stream = StreamConfig(

@@ -14,12 +14,12 @@ all four sources do; BertAdam also clips each parameter's gradient alone.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from model.clip4clip import MAX_LOGIT_SCALE
 from model.config import option
 from model.foreign_checkpoints import reference_format, reference_key
 from model.peft import is_trainable_backbone_name
@@ -28,7 +28,6 @@ from train.decoupled_adamw import DecoupledAdamW
 from train.schedules import dgl_cosine_lr, project_warmup_cosine, tempme_cosine_with_warmup
 
 OPTIMIZERS = ("auto", "bertadam", "dgl-adamw", "tempme-adamw", "adamw")
-MAX_LOGIT_SCALE = math.log(100.0)
 # (min, max) of CLIP's logit_scale after every step, as each source clamps it (None: no bound)
 LOGIT_SCALE_CLAMP: dict[str, tuple[float | None, float]] = {
     "bertadam": (None, MAX_LOGIT_SCALE),  # torch.clamp_(logit_scale, max=np.log(100))

@@ -87,7 +87,6 @@ class Trainer:
         if config.peft == "none":  # PEFT has frozen all of CLIP already
             freeze_lower_layers(model.clip, config.resolved_freeze_layer_num())
         self.update = TrainingUpdate(model, config, total_steps, fused=device.type == "cuda")
-        self.optimizer = self.update.optimizer
         self.uses_bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
         # PEFT runs store only what trains, plus where the frozen base lives (and its hash)
         self.peft_base = base_reference(config.pretrained) if config.peft != "none" else None
@@ -136,13 +135,18 @@ class Trainer:
             self.model.load_state_dict(state["model"])
         stored = state["update"]["rule"] if "update" in state else "adamw"  # checkpoints before --optimizer were torch AdamW
         if stored != self.update.rule:
+            how = "--optimizer adamw --freeze-layer-num -1 (it predates both options)" if "update" not in state else f"--optimizer {stored}"
             raise CheckpointError(f"the checkpoint was trained with --optimizer {stored}, this run uses {self.update.rule}: "
-                             f"pass --optimizer {stored} to resume it")  # fmt: skip
+                                  f"resume it with {how}")  # fmt: skip
         if "update" in state:
             self.update.load_state_dict(state["update"])
         else:
             self.update.load_state_dict({"optimizer": state["optimizer"], "scheduler": state["scheduler"], "steps_done": state["step"]})
         self.step_count = state["step"]
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self.update.optimizer
 
     def learning_rate(self) -> float:
         return self.update.learning_rate()
