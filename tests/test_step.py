@@ -87,3 +87,18 @@ def test_a_nan_is_noted_without_a_sync_and_reported_with_its_step_and_batch():
     watch.note(torch.tensor(float("nan")), 4, ["later"])  # the first one is what the error names
     with pytest.raises(FloatingPointError, match=r"loss became inf at step 3; last batch keys \['bad-key'\]"):
         watch.check()
+
+
+def test_a_checkpoint_from_before_the_optimizer_option_names_both_flags_to_resume_it():
+    from model.checkpoint import CheckpointError
+
+    config = TrainConfig(train_shards="", output_dir="", model="tiny-ViT-112", max_frames=3, optimizer="adamw")
+    model = assemble_model(load_clip("tiny-ViT-112", None), config)
+    state = Trainer(model, config, torch.device("cpu"), total_steps=10).state_dict()
+    update = state.pop("update")
+    legacy = {**state, "optimizer": update["optimizer"], "scheduler": update["scheduler"]}  # the layout before issue 30
+    resumed = Trainer(copy.deepcopy(model), config, torch.device("cpu"), total_steps=10, resume=copy.deepcopy(legacy))
+    assert resumed.step_count == 0
+    default = TrainConfig(train_shards="", output_dir="", model="tiny-ViT-112", max_frames=3)
+    with pytest.raises(CheckpointError, match="--optimizer adamw --freeze-layer-num -1"):
+        Trainer(copy.deepcopy(model), default, torch.device("cpu"), total_steps=10, resume=legacy)
