@@ -11,8 +11,9 @@ It is not AdamW, in three ways that change every step:
 Weight decay is added to the update before the learning rate multiplies it.
 
 The arithmetic is done with ``torch._foreach_*`` over the parameters that share a step count
-(normally all of them): the same operations as the reference's per-parameter loop, far fewer
-kernel launches.
+(normally all of them): the same operations as the reference's per-parameter loop, issued as a
+few list operations instead of one set of operations per parameter (its speed is not measured:
+bench/bench_gpu_suite.py has the row, no GPU has run it).
 """
 
 from __future__ import annotations
