@@ -21,6 +21,7 @@ import threading
 
 import uvicorn
 
+from search.api_key import redact_api_key
 from search.cli import add_searcher_arguments, check_searcher_arguments, search_device
 from search.index_format import IndexFormatError
 from search.query_batcher import DEFAULT_MAX_BATCH
@@ -57,14 +58,24 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-class ShortRequestLines(logging.Filter):
-    """Access-log lines name at most ``LOGGED_PATH_CHARS`` of a path: a 10 MB query is logged as its
-    first characters and its length, not as 10 MB of log."""
+class SafeLogLines(logging.Filter):
+    """No log line holds the API key: an ``api_key=`` value in the message or any of its arguments
+    is replaced by ``[redacted]`` (search/api_key.py). On the access log (``shorten_paths``) a path
+    is also cut to ``LOGGED_PATH_CHARS``: a 10 MB query is logged as its first characters and its
+    length, not as 10 MB of log."""
+
+    def __init__(self, shorten_paths: bool = False) -> None:
+        super().__init__()
+        self.shorten_paths = shorten_paths
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple) and len(record.args) >= 3 and isinstance(record.args[2], str) and len(record.args[2]) > LOGGED_PATH_CHARS:
-            path = record.args[2]
-            record.args = (*record.args[:2], f"{path[:LOGGED_PATH_CHARS]}...({len(path):,} characters)", *record.args[3:])
+        if isinstance(record.msg, str):
+            record.msg = redact_api_key(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact_api_key(a) if isinstance(a, str) else a for a in record.args)
+            if self.shorten_paths and len(record.args) >= 3 and isinstance(record.args[2], str) and len(record.args[2]) > LOGGED_PATH_CHARS:
+                path = record.args[2]
+                record.args = (*record.args[:2], f"{path[:LOGGED_PATH_CHARS]}...({len(path):,} characters)", *record.args[3:])
         return True
 
 
@@ -83,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--index", required=True, help="index folder or fsspec URL (python -m search.index)")
     parser.add_argument("--port", type=int, default=8000, help="port (0: any free port)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
-    parser.add_argument("--api-key", default=os.environ.get("SEARCH_API_KEY"), help="require this key on every route (default: $SEARCH_API_KEY)")
+    parser.add_argument("--api-key", default=os.environ.get("SEARCH_API_KEY"), help="require this key on every route (default: $SEARCH_API_KEY, which keeps it out of the process list)")
     parser.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH, help="most queries encoded together")
     add_searcher_arguments(parser)
     args = parser.parse_args(argv)
@@ -110,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)  # fmt: skip
     reload_on_sighup(holder)
     server = uvicorn.Server(config)  # configures uvicorn's loggers
-    logging.getLogger("uvicorn.access").addFilter(ShortRequestLines())
+    logging.getLogger("uvicorn.access").addFilter(SafeLogLines(shorten_paths=True))
+    for name in ("uvicorn.error", "uvicorn", "search.service", "search.serve"):  # no line of these may carry the key either
+        logging.getLogger(name).addFilter(SafeLogLines())
     server.run(sockets=[sock])
     return 0
 

@@ -13,14 +13,14 @@ control characters (checked on the raw bytes of the URL, before anything decodes
 outside 1..100 or not a number, an unknown key or frame, a path that names nothing (``..`` and
 its encodings included: no route reads a file by a name from the URL), a method a route does not
 take (405 with ``Allow``). Anything else is a 500 naming the error; the trace goes to the log.
-With ``api_key`` set every route, the page and the schema included, wants it: header
-``Authorization: Bearer KEY`` or ``X-API-Key: KEY``, or ``?api_key=KEY`` once in a browser (it then
-sets an HttpOnly cookie so the page's images load).
+With ``api_key`` set every route, the page and the schema included, wants it (search/api_key.py
+says how: a header on the JSON API; on the page also a cookie holding a token derived from the key,
+set by opening ``?api_key=KEY`` once, which is answered with a redirect to the same URL without
+the key so it stays out of the address bar, the history and every log line).
 """
 
 from __future__ import annotations
 
-import hmac
 import html
 import logging
 import urllib.parse
@@ -33,6 +33,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from search import search_page
+from search.api_key import KeyGuard
 from search.cli import result_json
 from search.query import QueryError, check_query
 from search.query_batcher import DEFAULT_MAX_BATCH, QueryBatcher
@@ -42,7 +43,6 @@ from shards.sample_format import frame_members
 
 logger = logging.getLogger("search.service")
 MAX_K = 100
-KEY_COOKIE = "search_api_key"
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'",
@@ -113,31 +113,25 @@ def create_app(holder: IndexHolder, api_key: str | None = None, max_batch: int =
     return app
 
 
-def _given_key(request: Request) -> str | None:
-    authorization = request.headers.get("authorization", "")
-    if authorization.lower().startswith("bearer "):
-        return authorization[7:].strip()
-    return request.headers.get("x-api-key") or request.query_params.get("api_key") or request.cookies.get(KEY_COOKIE)
-
-
 def _install_guard(app: FastAPI, api_key: str | None) -> None:
     """The API key on every route (when set), security headers and caching rules on every answer."""
+    keys = KeyGuard(api_key) if api_key is not None else None
 
     @app.middleware("http")
     async def guard(request: Request, call_next):  # noqa: ANN001, ANN202
-        cookie = None
-        if api_key is not None:
-            given = _given_key(request)
-            if given is None or not hmac.compare_digest(given.encode(), api_key.encode()):
-                return _error_response(request, 401, "this service needs its API key: header 'Authorization: Bearer KEY' or "
-                                                     "'X-API-Key: KEY', or ?api_key=KEY in a browser", {"WWW-Authenticate": "Bearer"})  # fmt: skip
-            cookie = given if request.query_params.get("api_key") else None
+        if keys is not None:
+            raw_path = request.scope.get("raw_path", b"").decode("latin-1") or None
+            check = keys.check(request.method, request.url.path, request.headers, request.cookies, raw_parameters(request), raw_path)
+            if not check.allowed:
+                return _error_response(request, 401, check.refusal, {"WWW-Authenticate": "Bearer"})
+            if check.redirect_to is not None:  # the key came in the URL: drop it from there, remember it as a token
+                response = Response(status_code=303, headers={"Location": check.redirect_to, "Cache-Control": "no-store", **SECURITY_HEADERS})
+                keys.set_cookie(response)
+                return response
         response = await call_next(request)
         response.headers.update(SECURITY_HEADERS)
         if _wants_json(request) or request.url.path == "/" or request.url.path.startswith("/video/"):
             response.headers.setdefault("Cache-Control", "no-store")
-        if cookie is not None:
-            response.set_cookie(KEY_COOKIE, cookie, httponly=True, samesite="strict")
         return response
 
 

@@ -238,10 +238,54 @@ def test_the_api_key_guards_every_route(keyed_service):
         assert service.request("GET", path, {"Authorization": f"Bearer {API_KEY}"})[0] == 200, path
         assert service.request("GET", path, {"X-API-Key": API_KEY})[0] == 200, path
     assert service.request("POST", "/api/admin/reload")[0] == 401
-    status, headers, _ = service.request("GET", f"/?api_key={API_KEY}")
-    assert status == 200 and "search_api_key=" in headers["set-cookie"] and "HttpOnly" in headers["set-cookie"]
+
+
+def test_a_key_in_the_page_url_is_redirected_away_and_becomes_a_derived_cookie(keyed_service):
+    """?api_key= on the page: 303 to the same URL without it, the cookie holds a token (not the key)
+    that opens the page and its images but not the JSON API; a wrong key in the URL is refused."""
+    from search.api_key import page_token
+
+    service, _ = keyed_service
+    status, headers, _ = service.request("GET", f"/?q=red+circle&api_key={API_KEY}&k=3")
+    assert status == 303 and headers["location"] == "/?q=red+circle&k=3" and headers["cache-control"] == "no-store"
     cookie = headers["set-cookie"].split(";")[0]
-    assert service.request("GET", "/thumb/clip000", {"Cookie": cookie})[0] == 200  # the page's images load
+    name, value = cookie.split("=", 1)
+    assert API_KEY not in headers["set-cookie"] and value == page_token(API_KEY) and "HttpOnly" in headers["set-cookie"]
+    assert "SameSite=strict" in headers["set-cookie"]
+    for path in ["/?q=red+circle&k=3", "/thumb/clip000", "/video/clip000", "/frame/clip000/0"]:
+        assert service.request("GET", path, {"Cookie": cookie})[0] == 200, path  # the page and its images load
+    assert service.request("GET", "/api/health", {"Cookie": cookie})[0] == 401  # the JSON API wants the header
+    assert service.request("GET", "/", {"Cookie": f"{name}={API_KEY}"})[0] == 401  # the raw key is not a cookie
+    assert service.request("GET", "/video/clip000?api_key=wrong-key-123")[0] == 401
+    status, headers, _ = service.request("GET", f"/video/clip000?api_key={API_KEY}")
+    assert status == 303 and headers["location"] == "/video/clip000"
+
+
+def test_the_json_api_takes_the_key_in_a_header_only(keyed_service):
+    service, _ = keyed_service
+    for path in [f"/api/health?api_key={API_KEY}", f"{_search_path('cat')}&api_key={API_KEY}"]:
+        status, _, body = service.request("GET", path)
+        assert status == 401 and "header" in json.loads(body)["error"], path
+        # not even with the header as well: a key in an API URL is a leak to refuse, not to forgive
+        assert service.request("GET", path, {"X-API-Key": API_KEY})[0] == 401, path
+    assert service.request("POST", f"/api/admin/reload?api_key={API_KEY}")[0] == 401
+
+
+def test_the_key_never_reaches_a_log_line(keyed_service):
+    """Every way a key can be sent, right or wrong; then the service's whole output (uvicorn's access
+    log included) is read: the key appears nowhere, and the access lines show [redacted]."""
+    service, _ = keyed_service
+    service.request("GET", f"/?api_key={API_KEY}")
+    service.request("GET", f"/api/health?api_key={API_KEY}")
+    service.request("GET", f"/api/search?q=cat&api_key={API_KEY}", {"X-API-Key": API_KEY})
+    service.request("GET", "/api/health", {"Authorization": f"Bearer {API_KEY}"})
+    service.request("GET", "/nothing/here?API_KEY=" + API_KEY)
+    deadline = time.monotonic() + 10
+    while sum("api_key=" in line.lower() for line in service.stdout_lines + service.stderr_lines) < 4 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    logged = "".join(service.stdout_lines + service.stderr_lines)
+    assert API_KEY not in logged
+    assert logged.count("api_key=[redacted]") + logged.count("API_KEY=[redacted]") >= 4, logged[-2000:]
 
 
 def test_reload_without_a_key_is_refused(service):
