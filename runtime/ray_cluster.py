@@ -45,7 +45,7 @@ def import_ray():  # noqa: ANN201 - the ray module
     try:
         import ray
     except ImportError as error:
-        raise RayUnavailableError(f"--distributor ray needs the ray package (pip install -r requirements.txt): {error}") from error
+        raise RayUnavailableError(f"--distributor ray needs the ray package (pip install -e '.[ray]', or -r requirements-ray.txt): {error}") from error
     return ray
 
 
