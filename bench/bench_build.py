@@ -31,6 +31,7 @@ from PIL import Image
 from bench.clip4clip_baseline import compress_3fps, frames_each_second
 from pipeline.extract import ExtractionSettings, extract_video
 from pipeline.sampling import SlicePosition, select_frames
+from runtime.cli import HelpFormatter
 from tools.make_sample_data import make_sample_data
 
 
@@ -85,7 +86,7 @@ def run(paths: list[str], repeats: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--videos", help="folder of videos (default: generate the sample set)")
     parser.add_argument("--num-videos", type=int, default=48)
     parser.add_argument("--repeats", type=int, default=3)

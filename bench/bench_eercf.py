@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from model.eercf import EERCFSimilarity
 from model.features import TextFeatures, VideoFeatures
 from model.similarity import ScoringChunks
+from runtime.cli import HelpFormatter
 
 WIDTH, FRAMES, PATCHES = 512, 12, 49
 CHUNK = 1000  # videos generated (and fine-scored) at a time
@@ -81,7 +82,7 @@ def measure(similarity: EERCFSimilarity, text: torch.Tensor, size: int, topk: in
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
     parser.add_argument("--queries", type=int, default=32)
     parser.add_argument("--topk", type=int, default=50)

@@ -19,6 +19,7 @@ import sys
 import tempfile
 
 from pipeline.ffmpeg_binary import ffmpeg_executable
+from runtime.cli import HelpFormatter
 
 PEAK = """
 import resource, sys
@@ -41,7 +42,7 @@ def peak_mib(repo: str, clip: str) -> tuple[int, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--seconds", type=int, nargs="+", default=[60, 1800])
     parser.add_argument("--repo", nargs="+", default=["."], help="checkouts to measure (default: this one)")
     args = parser.parse_args()

@@ -39,6 +39,7 @@ import torch
 from eval.encode import encode_split
 from model import backbone
 from model.factory import assemble_model
+from runtime.cli import HelpFormatter
 from shards.reader import shard_urls
 from train.config import TrainConfig
 from train.step import Trainer, compile_encoders
@@ -202,7 +203,7 @@ def sections(args, device: torch.device) -> Iterator[tuple[str, Callable[[], obj
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--shards", required=True)
     parser.add_argument("--out", required=True, help="folder for gpu_suite.jsonl (one JSON line per finished row)")
     parser.add_argument("--model", default="ViT-B-32")

@@ -34,6 +34,7 @@ from model.checkpoint import latest_checkpoint, load_checkpoint
 from pipeline.annotations import load_annotations
 from pipeline.build import BuildOptions, build_shards
 from pipeline.extract import ExtractionSettings
+from runtime.cli import HelpFormatter
 from shards.storage import Store
 from tools.make_sample_data import make_sample_data
 from train.config import parse_config
@@ -123,7 +124,7 @@ def evaluate(run: str, shards: str, topk: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--out", default="bench_out/methods")
     parser.add_argument("--num-videos", type=int, default=96)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

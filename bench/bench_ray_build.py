@@ -30,6 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from runtime.cli import HelpFormatter
 from tests.ray_cluster import RAY_ENV, LocalRayCluster
 from tools.make_sample_data import make_sample_data
 
@@ -92,7 +93,7 @@ def plan_scaling(size: int, scratch: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--num-videos", type=int, default=192)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)

@@ -33,6 +33,7 @@ from eval.rerank import two_stage_blocks
 from eval.scoring import SplitScorer
 from model.clip4clip import CLIP4Clip
 from model.heads import masked_mean_pool
+from runtime.cli import HelpFormatter
 
 
 def wti_model() -> CLIP4Clip:
@@ -89,7 +90,7 @@ def timed(block, caption_to_video: torch.Tensor, device: torch.device, repeats: 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--queries", type=int, default=1000, help="text queries per size (all of them scored against every video)")
     parser.add_argument(

@@ -21,6 +21,8 @@ import time
 import numpy as np
 import torch
 
+from runtime.cli import HelpFormatter
+
 
 def features(n: int, dim: int = 512, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
@@ -72,7 +74,7 @@ def one_run(method: str, n: int, block: int, device: str) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
     parser.add_argument("--dense-max", type=int, default=20000, help="largest N the dense baseline is run at (memory)")
     parser.add_argument("--block", type=int, default=1024)

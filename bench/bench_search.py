@@ -28,6 +28,8 @@ import time
 import numpy as np
 import torch
 
+from runtime.cli import HelpFormatter
+
 DIM = 512
 NPROBES = (8, 32, 128)
 
@@ -132,7 +134,7 @@ def query_side_costs(num_queries: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(formatter_class=HelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--out", default="bench_out/search.json")

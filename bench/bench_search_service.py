@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.cli import HelpFormatter
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BASELINE_COMMIT = "36cadf322bc9650dbc2c1cae7b6b1d43511fc30f"  # the last commit with the http.server page
 WORDS = ("a man", "a woman", "a dog", "two children", "a red car", "a chef", "a band", "a cat", "an old man", "a girl")
@@ -128,7 +130,7 @@ def wrk(port: int, connections: int, seconds: int, script: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--videos", type=int, default=100_000)
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--concurrency", default="1,8,64")

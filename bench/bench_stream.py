@@ -36,6 +36,7 @@ from pipeline.annotations import load_annotations
 from pipeline.build import BuildOptions, build_shards
 from pipeline.extract import ExtractionSettings
 from pipeline.sampling import SlicePosition, select_frames
+from runtime.cli import HelpFormatter
 from shards.reader import iter_samples, shard_urls
 from shards.storage import Store
 from tools.make_sample_data import make_sample_data
@@ -61,7 +62,7 @@ def clip4clip_load(path: str, max_frames: int = 12) -> tuple[torch.Tensor, torch
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--num-videos", type=int, default=48)
     parser.add_argument("--passes", type=int, default=3)
     args = parser.parse_args()

@@ -27,6 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from model import backbone
 from model.config import ModelConfig
 from model.factory import assemble_model
+from runtime.cli import HelpFormatter
 
 ENCODERS = {"clip": "none", "tempme": "tempme", "dual": "dual", "dgl": "dgl"}
 
@@ -52,7 +53,7 @@ def flops_per_clip(model, frames: torch.Tensor, mask: torch.Tensor) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--clips", type=int, default=2, help="clips per forward")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="cpu")

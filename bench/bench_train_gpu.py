@@ -25,6 +25,7 @@ import torch
 from bench.bench_gpu_suite import synchronize, synthetic_batch
 from model import backbone
 from model.factory import assemble_model
+from runtime.cli import HelpFormatter
 from shards.reader import shard_urls
 from train.config import TrainConfig, config_problem
 from train.data import StreamConfig
@@ -45,7 +46,7 @@ def timed_steps(step_fn, batches, steps: int, warmup: int, batch_size: int, devi
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--shards", required=True)
     parser.add_argument("--model", default="ViT-B-32")
     parser.add_argument("--head", default="meanP", help="meanP, seqLSTM, seqTransf or tightTransf")

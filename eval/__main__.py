@@ -20,10 +20,12 @@ from eval.postprocess import normalised_blocks
 from eval.report import rank_histogram_png, render_report
 from eval.rerank import compare_coarse_to_fine
 from eval.scoring import SplitScorer, fine_blocks
+from eval.summary_table import metrics_table
 from eval.trained_model import load_trained_model
 from model import backbone
 from model.foreign_checkpoints import FORMATS
 from model.frame_rule import frame_rule_for
+from runtime.cli import HelpFormatter
 from runtime.distributed import init_distributed
 from runtime.logs import setup_logging
 from shards.manifest import BuildStateError
@@ -111,7 +113,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m eval", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="checkpoint file, or a run folder (uses checkpoints/latest)")
     parser.add_argument("--shards", required=True, help="test split: build folder / s3:// prefix with manifest, or brace pattern")
     parser.add_argument("--out", help="folder for metrics.json, report.html, rank_histogram.png")
@@ -138,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--read-retries", type=int, default=ReadPolicy.retries, help="attempts after a failed shard read before the shard is skipped")
     parser.add_argument("--read-timeout", type=float, default=ReadPolicy.timeout_s, help="seconds before a stalled object-store read counts as failed")
     parser.add_argument("--report-queries", type=int, default=12)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="which report queries are sampled")
+    parser.add_argument("--json", action="store_true", help="print the metrics as one JSON line instead of the table (for scripts)")
     args = parser.parse_args(argv)
     try:
         result = run(args)
@@ -149,7 +152,14 @@ def main(argv: list[str] | None = None) -> int:
         if dist.is_initialized():
             dist.destroy_process_group()
     if int(os.environ.get("RANK", "0")) == 0:  # the process group is gone by now; torchrun's RANK says who prints
-        print(json.dumps({k: result[k] for k in ("raw", *args.post, "coarse_to_fine") if k in result}))
+        if args.json:
+            print(json.dumps({k: result[k] for k in ("raw", *args.post, "coarse_to_fine") if k in result}))
+        else:
+            print(f"{result['model']['sim_header']} at step {result['step']} on {args.shards}: {result['num_videos']} videos, "
+                  f"{result['num_captions']} captions")
+            print(metrics_table(result))
+            where = f"{args.out.rstrip('/')}/metrics.json (and report.html)" if args.out else "not written: add --out DIR for metrics.json"
+            print(f"metrics: {where}")
     return 0
 
 

@@ -31,6 +31,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from runtime.cli import HelpFormatter
+
 ScoreBlock = Callable[[int, int], torch.Tensor]  # (start, stop) of query rows -> (rows, columns) scores
 
 
@@ -110,7 +112,7 @@ def _load_array(path: str) -> np.ndarray:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m eval.metrics", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m eval.metrics", description=__doc__, formatter_class=HelpFormatter
     )
     parser.add_argument("similarity", help=".npy matrix, rows = text queries, columns = videos")
     parser.add_argument("--caption-to-video", help=".npy int array: the video column of each row (multi-caption sets)")

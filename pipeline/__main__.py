@@ -13,6 +13,7 @@ from pipeline.dry_run import plan_summary
 from pipeline.extract import ExtractionSettings
 from pipeline.resample import ResampleError, resample
 from pipeline.sampling import SlicePosition
+from runtime.cli import HelpFormatter
 from runtime.ray_cluster import RayOptions, RayUnavailableError, task_location
 from shards.manifest import BuildStateError, merge_manifest
 from shards.storage import StorageError, Store
@@ -26,10 +27,10 @@ def _positive_float(text: str) -> float:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
+    parser = argparse.ArgumentParser(formatter_class=HelpFormatter, prog="python -m pipeline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    build = commands.add_parser("build", help="transcode, sample and pack videos into WebDataset shards")
+    build = commands.add_parser("build", formatter_class=HelpFormatter, help="transcode, sample and pack videos into WebDataset shards")
     build.add_argument(
         "--annotations",
         required=True,
@@ -92,14 +93,14 @@ def _parser() -> argparse.ArgumentParser:
                        help="attempts after a task's worker or node dies (or a storage error), before its unit is reported failed")  # fmt: skip
     build.add_argument("--dry-run", action="store_true", help="plan only: print units, tasks and driver memory, write nothing")
 
-    again = commands.add_parser("resample", help="new shards from a --keep-transcode build: other --max-frames/--sample-fps/--slice")
+    again = commands.add_parser("resample", formatter_class=HelpFormatter, help="new shards from a --keep-transcode build: other --max-frames/--sample-fps/--slice")
     again.add_argument("--shards", required=True, help="the --keep-transcode build's output folder or URL")
     again.add_argument("--out", required=True, help="output folder or URL for the re-sampled build")
     again.add_argument("--max-frames", type=int, default=None)
     again.add_argument("--sample-fps", type=_positive_float, default=None)
     again.add_argument("--slice", default=None, choices=[p.value for p in SlicePosition])
 
-    merge = commands.add_parser("merge-manifest", help="join the per-unit records of a (cluster) build into manifest.json")
+    merge = commands.add_parser("merge-manifest", formatter_class=HelpFormatter, help="join the per-unit records of a (cluster) build into manifest.json")
     merge.add_argument("--out", required=True, help="the build's output folder or s3:// URL")
     return parser
 

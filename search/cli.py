@@ -14,6 +14,7 @@ import sys
 
 import torch
 
+from runtime.cli import HelpFormatter
 from search.ann import DEFAULT_NPROBE
 from search.index_format import IndexFormatError
 from search.query import QueryError, check_query
@@ -71,7 +72,7 @@ def print_result(result: SearchResult) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m search", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m search", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--index", required=True, help="index folder or fsspec URL (python -m search.index)")
     parser.add_argument("queries", nargs="+", help="one or more text queries")
     parser.add_argument("-k", type=int, default=10, help="results per query")

@@ -17,6 +17,7 @@ import sys
 import torch.distributed as dist
 
 from model.foreign_checkpoints import FORMATS
+from runtime.cli import HelpFormatter
 from runtime.distributed import init_distributed
 from runtime.logs import setup_logging
 from runtime.ray_cluster import RayOptions, task_location
@@ -31,7 +32,7 @@ from shards.storage import StorageError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m search.index", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m search.index", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="checkpoint file, or a run folder (uses checkpoints/latest)")
     parser.add_argument("--shards", required=True, help="build folder / s3:// prefix with manifest, or brace pattern")
     parser.add_argument("--out", required=True, help="index folder (local or any fsspec URL); an existing index is appended to")

@@ -21,6 +21,7 @@ import threading
 
 import uvicorn
 
+from runtime.cli import HelpFormatter
 from search.api_key import redact_api_key
 from search.cli import add_searcher_arguments, check_searcher_arguments, search_device
 from search.index_format import IndexFormatError
@@ -90,7 +91,7 @@ def reload_on_sighup(holder: IndexHolder) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m search.serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m search.serve", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--index", required=True, help="index folder or fsspec URL (python -m search.index)")
     parser.add_argument("--port", type=int, default=8000, help="port (0: any free port)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")

@@ -36,3 +36,32 @@ def test_help_prints_usage_and_exits_0(command):
     done = subprocess.run([sys.executable, "-m", *command, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "usage:" in done.stdout
+
+
+PRODUCT_COMMANDS = [["pipeline", "build"], ["pipeline", "resample"], ["pipeline", "merge-manifest"], ["train"], ["eval"], ["search"],
+                    ["search.index"], ["search.serve"], ["tools.demo"], ["tools.inspect_shards"], ["tools.make_sample_data"]]  # fmt: skip
+MAIN_OF = {"pipeline": "pipeline.__main__", "train": "train.__main__", "eval": "eval.__main__", "search": "search.cli"}
+
+
+@pytest.mark.parametrize("command", PRODUCT_COMMANDS, ids=" ".join)
+def test_every_option_of_every_command_shows_its_default(command, monkeypatch):
+    """Each option's line in --help says its default (a value, on/off, none, or the help's own words)."""
+    import argparse
+    import importlib
+
+    shown: list[argparse.ArgumentParser] = []
+
+    def capture(parser: argparse.ArgumentParser, file=None) -> None:  # noqa: ANN001
+        shown.append(parser)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "print_help", capture)
+    main = importlib.import_module(MAIN_OF.get(command[0], command[0])).main
+    with pytest.raises(SystemExit):
+        main([*command[1:], "--help"])
+    (parser,) = shown
+    formatter = parser._get_formatter()
+    options = [a for a in parser._actions if a.option_strings and not isinstance(a, argparse._HelpAction)]
+    assert options
+    for action in options:
+        assert "default" in formatter._format_action(action).lower(), f"{' '.join(command)} {action.option_strings[0]}"

@@ -38,7 +38,7 @@ def trained(sample_dataset, tmp_path_factory):
 def test_eval_writes_metrics_report_and_histogram(trained, tmp_path, capsys):
     out = tmp_path / "eval"
     assert (
-        eval_main(["--checkpoint", str(trained / "run"), "--shards", str(trained / "shards"), "--out", str(out), "--block-size", "5"]) == 0
+        eval_main(["--checkpoint", str(trained / "run"), "--shards", str(trained / "shards"), "--out", str(out), "--block-size", "5", "--json"]) == 0
     )
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     metrics = json.loads((out / "metrics.json").read_text())
@@ -58,7 +58,7 @@ def test_eval_writes_metrics_report_and_histogram(trained, tmp_path, capsys):
     assert (out / "rank_histogram.png").stat().st_size > 1000
 
 
-def test_eval_numbers_equal_dense_reference(trained):
+def test_eval_numbers_equal_dense_reference(trained, capsys):
     state = load_checkpoint(latest_checkpoint(str(trained / "run" / "checkpoints")))
     model, config = restore_model(state)
     split = encode_split(
@@ -73,6 +73,12 @@ def test_eval_numbers_equal_dense_reference(trained):
         for key, value in expected[direction].items():
             assert metrics["raw"][direction][key] == pytest.approx(value)
     assert np.isfinite(dense).all()
+    # without --json: the demo's table, its numbers those of metrics.json, chance beside them
+    table = {line.split("  ")[0].strip(): line.split()[-6:] for line in capsys.readouterr().out.splitlines() if line.startswith(("t2v", "v2t", "chance"))}
+    assert table["t2v"][:5] == [f"{metrics['raw']['t2v'][c]:.1f}" for c in ("R1", "R5", "R10", "MdR", "MnR")] and table["t2v"][5] == "24"
+    assert table["v2t"][:5] == [f"{metrics['raw']['v2t'][c]:.1f}" for c in ("R1", "R5", "R10", "MdR", "MnR")] and table["v2t"][5] == "8"
+    chance = next(v for k, v in table.items() if k.startswith("chance"))
+    assert chance[-5:] == ["12.5", "62.5", "100.0", "4.5", "4.5"]  # 8 videos
 
 
 def test_eval_bad_inputs_are_clear(tmp_path, trained, capsys):
@@ -90,7 +96,7 @@ def test_eval_reports_coarse_to_fine_for_a_token_interaction_model(trained, tmp_
     train(config)
     out = tmp_path / "eval"
     assert (
-        eval_main(["--checkpoint", str(run), "--shards", str(trained / "shards"), "--out", str(out), "--rerank-topk", "3", "--post"]) == 0
+        eval_main(["--checkpoint", str(run), "--shards", str(trained / "shards"), "--out", str(out), "--rerank-topk", "3", "--post", "--json"]) == 0
     )
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     metrics = json.loads((out / "metrics.json").read_text())

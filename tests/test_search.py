@@ -364,3 +364,20 @@ def test_a_sample_with_an_unreadable_frame_is_named_not_indexed(collection, tmp_
     named = [k for p in manifest["parts"] for s in json.loads((tmp_path / "index" / "parts" / p / "part.json").read_text())["shards"]
              for k in s["skipped"]["undecodable"]]  # fmt: skip
     assert named == [broken_key]
+
+
+def test_the_demos_example_query_reports_its_videos_true_rank(search_collection):
+    """The demo prints a caption, the rank of the video it describes and how many captions rank theirs
+    first: each number is checked here against a search of its own."""
+    from tools.demo import example_query
+
+    index = str(search_collection / "index")
+    example = example_query(index)
+    searcher = open_searcher(index)
+    total = len(searcher.index)
+    assert example.videos == total
+    owners = [row for row in range(total) if example.query in searcher.index.record(row)["captions"]]
+    rows = [hit.row for hit in searcher.search(example.query, total).hits]
+    assert example.rank == 1 + min(rows.index(owner) for owner in owners)
+    assert (example.rank == 1) == (example.captions_ranked_first > 0)
+    assert example.captions == len({c for row in range(total) for c in searcher.index.record(row)["captions"]})

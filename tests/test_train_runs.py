@@ -85,7 +85,7 @@ def test_two_process_gloo_with_uneven_shards_finishes_and_evaluates(uneven_shard
     assert (run / "curves.png").stat().st_size > 1000
     if case == "meanP":  # the evaluator under torchrun: both ranks encode, one prints the result
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "eval",
-                   "--checkpoint", str(run), "--shards", str(uneven_shards), "--post"]  # fmt: skip
+                   "--checkpoint", str(run), "--shards", str(uneven_shards), "--post", "--json"]  # fmt: skip
         evaluated = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=400, env={**os.environ, "OMP_NUM_THREADS": "1"})
         assert evaluated.returncode == 0, evaluated.stderr[-3000:]
         printed = [line for line in evaluated.stdout.splitlines() if line.startswith("{")]

@@ -11,7 +11,9 @@
 5. evaluates the final checkpoint (python -m eval) and prints R@1/5/10, MdR, MnR both ways,
    with report.html and rank_histogram.png in OUT/eval;
 6. indexes the test split (python -m search.index) and prints one example search over it
-   (python -m search), with the command that serves the search page.
+   (python -m search): a test caption whose video the model ranks first, if any (else the first
+   caption, said so), with that video's rank, chance, and how many captions rank their video first;
+   then the command that serves the search page.
 """
 
 from __future__ import annotations
@@ -20,17 +22,20 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import dataclass
 
 from eval.__main__ import main as eval_main
+from eval.summary_table import metrics_table
 from pipeline.__main__ import main as pipeline_main
+from runtime.cli import HelpFormatter
 from search.cli import main as search_main
 from search.index import main as index_main
+from search.searcher import open_searcher
 from tools.inspect_shards import main as inspect_main
 from tools.make_sample_data import make_sample_data
 from train.__main__ import main as train_main
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXAMPLE_QUERY = "a red circle moves from left to right"  # the generated clips' own kind of caption
 MSRVTT_SAMPLE = os.path.join(REPO_ROOT, "..", "shared", "data", "msrvtt_test_sample")
 
 
@@ -44,8 +49,37 @@ def build(annotations: str, videos: str, out: str, *extra: str) -> None:
         sys.exit(f"demo: build of {annotations} failed with exit code {code}")
 
 
+@dataclass(frozen=True)
+class ExampleSearch:
+    query: str
+    rank: int  # of the best-ranked video that carries the query as a caption
+    captions_ranked_first: int  # distinct captions of the index whose video ranks first
+    captions: int
+    videos: int
+
+
+def example_query(index: str) -> ExampleSearch:
+    """A caption of the indexed test split whose own video the trained model ranks first, or the first
+    caption when it ranks none first (said as it is). Every distinct caption is searched over the whole
+    index; generated captions can repeat, and any video that carries one counts as its match."""
+    searcher = open_searcher(index)
+    videos = len(searcher.index)
+    owners: dict[str, set[int]] = {}
+    for row in range(videos):
+        for caption in searcher.index.record(row)["captions"]:
+            owners.setdefault(caption, set()).add(row)
+    if not owners:
+        raise ValueError(f"{index} holds no captions")
+    ranks = {}
+    for caption, rows in owners.items():
+        ranked = [hit.row for hit in searcher.search(caption, videos).hits]
+        ranks[caption] = 1 + min(ranked.index(row) for row in rows)
+    query = next((caption for caption, rank in ranks.items() if rank == 1), next(iter(ranks)))
+    return ExampleSearch(query, ranks[query], sum(rank == 1 for rank in ranks.values()), len(ranks), videos)
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tools.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m tools.demo", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--out", default="demo_out")
     parser.add_argument("--num-videos", type=int, default=64)
     parser.add_argument("--steps", type=int, default=120, help="training steps")
@@ -79,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     run = os.path.join(args.out, "run")
     code = train_main(["--train-shards", os.path.join(shards, "train"), "--val-shards", os.path.join(shards, "test"), "--output-dir", run,
                        "--model", "tiny-ViT", "--sim-header", "seqTransf", "--batch-size", "16", "--steps-per-epoch", str(args.steps),
-                       "--epochs", "1", "--lr", "1e-3", "--coef-lr", "1", "--workers", "2", "--eval-every-steps", "40",
+                       "--epochs", "1", "--lr", "1e-3", "--eval-every-steps", "40",
                        "--log-every-steps", "10", "--max-frames", "12"])  # fmt: skip
     if code != 0:
         sys.exit(f"demo: training failed with exit code {code}")
@@ -89,11 +123,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit("demo: evaluation failed")
     with open(os.path.join(args.out, "eval", "metrics.json")) as handle:
         metrics = json.load(handle)
-    print(f"\n{'':6}{'R@1':>7}{'R@5':>7}{'R@10':>7}{'MdR':>7}{'MnR':>7}{'N':>6}")
-    for direction in ("t2v", "v2t"):
-        m = metrics["raw"][direction]
-        print(f"{direction:6}{m['R1']:7.1f}{m['R5']:7.1f}{m['R10']:7.1f}{m['MdR']:7.1f}{m['MnR']:7.1f}{m['N']:6d}")
-    print(f"chance for {metrics['num_videos']} videos: R@1 {100 / metrics['num_videos']:.1f}, MnR {(metrics['num_videos'] + 1) / 2:.1f}")
+    print(metrics_table(metrics))
     print(f"report: {os.path.join(args.out, 'eval', 'report.html')}   curves: {os.path.join(run, 'curves.png')}")
 
     index = os.path.join(args.out, "index")
@@ -101,8 +131,12 @@ def main(argv: list[str] | None = None) -> None:
     if index_main(["--checkpoint", run, "--shards", os.path.join(shards, "test"), "--out", index]) != 0:
         sys.exit("demo: indexing failed")
     step("an example search over the index")
-    if search_main(["--index", index, EXAMPLE_QUERY, "-k", "5"]) != 0:
+    example = example_query(index)
+    if search_main(["--index", index, example.query, "-k", "5"]) != 0:
         sys.exit("demo: search failed")
+    print(f"the video this caption describes ranks {example.rank} of {example.videos} (chance: mean rank {(example.videos + 1) / 2:.1f}, "
+          f"first with probability 1/{example.videos}); {example.captions_ranked_first} of the index's {example.captions} distinct "
+          f"captions rank their own video first{'' if example.rank == 1 else ': none does, so this example is a miss'}")
     print(f"search page: python -m search.serve --index {index}   (then open http://127.0.0.1:8000/)")
 
 

@@ -18,6 +18,7 @@ from collections import Counter
 
 from PIL import Image
 
+from runtime.cli import HelpFormatter
 from shards.manifest import MANIFEST_NAME, read_manifest
 from shards.reader import ReadErrors, ShardReadError, iter_samples, shard_urls
 from shards.sample_format import frame_members, is_complete_sample, sample_metadata
@@ -44,7 +45,7 @@ def contact_sheet(sample: dict, columns: int = 6, thumb_height: int = 112) -> Im
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tools.inspect_shards", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m tools.inspect_shards", description=__doc__, formatter_class=HelpFormatter
     )
     parser.add_argument("url")
     parser.add_argument("--sample", type=int, default=0, help="index of the sample to show")

@@ -24,6 +24,7 @@ import ffmpeg
 import numpy as np
 
 from pipeline.ffmpeg_binary import ffmpeg_executable
+from runtime.cli import HelpFormatter
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (40, 60, 220), "yellow": (230, 210, 40)}
 SHAPES = ("circle", "square")
@@ -171,7 +172,7 @@ def make_sample_data(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m tools.make_sample_data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m tools.make_sample_data", description=__doc__, formatter_class=HelpFormatter
     )
     parser.add_argument("--out", required=True)
     parser.add_argument("--num-videos", type=int, default=48)

@@ -10,6 +10,7 @@ from dataclasses import MISSING, dataclass, field, fields
 
 from model.config import ModelConfig, choices_problem, option
 from model.foreign_checkpoints import FORMATS
+from runtime.cli import HelpFormatter
 from shards.reader import ReadPolicy
 from train.data import DataOptions
 from train.objective import LossOptions
@@ -60,7 +61,7 @@ def _argument_type(annotation: str) -> type:
 
 def parse_config(argv: list[str] | None = None) -> TrainConfig:
     """Options from the built-in defaults, then ``--recipe``'s file, then the command line (each overrides the one before)."""
-    parser = argparse.ArgumentParser(prog="torchrun ... -m train", description="Train CLIP4Clip on WebDataset shards.")
+    parser = argparse.ArgumentParser(formatter_class=HelpFormatter, prog="torchrun ... -m train", description="Train CLIP4Clip on WebDataset shards.")
     for f in fields(TrainConfig):
         name, help_text, choices = "--" + f.name.replace("_", "-"), f.metadata.get("help"), f.metadata.get("choices")
         help_text = help_text.replace("%", "%%") if help_text else help_text  # argparse formats help with %: a literal % must be doubled

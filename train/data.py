@@ -52,6 +52,18 @@ class StreamConfigError(ValueError):
     """A stream that cannot work as configured (e.g. too few shards to split)."""
 
 
+MAX_DEFAULT_WORKERS = 4
+
+
+def default_workers(environ: dict | None = None) -> int:
+    """The cores this process may run on (torch's own measure when it warns), shared by the ranks
+    torchrun started on this node, at most ``MAX_DEFAULT_WORKERS`` and at least one."""
+    environ = os.environ if environ is None else environ
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    local_ranks = max(1, int(environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(1, min(MAX_DEFAULT_WORKERS, cores // local_ranks))
+
+
 @dataclass(kw_only=True)
 class DataOptions:
     """The stream's options as flags of ``python -m train`` (``TrainConfig`` extends this class, and
@@ -60,10 +72,14 @@ class DataOptions:
     caption_mode: str = option("random", "random: one random caption per video per visit; expand: every caption is a sample",
                                ("random", "expand"))  # fmt: skip
     shuffle_buffer: int = option(500, "samples held for shuffling, per worker")
-    workers: int = option(4, "data loader processes per rank")
+    workers: int | None = option(None, f"data loader processes per rank (default: up to {MAX_DEFAULT_WORKERS}, no more than this rank's "
+                                 "share of the node's CPU cores, so torch never warns of too many workers)")  # fmt: skip
     resampled: bool = option(True, "draw shards with replacement (never uneven across ranks); --no-resampled splits shards")
     decode_on: str = option("worker", "worker: CPU JPEG decoding in the data workers (default); device: workers ship JPEG bytes and "
                             "the training device decodes each batch (nvJPEG on a GPU), for GPUs with few CPU cores", ("worker", "device"))  # fmt: skip
+
+    def resolved_workers(self) -> int:
+        return self.workers if self.workers is not None else default_workers()
 
     def data_options(self) -> dict:
         """These options' values, to build a ``StreamConfig`` from a ``TrainConfig``."""
@@ -229,12 +245,13 @@ def ignore_sigterm_in_worker(_worker_id: int) -> None:
 
 def make_loader(config: StreamConfig, tokenize: Callable, rank: int, world_size: int, start_step: int) -> DataLoader:
     stream = ClipStream(config, tokenize, rank, world_size, start_step)
+    workers = config.resolved_workers()
     return DataLoader(
         stream,
         batch_size=None,
-        num_workers=config.workers,
-        worker_init_fn=ignore_sigterm_in_worker if config.workers else None,
+        num_workers=workers,
+        worker_init_fn=ignore_sigterm_in_worker if workers else None,
         persistent_workers=False,
         pin_memory=torch.cuda.is_available(),
-        prefetch_factor=4 if config.workers else None,
+        prefetch_factor=4 if workers else None,
     )

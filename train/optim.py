@@ -27,6 +27,7 @@ from train.bert_adam import BertAdam
 from train.decoupled_adamw import DecoupledAdamW
 from train.schedules import dgl_cosine_lr, project_warmup_cosine, tempme_cosine_with_warmup
 
+PRETRAINED_COEF_LR = 1e-3  # CLIP4Clip's --coef_lr: CLIP trains at lr x 1e-3 when it starts from trained weights
 OPTIMIZERS = ("auto", "bertadam", "dgl-adamw", "tempme-adamw", "adamw")
 # (min, max) of CLIP's logit_scale after every step, as each source clamps it (None: no bound)
 LOGIT_SCALE_CLAMP: dict[str, tuple[float | None, float]] = {
@@ -52,7 +53,9 @@ class OptimOptions:
                             "AdamW for --peft tempme/dual, torch AdamW for --peft lora/prompts); or name one (train/optim.py)",
                             OPTIMIZERS)  # fmt: skip
     lr: float = option(1e-4, "learning rate of the modules outside CLIP (head, similarity; PEFT modules)")
-    coef_lr: float = option(1e-3, "CLIP's learning rate is lr x coef_lr (CLIP4Clip's 1e-7)")
+    coef_lr: float | None = option(None, "CLIP's learning rate is lr x coef_lr. Default: 1e-3 when CLIP starts from trained weights "
+                                   "(--pretrained, --init-from: CLIP4Clip's 1e-7 at lr 1e-4), 1 when it starts from random weights "
+                                   "(scaled down 1000x they barely move and the run learns nothing)")  # fmt: skip
     weight_decay: float = option(0.2)
     warmup_fraction: float = option(0.1, "warmup fraction of the steps (CLIP4Clip's --warmup_proportion)")
     grad_clip: float = option(1.0, "global gradient norm clip before each step (0: off); BertAdam also clips each parameter to it")
@@ -63,10 +66,36 @@ class OptimOptions:
     def resolved_optimizer(self) -> str:
         return self.optimizer if self.optimizer != "auto" else OPTIMIZER_OF_PEFT[getattr(self, "peft", "none")]
 
+    def starts_from_trained_clip(self) -> bool:
+        return bool(getattr(self, "pretrained", None) or getattr(self, "init_from", None))
+
+    def resolved_coef_lr(self) -> float:
+        """CLIP4Clip's 1e-3 protects trained weights from the head's rate; random weights need the full rate."""
+        if self.coef_lr is not None:
+            return self.coef_lr
+        return PRETRAINED_COEF_LR if self.starts_from_trained_clip() else 1.0
+
     def resolved_freeze_layer_num(self) -> int:
         if self.freeze_layer_num is not None:
             return self.freeze_layer_num
-        return 0 if getattr(self, "pretrained", None) or getattr(self, "init_from", None) else -1
+        return 0 if self.starts_from_trained_clip() else -1
+
+
+SCRATCH_MIN_CLIP_LR = 1e-5  # below this a randomly initialised CLIP barely moves in a run of this size
+
+
+def clip_rate_note(config: OptimOptions) -> tuple[str, bool]:
+    """One line on CLIP's own learning rate for the run's log, and whether it needs a warning: a CLIP
+    that starts from random weights at a rate scaled for trained weights learns nothing (issue 33)."""
+    if getattr(config, "peft", "none") != "none":
+        return "CLIP's base weights are frozen (--peft); its added modules train at --lr", False
+    rate = config.lr * config.resolved_coef_lr()
+    start = "trained weights" if config.starts_from_trained_clip() else "random weights (no --pretrained / --init-from)"
+    line = f"CLIP starts from {start} and trains at lr {config.lr:g} x coef_lr {config.resolved_coef_lr():g} = {rate:.2g}"
+    if not config.starts_from_trained_clip() and rate < SCRATCH_MIN_CLIP_LR:
+        return (f"{line}: too small for random weights, the run will stay near chance; drop --coef-lr (1 from scratch) or pass "
+                "--pretrained with CLIP's weights"), True  # fmt: skip
+    return line, False
 
 
 def freeze_lower_layers(clip: nn.Module, freeze_layer_num: int) -> list[str]:
@@ -135,18 +164,18 @@ class TrainingUpdate:
         self.base_lr, self.weight_decay, self.warmup = config.lr, config.weight_decay, config.warmup_fraction
         self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
         if self.rule == "bertadam":
-            groups = reference_groups(model, config.lr, config.coef_lr, config.weight_decay, reference_format(config))
+            groups = reference_groups(model, config.lr, config.resolved_coef_lr(), config.weight_decay, reference_format(config))
             self.optimizer: torch.optim.Optimizer = BertAdam(groups, lr=config.lr, t_total=total_steps, warmup=config.warmup_fraction,
                                                              weight_decay=config.weight_decay, max_grad_norm=config.grad_clip)  # fmt: skip
         elif self.rule == "dgl-adamw":
-            groups = reference_groups(model, config.lr, config.coef_lr, config.weight_decay, reference_format(config))
+            groups = reference_groups(model, config.lr, config.resolved_coef_lr(), config.weight_decay, reference_format(config))
             self.optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=config.weight_decay, fused=fused)
         elif self.rule == "tempme-adamw":
             trained = [p for p in model.parameters() if p.requires_grad]
             self.optimizer = DecoupledAdamW([{"params": trained, "name": "trained"}], lr=config.lr, weight_decay=config.weight_decay)
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, tempme_cosine_with_warmup(total_steps, config.warmup_fraction))
         elif self.rule == "adamw":
-            groups = project_groups(model, config.lr, config.coef_lr, config.weight_decay)
+            groups = project_groups(model, config.lr, config.resolved_coef_lr(), config.weight_decay)
             self.optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.98), eps=1e-6, fused=fused)
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, project_warmup_cosine(total_steps, config.warmup_fraction))
         else:

@@ -36,6 +36,7 @@ from train.config import TrainConfig, recipe_of
 from train.data import StreamConfig
 from train.device_decode import training_batches
 from train.loss_watch import NonFiniteWatch
+from train.optim import clip_rate_note
 from train.recipes import effective_options
 from train.resume import agreed_resume_state
 from train.run_log import RunLog
@@ -165,6 +166,8 @@ def train(config: TrainConfig) -> dict:
         "options and records in %s/metrics.jsonl", config.sim_header, info.world_size, config.batch_size, local_batch, total_steps,
         steps_per_epoch, info.device, " bf16" if trainer.uses_bf16 else "", f"{trainable:,}", f"{total:,}", config.output_dir.rstrip("/"),
     )  # fmt: skip
+    rate_line, rate_is_wrong = clip_rate_note(config)
+    (logger.warning if rate_is_wrong else logger.info)(rate_line)
     recipe = recipe_of(config)
     if info.is_main:
         logger.info("options%s:\n  %s", f" (recipe {recipe.name}, from {recipe.source})" if recipe else "",
