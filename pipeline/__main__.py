@@ -7,15 +7,16 @@ import json
 import sys
 
 from pipeline.annotations import FORMATS, AnnotationError, Columns, load_annotations
-from pipeline.build import BuildOptions, build_shards, prepare_build
+from pipeline.build import BuildOptions, BuildReport, build_shards, prepare_build
 from pipeline.cluster import job_share
 from pipeline.dry_run import plan_summary
 from pipeline.extract import ExtractionSettings
 from pipeline.resample import ResampleError, resample
+from pipeline.retry import prepare_retry, retry_token
 from pipeline.sampling import SlicePosition
 from runtime.cli import HelpFormatter
 from runtime.ray_cluster import RayOptions, RayUnavailableError, task_location
-from shards.manifest import BuildStateError, merge_manifest
+from shards.manifest import MANIFEST_NAME, BuildStateError, merge_manifest, read_manifest
 from shards.storage import StorageError, Store
 
 
@@ -80,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument(
         "--ignore-missing", action="store_true", help="drop annotations whose video file does not exist (counted in the manifest)"
     )
+    build.add_argument("--retry-failures", action="store_true",
+                       help="attempt again only the videos in the build's failures.jsonl (after an outage or a fixed file): what succeeds "
+                            "goes into new shards of the same build, existing shards stay as they are (same annotations and options as the build)")  # fmt: skip
     build.add_argument("--no-progress", action="store_true")
     build.add_argument(
         "--distributor", default="local", choices=["local", "ray"],
@@ -103,6 +107,35 @@ def _parser() -> argparse.ArgumentParser:
     merge = commands.add_parser("merge-manifest", formatter_class=HelpFormatter, help="join the per-unit records of a (cluster) build into manifest.json")
     merge.add_argument("--out", required=True, help="the build's output folder or s3:// URL")
     return parser
+
+
+MOSTLY_MISSING = 0.5  # above this share of annotated videos without a file, a build says --ignore-missing exists
+
+
+def print_build_summary(report: BuildReport, num_jobs: int, job_index: int, out: str, annotations: str) -> None:
+    """What the build did, in sentences: nothing to do, what it skipped, and where the results are."""
+    job = f"job {job_index + 1}/{num_jobs}: " if num_jobs > 1 else ""
+    m = report.manifest
+    if report.units_built == 0:
+        if m is not None:
+            print(f"{job}nothing to build: {m['num_samples']} samples already in {len(m['shards'])} shards of {out} "
+                  f"({m['num_failures']} failures listed in failures.jsonl)")  # fmt: skip
+        else:
+            print(f"{job}nothing to build: this job's {report.units_skipped} unit(s) are done")
+    else:
+        print(f"{job}built {report.units_built} unit(s), skipped {report.units_skipped} already done; "
+              f"{report.samples_written} samples written, {report.failures} failures")  # fmt: skip
+    if report.ignored_missing:
+        print(f"--ignore-missing: {report.ignored_missing} annotated videos not found, left out (manifest: ignored_missing)")
+    if report.missing and report.missing > MOSTLY_MISSING * report.videos_planned:
+        print(f"warning: {report.missing} of the {report.videos_planned} videos annotated in {annotations} have no file (each is a "
+              "failure in failures.jsonl). A partial download? Build into a new --out with --ignore-missing to leave them out, "
+              "or add the files and rerun with --retry-failures", file=sys.stderr)  # fmt: skip
+    if m is not None and report.units_built:
+        print(f"manifest: {m['num_samples']} samples in {len(m['shards'])} shards, {m['num_failures']} failures listed in failures.jsonl")
+        print(f"totals: {json.dumps(m['totals'])}")
+    elif m is None:
+        print("other jobs may still be running; when all are done: python -m pipeline merge-manifest --out", out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,16 +176,30 @@ def main(argv: list[str] | None = None) -> int:
         )
         columns = Columns(args.video_column, args.caption_column, args.split_column, args.start_column, args.end_column)
         records = load_annotations(args.annotations, args.format, args.split_file, args.split, columns)
+        videos, out = (task_location(args.videos), task_location(args.out)) if args.distributor == "ray" else (args.videos, args.out)
+        prepared, retry_round = None, None
+        if args.retry_failures:
+            token = retry_token() if num_jobs > 1 else None  # the tasks of one split job share a round
+            retry = prepare_retry(records, videos, Store(out), settings, options, write_round=not args.dry_run, token=token)
+            if retry is None:
+                manifest = read_manifest(Store(out)) if Store(out).exists(MANIFEST_NAME) else None
+                held = f": {manifest['num_samples']} samples in {len(manifest['shards'])} shards" if manifest else ""
+                print(f"nothing to retry: no failure stands in {args.out}{held}")
+                return 0
+            prepared, retry_round = retry
         if args.dry_run:
-            print(json.dumps(plan_summary(prepare_build(records, args.videos, Store(args.out), settings, options, write_plan=False))))
+            prepared = prepared or prepare_build(records, args.videos, Store(args.out), settings, options, write_plan=False)
+            print(json.dumps(plan_summary(prepared)))
             return 0
+        if retry_round is not None:
+            print(f"retry round {retry_round}: {prepared.total_videos} failed video(s) of this job attempted again")
         if args.distributor == "ray":
             from pipeline.ray_build import build_shards_on_ray
 
             ray_options = RayOptions(address=args.ray_address, max_retries=args.ray_max_retries)
-            report = build_shards_on_ray(records, task_location(args.videos), Store(task_location(args.out)), settings, options, ray_options)
+            report = build_shards_on_ray(records, videos, Store(out), settings, options, ray_options, prepared)
         else:
-            report = build_shards(records, args.videos, Store(args.out), settings, options)
+            report = build_shards(records, videos, Store(out), settings, options, prepared)
     except (AnnotationError, BuildStateError, ResampleError, StorageError, RayUnavailableError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -161,16 +208,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: unit {unit} not built: {reason}", file=sys.stderr)
         print(f"{len(report.failed_units)} unit(s) failed after their retries; rerun the same command to build them", file=sys.stderr)
         return 1
-    print(
-        f"job {job_index + 1}/{num_jobs}: built {report.units_built} unit(s), skipped {report.units_skipped} "
-        f"already done; {report.samples_written} samples written, {report.failures} failures"
-    )
-    if report.manifest is not None:
-        m = report.manifest
-        print(f"manifest: {m['num_samples']} samples in {len(m['shards'])} shards, {m['num_failures']} failures listed in failures.jsonl")
-        print(f"totals: {json.dumps(m['totals'])}")
-    else:
-        print("other jobs may still be running; when all are done: python -m pipeline merge-manifest --out", args.out)
+    print_build_summary(report, num_jobs, job_index, args.out, args.annotations)
+    if retry_round is not None and report.units_built:
+        print(f"retry round {retry_round}: {report.samples_written} of the {prepared.total_videos} retried video(s) now built, "
+              f"{report.failures} still fail (failures.jsonl)")  # fmt: skip
     return 0
 
 

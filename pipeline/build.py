@@ -29,6 +29,7 @@ from shards.manifest import (
     UnitRecord,
     check_plan,
     completed_units,
+    failure_kind,
     merge_manifest,
     shard_name,
     this_node,
@@ -69,6 +70,9 @@ class BuildReport:
     failures: int
     manifest: dict | None
     failed_units: dict[int, str] = field(default_factory=dict)  # unit -> why (a distributor gave up on it)
+    ignored_missing: int = 0  # annotations --ignore-missing dropped (no file)
+    missing: int = 0  # annotated videos planned without a file (each a failure)
+    videos_planned: int = 0  # videos in the whole plan
 
 
 @dataclass
@@ -174,7 +178,7 @@ def _file_name(path: str | None, videos_root: str) -> str | None:
     return os.path.relpath(path, os.path.realpath(videos_root))
 
 
-def _failure(video: PlannedVideo, unit: int, error: str) -> dict:
+def _failure(video: PlannedVideo, unit: int, error: str, kind: str) -> dict:
     return {
         "video_id": video.record.video_id,
         "key": video.key,
@@ -182,6 +186,7 @@ def _failure(video: PlannedVideo, unit: int, error: str) -> dict:
         "path": video.record.path,
         "unit": unit,
         "error": error,
+        "kind": kind,  # failure_kind of the reason: what the per-shard counts and the totals count
     }
 
 
@@ -252,25 +257,6 @@ class _UnitWriter:
             self.writer = None
 
 
-def failure_kind(reason: str) -> str:
-    """A short class for a failure, for the per-shard counts (the full reason is in failures.jsonl)."""
-    text = reason.lower()
-    for kind, marks in (
-        ("ambiguous", ("matches ",)),
-        ("escapes", ("escapes the videos folder",)),
-        ("no_caption", ("no non-empty caption",)),
-        ("missing", ("no video file named", "video file not found", "file not found", "object not found", "404")),
-        ("empty", ("is empty",)),
-        ("truncated", ("truncated",)),
-        ("timeout", ("timed out",)),
-        ("network", ("attempts)", "cannot reach", "download failed", "access denied", "connection")),
-        ("no_video_stream", ("no video stream",)),
-    ):
-        if any(mark in text for mark in marks):
-            return kind
-    return "decode"
-
-
 @dataclass
 class PreparedBuild:
     """What every distributor starts from: the whole plan, this job's share and what is left of it."""
@@ -278,10 +264,16 @@ class PreparedBuild:
     units: list[list[PlannedVideo]]
     mine: list[int]  # this job's units (all of them unless --num-jobs splits the build)
     todo: list[int]  # of those, the ones without a unit record yet
+    ignored_missing: int = 0  # annotations dropped by --ignore-missing (no file)
+    missing: int = 0  # planned videos with no file (failures to come, without --ignore-missing)
 
     @property
     def total_videos(self) -> int:
         return sum(len(self.units[u]) for u in self.todo)
+
+    def missing_counts(self) -> dict:
+        """The ``BuildReport`` fields that say how many annotated videos had no file."""
+        return {"ignored_missing": self.ignored_missing, "missing": self.missing, "videos_planned": sum(len(unit) for unit in self.units)}
 
 
 def prepare_build(records: list[VideoRecord], videos_root: str, store: Store, settings: ExtractionSettings, options: BuildOptions,
@@ -305,7 +297,8 @@ def prepare_build(records: list[VideoRecord], videos_root: str, store: Store, se
     todo = [u for u in mine if u not in finished]
     if write_plan:
         store.remove_partials(unit_stems(options.prefix, todo))
-    return PreparedBuild(units, mine, todo)
+    missing = sum(video.record.missing for unit in units for video in unit)
+    return PreparedBuild(units, mine, todo, ignored, missing)
 
 
 def unit_stems(prefix: str, units: list[int]) -> list[str]:
@@ -339,8 +332,10 @@ def write_unit(unit: int, videos: list[PlannedVideo], decoded: Iterator[Extracte
             started = time.perf_counter()
             result = next(decoded) if _needs_decoding(video) else _unusable(video)
             if isinstance(result, VideoDecodeError):
-                record.failures.append(_failure(video, unit, result.reason if not result.stderr_tail else f"{result.reason}: {result.stderr_tail}"))
-                writer.note(failure_kind(result.reason), wall_s=time.perf_counter() - started)
+                kind = failure_kind(result.reason)
+                error = result.reason if not result.stderr_tail else f"{result.reason}: {result.stderr_tail}"
+                record.failures.append(_failure(video, unit, error, kind))
+                writer.note(kind, wall_s=time.perf_counter() - started)
             else:
                 metadata = _sample_metadata(video, result, videos_root, settings)
                 writer.write(encode_sample(video.key, result.frames_jpeg, metadata, result.transcode_mp4))
@@ -371,14 +366,18 @@ def build_shards(
     store: Store,
     settings: ExtractionSettings,
     options: BuildOptions,
+    prepared: PreparedBuild | None = None,
 ) -> BuildReport:
-    """Builds this job's unfinished units with a local process pool; merges the manifest when it is the only job."""
-    prepared = prepare_build(records, videos_root, store, settings, options)
+    """Builds this job's unfinished units with a local process pool; merges the manifest when it is the only job.
+
+    ``prepared``: the units to build when they are not the plan's own (a retry round, pipeline/retry.py)."""
+    prepared = prepared or prepare_build(records, videos_root, store, settings, options)
     units, todo = prepared.units, prepared.todo
     tasks = decode_tasks([v for u in todo for v in units[u]], settings)
     workers = options.workers or os.cpu_count() or 1
     samples_written = failures = 0
-    progress = tqdm(total=prepared.total_videos, unit="video", disable=not options.show_progress, smoothing=0.1)
+    # nothing left: no bar at all (an empty one reads as a stalled build)
+    progress = tqdm(total=prepared.total_videos, unit="video", disable=not options.show_progress or not todo, smoothing=0.1)
     decoded = _decoded_stream(tasks, workers)
 
     def on_video(failed: bool) -> None:
@@ -402,4 +401,5 @@ def build_shards(
         samples_written=samples_written,
         failures=failures,
         manifest=manifest,
+        **prepared.missing_counts(),
     )

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from pipeline.build import BuildOptions, BuildReport, PlannedVideo, decode_tasks, prepare_build, unit_stems, write_unit
+from pipeline.build import BuildOptions, BuildReport, PlannedVideo, PreparedBuild, decode_tasks, prepare_build, unit_stems, write_unit
 from pipeline.decode_worker import decode_one
 from pipeline.extract import ExtractionSettings
 from pipeline.records import VideoRecord
@@ -107,11 +107,13 @@ def build_unit_task(unit: int, videos: list[PlannedVideo], videos_root: str, out
 
 
 def build_shards_on_ray(records: list[VideoRecord], videos_root: str, store: Store, settings: ExtractionSettings, options: BuildOptions,
-                        ray_options: RayOptions) -> BuildReport:  # fmt: skip
-    """Builds every unfinished unit on the Ray cluster; merges the manifest once all are built."""
+                        ray_options: RayOptions, prepared: PreparedBuild | None = None) -> BuildReport:  # fmt: skip
+    """Builds every unfinished unit on the Ray cluster; merges the manifest once all are built.
+
+    ``prepared``: the units to build when they are not the plan's own (a retry round, pipeline/retry.py)."""
     if options.num_jobs != 1:
         raise ValueError("--distributor ray schedules the whole build itself: leave out --num-jobs/--job-index (and Slurm array variables)")
-    prepared = prepare_build(records, videos_root, store, settings, options)
+    prepared = prepared or prepare_build(records, videos_root, store, settings, options)
     job = JobProgress()
     with ray_session(ray_options, TASK_PACKAGES) as ray:
         cluster_cpus = node_cpus(ray)
@@ -129,6 +131,7 @@ def build_shards_on_ray(records: list[VideoRecord], videos_root: str, store: Sto
         failures=job.failures,
         manifest=manifest,
         failed_units=job.failed_units,
+        **prepared.missing_counts(),
     )
 
 
@@ -145,7 +148,7 @@ def _run_tasks(ray, task, progress_actor, prepared, videos_root: str, out: str, 
     pending: dict[object, int] = {}
     finished: dict[int, UnitProgress] = {}
     reported: dict[int, UnitProgress] = {}
-    bar = tqdm(total=prepared.total_videos, unit="video", disable=not options.show_progress, smoothing=0.1)
+    bar = tqdm(total=prepared.total_videos, unit="video", disable=not options.show_progress or not prepared.todo, smoothing=0.1)
     last_draw = 0.0
     try:
         while queue or pending:

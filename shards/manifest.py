@@ -8,6 +8,10 @@ tell finished units from unfinished ones without coordination:
   other settings or annotations into the same folder is refused instead of mixing shards.
 - ``_build/units/NNNNNN.json``: written after a unit's shard(s) are visible; its presence
   is what "done" means. Holds shard names, sample counts, bytes, keys and failures.
+- ``_build/retries/NNN.json``: a retry round (``pipeline build --retry-failures``): the keys of the
+  videos that had failed when it started, built into new units numbered after the plan's (and
+  earlier rounds'), so no existing shard is touched. A video's latest attempt is what counts: a
+  failure that a later unit retried is replaced by that unit's sample or failure.
 - ``failures.jsonl`` then ``manifest.json``: joined from all unit records by
   ``merge_manifest``; the manifest is written last, so its presence marks a finished build.
 """
@@ -25,6 +29,7 @@ from shards.storage import Store
 
 PLAN_NAME = "_build/plan.json"
 UNITS_DIR = "_build/units"
+RETRIES_DIR = "_build/retries"
 MANIFEST_NAME = "manifest.json"
 FAILURES_NAME = "failures.jsonl"
 
@@ -160,6 +165,42 @@ def read_unit_record(store: Store, unit: int) -> UnitRecord:
     return UnitRecord.from_json(json.loads(store.read_bytes(unit_record_name(unit))))
 
 
+def retry_round_name(number: int) -> str:
+    return f"{RETRIES_DIR}/{number:03d}.json"
+
+
+def read_retry_rounds(store: Store) -> list[dict]:
+    """The build's retry rounds in order (none for a build never retried)."""
+    names = sorted(name for name in store.listdir(RETRIES_DIR) if name.endswith(".json"))
+    return [json.loads(store.read_bytes(f"{RETRIES_DIR}/{name}")) for name in names]
+
+
+def num_units_built_for(plan: dict, rounds: list[dict]) -> int:
+    """Units of the plan plus those of every retry round (a round's units follow the ones before)."""
+    return plan["num_units"] + sum(r["num_units"] for r in rounds)
+
+
+def failure_key(failure: dict) -> str:
+    """The sample key a failure would have had (every build writes it; the video id for hand-made records)."""
+    return failure.get("key") or failure["video_id"]
+
+
+def latest_attempts(records: list[UnitRecord]) -> tuple[dict[str, dict], set[str]]:
+    """Each video's outcome as its latest unit says (records in unit order): the failures still standing
+    by key, and the keys written as samples. A video retried by a later unit loses its earlier failure."""
+    failures: dict[str, dict] = {}
+    written: set[str] = set()
+    for record in records:
+        for failure in record.failures:
+            key = failure_key(failure)
+            failures.pop(key, None)  # a newer failure goes last, in the order of its attempt
+            failures[key] = failure
+        for key in record.keys:
+            failures.pop(key, None)
+            written.add(key)
+    return failures, written
+
+
 def merge_manifest(store: Store) -> dict:
     """Joins every unit record into ``failures.jsonl`` and ``manifest.json``.
 
@@ -167,12 +208,14 @@ def merge_manifest(store: Store) -> dict:
     complete build; rerun the missing jobs, then merge again.
     """
     plan = read_plan(store)
+    rounds = read_retry_rounds(store)
+    num_units = num_units_built_for(plan, rounds)
     done = completed_units(store)
-    missing = [u for u in range(plan["num_units"]) if u not in done]
+    missing = [u for u in range(num_units) if u not in done]
     if missing:
         shown = ", ".join(str(u) for u in missing[:20]) + (" ..." if len(missing) > 20 else "")
         raise BuildStateError(
-            f"{store.url}: {len(missing)} of {plan['num_units']} units not built yet ({shown}); "
+            f"{store.url}: {len(missing)} of {num_units} units not built yet ({shown}); "
             "rerun the build job(s) that own them, then merge again"
         )
     shards: list[dict] = []
@@ -182,15 +225,17 @@ def merge_manifest(store: Store) -> dict:
     num_captions = 0
     unit_stats: list[ShardStats] = []
     nodes: dict[tuple, dict] = {}
-    for unit in range(plan["num_units"]):
-        record = read_unit_record(store, unit)
+    records = [read_unit_record(store, unit) for unit in range(num_units)]
+    standing, _ = latest_attempts(records)
+    for record in records:
+        unit = record.unit
         _add_node_figures(nodes, record)
         duplicated = seen_keys.intersection(record.keys)
         if duplicated:
             raise BuildStateError(f"{store.url}: unit {unit} repeats keys {sorted(duplicated)[:5]}")
         seen_keys.update(record.keys)
         shards.extend(asdict(shard) | {"videos_per_s": shard.videos_per_s} for shard in record.shards)
-        failures.extend(record.failures)
+        failures.extend(f for f in record.failures if standing.get(failure_key(f)) is f)  # retried ones: their latest attempt only
         splits.update(record.splits)
         num_captions += record.captions
         if record.stats:
@@ -215,8 +260,43 @@ def merge_manifest(store: Store) -> dict:
         "totals": build_totals(unit_stats),
         "nodes": [nodes[key] | {"videos_per_s": _rate(nodes[key])} for key in sorted(nodes)],
     }
+    if rounds:
+        manifest["retries"] = _retry_figures(rounds, records, plan["num_units"])
+        # what stands now, by kind (the per-shard figures keep what happened while each shard was built)
+        manifest["totals"]["failures"] = dict(sorted(Counter(f.get("kind") or failure_kind(f["error"]) for f in failures).items()))
     store.write_bytes(MANIFEST_NAME, json.dumps(manifest, indent=1, sort_keys=True).encode("utf-8"))
     return manifest
+
+
+def _retry_figures(rounds: list[dict], records: list[UnitRecord], first_retry_unit: int) -> list[dict]:
+    """Per round: videos retried, and how many of them became samples in that round."""
+    figures, start = [], first_retry_unit
+    for retry in rounds:
+        units = records[start : start + retry["num_units"]]
+        recovered = sum(len(record.keys) for record in units)
+        figures.append({"round": retry["round"], "videos": len(retry["keys"]), "recovered": recovered, "units": [start, start + retry["num_units"] - 1],
+                        "started": retry.get("started")})  # fmt: skip
+        start += retry["num_units"]
+    return figures
+
+
+def failure_kind(reason: str) -> str:
+    """A short class for a failure, for the per-shard counts (the full reason is in failures.jsonl)."""
+    text = reason.lower()
+    for kind, marks in (
+        ("ambiguous", ("matches ",)),
+        ("escapes", ("escapes the videos folder",)),
+        ("no_caption", ("no non-empty caption",)),
+        ("missing", ("no video file named", "video file not found", "file not found", "object not found", "404")),
+        ("empty", ("is empty",)),
+        ("truncated", ("truncated",)),
+        ("timeout", ("timed out",)),
+        ("network", ("attempts)", "cannot reach", "download failed", "access denied", "connection")),
+        ("no_video_stream", ("no video stream",)),
+    ):
+        if any(mark in text for mark in marks):
+            return kind
+    return "decode"
 
 
 def _add_node_figures(nodes: dict[tuple, dict], record: UnitRecord) -> None:

@@ -101,7 +101,7 @@ def test_ray_build_equals_the_local_build_byte_for_byte(ray_cluster, sample_data
     failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
     assert len(failures) == len({f["video_id"] for f in failures}) == 5  # each broken video once: recorded, not retried
     rerun = _run(_build_command(sample_dataset, str(out), 2, "--distributor", "ray", "--ray-address", ray_cluster.address))
-    assert rerun.returncode == 0 and "built 0 unit(s), skipped 7 already done" in rerun.stdout
+    assert rerun.returncode == 0 and "nothing to build: 8 samples already in" in rerun.stdout and "video/s" not in rerun.stderr
 
 
 def test_ray_build_into_a_bucket(ray_cluster, sample_dataset, local_build, s3_bucket, tmp_path):
@@ -232,3 +232,28 @@ def test_index_on_ray_equals_the_single_process_index(ray_cluster, local_build, 
     again = _run([sys.executable, "-m", "search.index", "--checkpoint", str(trained_run), "--shards", shards, "--out", str(tmp_path / "ray"),
                   "--distributor", "ray", "--ray-address", ray_cluster.address])  # fmt: skip
     assert again.returncode == 0 and json.loads(again.stdout.strip().splitlines()[-1])["already_indexed_shards"] == 4
+
+
+def test_retry_failures_on_ray_builds_only_the_failed_videos_into_new_shards(ray_cluster, sample_dataset, tmp_path):
+    """A Ray build, then two broken files are replaced by good ones and --retry-failures runs on the
+    cluster: those two become samples in new shards, the earlier shards are byte-identical, and the
+    three still broken stay listed once each."""
+    import shutil
+
+    dataset = tmp_path / "dataset"
+    shutil.copytree(sample_dataset, dataset)
+    out = tmp_path / "ray"
+    command = _build_command(dataset, str(out), 3, "--distributor", "ray", "--ray-address", ray_cluster.address)
+    assert _run(command).returncode == 0
+    before = {p.name: p.read_bytes() for p in out.glob("*.tar")}
+    for broken in ("broken_empty.mp4", "broken_missing.mp4"):
+        shutil.copy(dataset / "videos" / "clip000.mp4", dataset / "videos" / broken)
+    result = _run([*command, "--retry-failures"])
+    assert result.returncode == 0, result.stderr
+    assert "retry round 1: 5 failed video(s)" in result.stdout and "2 of the 5 retried video(s) now built, 3 still fail" in result.stdout
+    after = {p.name: p.read_bytes() for p in out.glob("*.tar")}
+    assert {name: after[name] for name in before} == before and len(after) > len(before)
+    failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
+    assert sorted(f["video_id"] for f in failures) == ["broken_audio_only", "broken_random", "broken_truncated"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["num_samples"] == 10 and manifest["retries"][0]["recovered"] == 2
