@@ -8,8 +8,8 @@
 3. inspects the shards and prints the manifest summaries and failures;
 4. trains a tiny CLIP4Clip (seqTransf head, random init: no weights can be downloaded) on the
    train shards for a few minutes of CPU, evaluating on the test split every 40 steps;
-5. evaluates the final checkpoint (python -m eval) and prints R@1/5/10, MdR, MnR both ways,
-   with report.html and rank_histogram.png in OUT/eval;
+5. evaluates the final checkpoint (python -m eval), which prints R@1/5/10, MdR, MnR both ways
+   beside chance, with report.html and rank_histogram.png in OUT/eval;
 6. indexes the test split (python -m search.index) and prints one example search over it
    (python -m search): a test caption whose video the model ranks first, if any (else the first
    caption, said so), with that video's rank, chance, and how many captions rank their video first;
@@ -25,7 +25,6 @@ import sys
 from dataclasses import dataclass
 
 from eval.__main__ import main as eval_main
-from eval.summary_table import metrics_table
 from pipeline.__main__ import main as pipeline_main
 from runtime.cli import HelpFormatter
 from search.cli import main as search_main
@@ -121,9 +120,6 @@ def main(argv: list[str] | None = None) -> None:
     step("evaluating the final checkpoint on the test split")
     if eval_main(["--checkpoint", run, "--shards", os.path.join(shards, "test"), "--out", os.path.join(args.out, "eval")]) != 0:
         sys.exit("demo: evaluation failed")
-    with open(os.path.join(args.out, "eval", "metrics.json")) as handle:
-        metrics = json.load(handle)
-    print(metrics_table(metrics))
     print(f"report: {os.path.join(args.out, 'eval', 'report.html')}   curves: {os.path.join(run, 'curves.png')}")
 
     index = os.path.join(args.out, "index")
