@@ -19,6 +19,7 @@ from torch import nn
 
 from model import vit_blocks
 from model.features import TextFeatures
+from model.padding import reference_pixels
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_configs")
 open_clip.add_model_config(CONFIG_DIR)  # "tiny-ViT": a CPU-sized model for demos and tests
@@ -229,15 +230,17 @@ def encode_text(clip: nn.Module, tokens: torch.Tensor) -> TextFeatures:
     )
 
 
-def normalize_frames(frames_uint8: torch.Tensor) -> torch.Tensor:
+def normalize_frames(frames_uint8: torch.Tensor, zero_padded: torch.Tensor | None = None) -> torch.Tensor:
     """uint8 (..., 3, H, W) -> CLIP-normalised float, on whatever device the frames are.
 
     The data stream ships uint8 (4x smaller than float over worker queues and PCIe) and
-    normalisation happens on the accelerator.
+    normalisation happens on the accelerator. ``zero_padded`` (a frame mask): padded frames become
+    all zeros after normalisation, as the reference loaders feed them (``--padding-rule reference``).
     """
     mean = torch.tensor(CLIP_MEAN, device=frames_uint8.device).view(3, 1, 1)
     std = torch.tensor(CLIP_STD, device=frames_uint8.device).view(3, 1, 1)
-    return (frames_uint8.float() / 255.0 - mean) / std
+    pixels = (frames_uint8.float() / 255.0 - mean) / std
+    return pixels if zero_padded is None else reference_pixels(pixels, zero_padded)
 
 
 def input_size(clip: nn.Module) -> int:
@@ -246,14 +249,15 @@ def input_size(clip: nn.Module) -> int:
     return int(size[0] if isinstance(size, tuple | list) else size)
 
 
-def encode_frames(clip: nn.Module, frames_uint8: torch.Tensor) -> torch.Tensor:
-    """(B, T, 3, H, W) uint8 -> (B, T, D) per-frame CLIP image features."""
+def encode_frames(clip: nn.Module, frames_uint8: torch.Tensor, zero_padded: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, T, 3, H, W) uint8 -> (B, T, D) per-frame CLIP image features (``zero_padded``: normalize_frames)."""
     batch, count = frames_uint8.shape[:2]
-    pixels = normalize_frames(frames_uint8.flatten(0, 1))
+    pixels = normalize_frames(frames_uint8.flatten(0, 1), zero_padded)
     return clip.encode_image(pixels).view(batch, count, -1)
 
 
-def encode_frames_and_patches(clip: nn.Module, frames_uint8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_frames_and_patches(clip: nn.Module, frames_uint8: torch.Tensor,
+                              zero_padded: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """(B, T, 3, H, W) uint8 -> (B, T, D) frame features and (B, T, P, D) patch tokens from one pass.
 
     As EERCF's ``encode_image(return_hidden=True)``: every token after ``ln_post`` and the
@@ -261,7 +265,8 @@ def encode_frames_and_patches(clip: nn.Module, frames_uint8: torch.Tensor) -> tu
     are the patches. The tower is checked once, when EERCF's similarity is built."""
     visual = clip.visual
     batch, count = frames_uint8.shape[:2]
-    tokens = vit_blocks.project_tokens(visual, visual.transformer(visual._embeds(normalize_frames(frames_uint8.flatten(0, 1)))))
+    pixels = normalize_frames(frames_uint8.flatten(0, 1), zero_padded)
+    tokens = vit_blocks.project_tokens(visual, visual.transformer(visual._embeds(pixels)))
     return tokens[:, 0].view(batch, count, -1), tokens[:, 1:].reshape(batch, count, tokens.shape[1] - 1, -1)
 
 

@@ -34,6 +34,7 @@ from model.emcl import EMCLNet
 from model.features import TextFeatures, VideoFeatures
 from model.heads import CrossEncoderScore, build_video_pooling, masked_mean_pool
 from model.interaction import TokenInteraction
+from model.padding import encoder_mask, is_reference
 from model.similarity import PooledCosine, Similarity
 
 MAX_LOGIT_SCALE = math.log(100.0)
@@ -42,7 +43,7 @@ LEGACY_SIMILARITY_PREFIXES = ("interaction.", "emcl.", "cross.")
 
 
 def build_similarity(head: str, clip: nn.Module, width: int, max_frames: int, interaction: str, emcl: dict | None,
-                     eercf: EERCFWeights | None = None) -> Similarity:  # fmt: skip
+                     eercf: EERCFWeights | None = None, padding_rule: str = "masked") -> Similarity:  # fmt: skip
     """The one place that maps options to a similarity (refusing, with the CLI's own rule,
     combinations that cannot work: model/config.py ``method_problem``)."""
     problem = method_problem(head, interaction, emcl is not None, eercf is not None)
@@ -50,14 +51,14 @@ def build_similarity(head: str, clip: nn.Module, width: int, max_frames: int, in
         raise ValueError(problem)
     if eercf is not None:
         vit_blocks.check_plain_vit(clip.visual, "EERCF's patch tokens")  # read after ln_post, as the class token is
-        return EERCFSimilarity(width, max_frames, eercf)
+        return EERCFSimilarity(width, max_frames, eercf, padding_rule)
     if head == "tightTransf":
         return CrossEncoderScore(clip, width, max_frames)
     if emcl is not None:
-        return EMCLNet(**emcl)
+        return EMCLNet(**emcl, padding_rule=padding_rule)
     if interaction == "cosine":
         return PooledCosine()
-    return TokenInteraction(width, weighted=interaction == "wti")
+    return TokenInteraction(width, weighted=interaction == "wti", padding_rule=padding_rule)
 
 
 def migrate_legacy_keys(state: dict) -> dict:
@@ -71,14 +72,16 @@ def migrate_legacy_keys(state: dict) -> dict:
 
 class CLIP4Clip(nn.Module):
     def __init__(self, clip: nn.Module, head: str = "meanP", max_frames: int = 12, interaction: str = "cosine", emcl: dict | None = None,
-                 eercf: EERCFWeights | None = None) -> None:  # fmt: skip
+                 eercf: EERCFWeights | None = None, padding_rule: str = "masked") -> None:  # fmt: skip
         super().__init__()
         self.clip = clip
         self.head = head
+        is_reference(padding_rule)  # an unknown rule is refused here, not at the first short clip
+        self.padding_rule = padding_rule  # model/padding.py
         width = clip.text_projection.shape[1] if isinstance(clip.text_projection, torch.Tensor) else clip.text_projection.out_features
         # tightTransf has no video head: its cross encoder reads CLIP's frame features directly
         self.pool = None if head == "tightTransf" else build_video_pooling(head, clip, width, max_frames)
-        self.similarity = build_similarity(head, clip, width, max_frames, interaction, emcl, eercf)
+        self.similarity = build_similarity(head, clip, width, max_frames, interaction, emcl, eercf, padding_rule)
         # TempMe / DGL / the dual-attention seed: how the frozen CLIP is run (model/adapters.py)
         self.adapter: nn.Module | None = None
         if not self.similarity.uses_logit_scale:
@@ -101,14 +104,16 @@ class CLIP4Clip(nn.Module):
 
     def encode_video(self, frames_uint8: torch.Tensor, mask: torch.Tensor) -> VideoFeatures:
         global_feature = clip_frames = patches = None
+        # reference rule: padded frames reach CLIP as the reference loaders feed them, all zeros after normalisation
+        zeroed = mask if is_reference(self.padding_rule) else None
         if self.similarity.reads_patches:  # EERCF: frames and patches from one image-encoder pass
-            frames, patches = backbone.encode_frames_and_patches(self.clip, frames_uint8)
+            frames, patches = backbone.encode_frames_and_patches(self.clip, frames_uint8, zeroed)
             clip_frames = frames
         elif self.adapter is None:
-            frames = backbone.encode_frames(self.clip, frames_uint8)
+            frames = backbone.encode_frames(self.clip, frames_uint8, zeroed)
         else:
-            pixels = backbone.normalize_frames(frames_uint8)
-            frames, global_feature = self.adapter.encode_video(self.clip, pixels, mask)
+            pixels = backbone.normalize_frames(frames_uint8, zeroed)
+            frames, global_feature = self.adapter.encode_video(self.clip, pixels, encoder_mask(mask, self.padding_rule))
         if self.pool is None:
             return VideoFeatures(frames=frames, mask=mask, pooled=None)
         sequence, pooled = self.pool(frames, mask)

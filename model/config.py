@@ -16,6 +16,7 @@ from model.dual_attention import SeedFlags, SeedPlan, interpret
 from model.eercf import EERCFWeights
 from model.heads import HEADS
 from model.interaction import INTERACTIONS
+from model.padding import PADDING_RULES
 from model.peft import PEFT_MODES
 from model.tempme import MergeSchedule, merge_percentages, schedule_from_flags
 
@@ -59,6 +60,9 @@ class ModelConfig:
     sim_header: str = option("meanP", "video head: CLIP4Clip's meanP, seqLSTM, seqTransf or the tightTransf cross encoder", HEADS)
     max_frames: int = option(12, "frames per clip the model reads (the builder's frame rule picks them)")
     max_words: int = option(32, "text tokens per caption, start and end tokens included")
+    padding_rule: str = option("masked", "how padded frames and tokens of short clips and captions count: masked (none of them "
+                               "counts anywhere) or reference (each method's own code exactly: DRL's 0 in the max, EMCL-Net's mask "
+                               "after the softmax, EERCF, DGL and TempMe without a frame mask; model/padding.py)", PADDING_RULES)  # fmt: skip
     # DRL: token interaction instead of the pooled cosine
     interaction: str = option("cosine", "cosine of pooled vectors, or DRL's weighted (wti) / uniform (ti) token interaction", INTERACTIONS)
     # EMCL-Net's similarity and its defaults

@@ -26,8 +26,9 @@ Pearson: channels z-scored over the batch (unbiased std), C = z_t^T z_v / B,
 Test time (``eval_epoch``): rank every video by the video score, rescore the top 50 with
 0.5 video + 0.8 frame weak + 0.2 frame strong + 0.2 patch weak (its ``ii, jj, kk``).
 
-Where this differs from EERCF: padded frames (and their patches) are excluded from every
-softmax and sum (EERCF has no frame mask there); the scores are computed blockwise and
+Where this differs from EERCF under ``--padding-rule masked`` (the default): padded frames (and
+their patches) are excluded from every softmax and sum (EERCF has no frame mask there; ``reference``
+includes them, model/padding.py); the scores are computed blockwise and
 vectorised instead of EERCF's per-caption Python loops; the frame-strong norm uses each video's
 Gram matrix of s (the same number, no (captions x videos x D) tensor).
 """
@@ -41,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.features import TextFeatures, VideoFeatures
+from model.padding import is_reference
 from model.similarity import DEFAULT_CHUNKS, PairScorer, ScoringChunks, Similarity, TrainingScores
 
 WEAK_TEMPERATURE = 0.01  # EERCF's "/ 1e-2" and ".div(0.01)" (frame weak, patch weak and patch strong weights)
@@ -98,20 +100,23 @@ class Granularities:
     patch_mask: torch.Tensor  # (V, F * P)
 
 
-def granularities(video: VideoFeatures) -> Granularities:
+def granularities(video: VideoFeatures, padding_rule: str = "masked") -> Granularities:
+    """``padding_rule`` reference: every frame (and patch) counts in the frame and patch softmaxes and
+    sums, as in EERCF's code (model/padding.py); the video level ``p`` keeps its masked mean."""
     if video.patches is None or video.clip_frames is None:
         raise ValueError("EERCF scores need the patch tokens and CLIP's frame features of one image-encoder pass")
     sequence = F.normalize(video.frames.float(), dim=-1)
     patches = F.normalize(video.patches, dim=-1)
     per_frame = patches.shape[2]
+    fine_mask = torch.ones_like(video.mask) if is_reference(padding_rule) else video.mask
     return Granularities(
         pooled=video.pooled.float(),
         sequence=sequence,
         gram=sequence @ sequence.transpose(-1, -2),
         frames=F.normalize(video.clip_frames.float(), dim=-1),
         patches=patches.flatten(1, 2),
-        mask=video.mask,
-        patch_mask=video.mask.repeat_interleave(per_frame, dim=1),
+        mask=fine_mask,
+        patch_mask=fine_mask.repeat_interleave(per_frame, dim=1),
     )
 
 
@@ -119,9 +124,10 @@ class EERCFSimilarity(Similarity):
     reads_frames = True
     reads_patches = True
 
-    def __init__(self, width: int, max_frames: int, weights: EERCFWeights | None = None) -> None:
+    def __init__(self, width: int, max_frames: int, weights: EERCFWeights | None = None, padding_rule: str = "masked") -> None:
         super().__init__()
         self.weights = weights or EERCFWeights()
+        self.padding_rule = padding_rule
         self.global_mat_weight = nn.Parameter(torch.eye(width))
         self.frame_logit_weight = nn.Parameter(torch.eye(max_frames))
 
@@ -137,7 +143,7 @@ class EERCFSimilarity(Similarity):
 
     def forward(self, text: TextFeatures, video: VideoFeatures, logit_scale: torch.Tensor) -> TrainingScores:
         w = self.weights
-        sides = granularities(video)
+        sides = granularities(video, self.padding_rule)
         t = text.pooled.float()
         mask = sides.mask[None]  # (1, B, F)
         video_logits = self.coarse_text(t) @ sides.pooled.T
@@ -162,7 +168,7 @@ class EERCFSimilarity(Similarity):
                               regularisers=[("pearson", w.cdcl_loss, pearson)])  # fmt: skip
 
     def pair_scorer(self, text: TextFeatures, video: VideoFeatures, chunks: ScoringChunks = DEFAULT_CHUNKS) -> PairScorer:
-        return EERCFPairs(self, F.normalize(text.pooled.float(), dim=-1), granularities(video), chunks)
+        return EERCFPairs(self, F.normalize(text.pooled.float(), dim=-1), granularities(video, self.padding_rule), chunks)
 
     def fine(self, video_score: torch.Tensor, frame_cos: torch.Tensor, sequence_cos: torch.Tensor,
              gram: torch.Tensor, mask: torch.Tensor, patch_cos: torch.Tensor, patch_mask: torch.Tensor) -> torch.Tensor:  # fmt: skip

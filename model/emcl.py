@@ -34,6 +34,7 @@ import math
 import torch
 
 from model.features import TextFeatures, VideoFeatures
+from model.padding import is_reference
 from model.similarity import DEFAULT_CHUNKS, PairScorer, ScoringChunks, Similarity, TrainingScores
 
 EVAL_BLOCK = 32  # EMCL-Net's _run_on_single_gpu mini_batch
@@ -51,8 +52,10 @@ class EMCLNet(Similarity):
         momentum: float = 0.9,
         lamda: float = 1.0,
         pool_temperature: float = 3.0,
+        padding_rule: str = "masked",
     ) -> None:
         super().__init__()
+        self.padding_rule = padding_rule
         self.iterations, self.beta, self.momentum = iterations, beta, momentum
         self.lamda, self.pool_temperature = lamda, pool_temperature
         generator = torch.Generator().manual_seed(0)  # the same start on every rank without a broadcast
@@ -62,7 +65,10 @@ class EMCLNet(Similarity):
     def pool(self, text: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(A, D) captions x (B, T, D) frames -> (A, B, D) text-conditioned video vectors."""
         logits = torch.einsum("ad,btd->abt", text, frames) / self.pool_temperature
-        weights = torch.softmax(logits.masked_fill(~mask[None], float("-inf")), dim=-1)
+        if is_reference(self.padding_rule):  # EMCL-Net: softmax over every frame, then the mask (model/padding.py)
+            weights = torch.softmax(logits, dim=-1) * mask[None].to(logits.dtype)
+        else:
+            weights = torch.softmax(logits.masked_fill(~mask[None], float("-inf")), dim=-1)
         return torch.einsum("abt,btd->abd", weights, frames)
 
     def expectation_maximisation(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -31,10 +31,11 @@ class TokenSet:
     features: torch.Tensor
     mask: torch.Tensor
     weights: torch.Tensor
+    padded: float = float("-inf")  # a padded position's score in the interaction's max (model/interaction.py padding_score)
 
     def select(self, index: torch.Tensor | slice) -> TokenSet:
         """Rows ``index`` (an index tensor of any shape: each query's candidates; or a slice: a view)."""
-        return TokenSet(self.features[index], self.mask[index], self.weights[index])
+        return TokenSet(self.features[index], self.mask[index], self.weights[index], self.padded)
 
     def to(self, device: torch.device) -> TokenSet:
-        return TokenSet(self.features.to(device), self.mask.to(device), self.weights.to(device))
+        return TokenSet(self.features.to(device), self.mask.to(device), self.weights.to(device), self.padded)

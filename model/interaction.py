@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.features import TextFeatures, TokenSet, VideoFeatures
+from model.padding import is_reference
 from model.similarity import DEFAULT_CHUNKS, PairScorer, ScoringChunks, Similarity, TrainingScores
 
 INTERACTIONS = ("cosine", "wti", "ti")
@@ -29,21 +30,25 @@ def masked_softmax(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.softmax(logits.masked_fill(~mask, float("-inf")), dim=-1)
 
 
+def padding_score(padding_rule: str) -> float:
+    """What a padded position scores before the max: -inf (``masked``: padding never wins a max, so
+    short clips and captions score as if it did not exist), or DRL's 0 (``reference``: its cosines
+    are multiplied by the masks, and a padded 0 beats real cosines that are all negative)."""
+    return 0.0 if is_reference(padding_rule) else float("-inf")
+
+
 def reduce_interaction(
     similarity: torch.Tensor,
     text_mask: torch.Tensor,
     text_weights: torch.Tensor,
     frame_mask: torch.Tensor,
     frame_weights: torch.Tensor,
+    padded: float = float("-inf"),
 ) -> torch.Tensor:
     """(..., L, T) token-frame cosines -> (...) scores; masks/weights broadcast as (..., L) / (..., T).
-
-    Padded frames never win a token's max and padded tokens never win a frame's max (they
-    are set to -inf first), so clips shorter than max_frames and captions shorter than
-    max_words score the same as if the padding did not exist.
-    """
-    best_frame = similarity.masked_fill(~frame_mask.unsqueeze(-2), float("-inf")).amax(dim=-1)  # (..., L)
-    best_token = similarity.masked_fill(~text_mask.unsqueeze(-1), float("-inf")).amax(dim=-2)  # (..., T)
+    ``padded``: the score of a padded position in the max (``padding_score``)."""
+    best_frame = similarity.masked_fill(~frame_mask.unsqueeze(-2), padded).amax(dim=-1)  # (..., L)
+    best_token = similarity.masked_fill(~text_mask.unsqueeze(-1), padded).amax(dim=-2)  # (..., T)
     # padded tokens/frames have weight 0 but their max may be -inf: zero them explicitly
     text_to_video = (text_weights * best_frame.masked_fill(~text_mask, 0.0)).sum(-1)
     video_to_text = (frame_weights * best_token.masked_fill(~frame_mask, 0.0)).sum(-1)
@@ -73,9 +78,10 @@ class TokenInteraction(Similarity):
     keeps_text_tokens = True
     reads_frames = True
 
-    def __init__(self, width: int, weighted: bool) -> None:
+    def __init__(self, width: int, weighted: bool, padding_rule: str = "masked") -> None:
         super().__init__()
         self.weighted = weighted
+        self.padded = padding_score(padding_rule)
         if weighted:
             self.text_weights = TokenWeights(width)
             self.frame_weights = TokenWeights(width)
@@ -85,7 +91,7 @@ class TokenInteraction(Similarity):
             weights = weigh(features, mask)
         else:
             weights = mask.float() / mask.sum(-1, keepdim=True).clamp(min=1)
-        return TokenSet(F.normalize(features.float(), dim=-1), mask, weights)
+        return TokenSet(F.normalize(features.float(), dim=-1), mask, weights, self.padded)
 
     def text_side(self, tokens: torch.Tensor, mask: torch.Tensor) -> TokenSet:
         return self._side(tokens, mask, self.text_weights if self.weighted else None)
@@ -147,8 +153,8 @@ def all_pairs(text: TokenSet, video: TokenSet) -> torch.Tensor:
     """
     (count_a, length, width), (count_v, frames) = text.features.shape, video.mask.shape
     similarity = (text.features.reshape(-1, width) @ video.features.reshape(-1, width).T).view(count_a, length, count_v, frames)
-    best_frame = similarity.masked_fill(~video.mask[None, None], float("-inf")).amax(dim=-1)  # (A, L, V)
-    best_token = similarity.masked_fill(~text.mask[:, :, None, None], float("-inf")).amax(dim=1)  # (A, V, T)
+    best_frame = similarity.masked_fill(~video.mask[None, None], video.padded).amax(dim=-1)  # (A, L, V)
+    best_token = similarity.masked_fill(~text.mask[:, :, None, None], text.padded).amax(dim=1)  # (A, V, T)
     text_to_video = (text.weights[:, :, None] * best_frame.masked_fill(~text.mask[:, :, None], 0.0)).sum(1)
     video_to_text = (video.weights[None] * best_token.masked_fill(~video.mask[None], 0.0)).sum(-1)
     return (text_to_video + video_to_text) / 2
@@ -157,7 +163,7 @@ def all_pairs(text: TokenSet, video: TokenSet) -> torch.Tensor:
 def paired(text: TokenSet, video: TokenSet) -> torch.Tensor:
     """Texts with their own videos, same leading shape on both sides -> scores of that shape."""
     similarity = text.features @ video.features.transpose(-1, -2)
-    return reduce_interaction(similarity, text.mask, text.weights, video.mask, video.weights)
+    return reduce_interaction(similarity, text.mask, text.weights, video.mask, video.weights, text.padded)
 
 
 def text_against_candidates(text: TokenSet, videos: TokenSet) -> torch.Tensor:
@@ -165,10 +171,10 @@ def text_against_candidates(text: TokenSet, videos: TokenSet) -> torch.Tensor:
 
     einsum contracts as one batched product per text; the text is never copied k times."""
     similarity = torch.einsum("ald,aktd->aklt", text.features, videos.features)
-    return reduce_interaction(similarity, text.mask[:, None], text.weights[:, None], videos.mask, videos.weights)
+    return reduce_interaction(similarity, text.mask[:, None], text.weights[:, None], videos.mask, videos.weights, text.padded)
 
 
 def video_against_candidates(video: TokenSet, texts: TokenSet) -> torch.Tensor:
     """(B, T) videos, each against its own (B, k, L) candidate texts -> (B, k)."""
     similarity = torch.einsum("bkld,btd->bklt", texts.features, video.features)
-    return reduce_interaction(similarity, texts.mask, texts.weights, video.mask[:, None], video.weights[:, None])
+    return reduce_interaction(similarity, texts.mask, texts.weights, video.mask[:, None], video.weights[:, None], video.padded)

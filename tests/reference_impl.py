@@ -142,3 +142,17 @@ def emcl_net_logits(emcl: EmclNetReference, cls: torch.Tensor, video_feat: torch
     _t_feat = text_feat / text_feat.norm(dim=-1, keepdim=True)
     _v_feat = (video_feat / video_feat.norm(dim=-1, keepdim=True)).view(a, -1, d)
     return torch.einsum("ad,abd->ab", _t_feat, _v_feat)
+
+
+def drl_ti_scores(text_feat: torch.Tensor, text_mask: torch.Tensor, video_feat: torch.Tensor, video_mask: torch.Tensor) -> torch.Tensor:
+    """DRL's wti_interaction with ``interaction == 'ti'`` (tvr/models/modeling.py), no logit scale: (A, L, D) x (B, T, D) -> (A, B)."""
+    text_mask, video_mask = text_mask.float(), video_mask.float()
+    text_feat = text_feat / text_feat.norm(dim=-1, keepdim=True)
+    video_feat = video_feat / video_feat.norm(dim=-1, keepdim=True)
+    logits = torch.einsum("atd,bvd->abtv", text_feat, video_feat)
+    logits = torch.einsum("abtv,at->abtv", logits, text_mask)
+    logits = torch.einsum("abtv,bv->abtv", logits, video_mask)
+    text_sum, video_sum = text_mask.sum(-1), video_mask.sum(-1)
+    t2v = torch.sum(logits.max(dim=-1)[0], dim=2) / text_sum.unsqueeze(1)
+    v2t = torch.sum(logits.max(dim=-2)[0], dim=2) / video_sum.unsqueeze(0)
+    return (t2v + v2t) / 2.0
