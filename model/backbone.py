@@ -19,6 +19,7 @@ from torch import nn
 
 from model import vit_blocks
 from model.features import TextFeatures
+from model.half_precision import clip_dtype
 from model.padding import reference_pixels
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_configs")
@@ -216,11 +217,12 @@ def encode_text(clip: nn.Module, tokens: torch.Tensor) -> TextFeatures:
     length = tokens.shape[1]
     if length > clip.positional_embedding.shape[0]:
         raise ValueError(f"{length} tokens exceed the model's context of {clip.positional_embedding.shape[0]}")
-    x = clip.token_embedding(tokens) + clip.positional_embedding[:length]
+    dtype = clip_dtype(clip)  # fp16 under --precision fp16: as OpenAI CLIP, embeddings cast to it before they are added
+    x = clip.token_embedding(tokens).to(dtype) + clip.positional_embedding[:length].to(dtype)
     x = clip.transformer(x, attn_mask=clip.attn_mask[:length, :length])
     x = clip.ln_final(x)
     projection = clip.text_projection
-    x = projection(x) if isinstance(projection, nn.Linear) else x @ projection
+    x = (projection(x) if isinstance(projection, nn.Linear) else x @ projection).float()
     end = tokens.argmax(dim=-1)  # the end token has the largest id in CLIP's vocabulary
     positions = torch.arange(length, device=tokens.device)
     return TextFeatures(
@@ -252,8 +254,8 @@ def input_size(clip: nn.Module) -> int:
 def encode_frames(clip: nn.Module, frames_uint8: torch.Tensor, zero_padded: torch.Tensor | None = None) -> torch.Tensor:
     """(B, T, 3, H, W) uint8 -> (B, T, D) per-frame CLIP image features (``zero_padded``: normalize_frames)."""
     batch, count = frames_uint8.shape[:2]
-    pixels = normalize_frames(frames_uint8.flatten(0, 1), zero_padded)
-    return clip.encode_image(pixels).view(batch, count, -1)
+    pixels = normalize_frames(frames_uint8.flatten(0, 1), zero_padded).to(clip_dtype(clip))  # fp16 under --precision fp16
+    return clip.encode_image(pixels).float().view(batch, count, -1)
 
 
 def encode_frames_and_patches(clip: nn.Module, frames_uint8: torch.Tensor,
@@ -265,8 +267,8 @@ def encode_frames_and_patches(clip: nn.Module, frames_uint8: torch.Tensor,
     are the patches. The tower is checked once, when EERCF's similarity is built."""
     visual = clip.visual
     batch, count = frames_uint8.shape[:2]
-    pixels = normalize_frames(frames_uint8.flatten(0, 1), zero_padded)
-    tokens = vit_blocks.project_tokens(visual, visual.transformer(visual._embeds(pixels)))
+    pixels = normalize_frames(frames_uint8.flatten(0, 1), zero_padded).to(clip_dtype(clip))
+    tokens = vit_blocks.project_tokens(visual, visual.transformer(visual._embeds(pixels))).float()
     return tokens[:, 0].view(batch, count, -1), tokens[:, 1:].reshape(batch, count, tokens.shape[1] - 1, -1)
 
 

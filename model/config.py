@@ -16,7 +16,7 @@ from model.dual_attention import SeedFlags, SeedPlan, interpret
 from model.eercf import EERCFWeights
 from model.heads import HEADS
 from model.interaction import INTERACTIONS
-from model.padding import PADDING_RULES
+from model.padding import DEFAULT_PADDING_RULE, PADDING_RULES
 from model.peft import PEFT_MODES
 from model.tempme import MergeSchedule, merge_percentages, schedule_from_flags
 
@@ -60,9 +60,11 @@ class ModelConfig:
     sim_header: str = option("meanP", "video head: CLIP4Clip's meanP, seqLSTM, seqTransf or the tightTransf cross encoder", HEADS)
     max_frames: int = option(12, "frames per clip the model reads (the builder's frame rule picks them)")
     max_words: int = option(32, "text tokens per caption, start and end tokens included")
-    padding_rule: str = option("masked", "how padded frames and tokens of short clips and captions count: masked (none of them "
-                               "counts anywhere) or reference (each method's own code exactly: DRL's 0 in the max, EMCL-Net's mask "
-                               "after the softmax, EERCF, DGL and TempMe without a frame mask; model/padding.py)", PADDING_RULES)  # fmt: skip
+    padding_rule: str | None = option(None, "how padded frames and tokens of short clips and captions count: masked (none of them "
+                                      "counts anywhere) or reference (each method's own code exactly: DRL's 0 in the max, EMCL-Net's mask "
+                                      "after the softmax, EERCF, DGL and TempMe without a frame mask; model/padding.py). Default: "
+                                      "masked for a new run, the imported model's with --init-from (reference for a CLIP4Clip / DRL / "
+                                      "EMCL-Net / EERCF file), reference with a published --recipe", (*PADDING_RULES, None))  # fmt: skip
     # DRL: token interaction instead of the pooled cosine
     interaction: str = option("cosine", "cosine of pooled vectors, or DRL's weighted (wti) / uniform (ti) token interaction", INTERACTIONS)
     # EMCL-Net's similarity and its defaults
@@ -101,8 +103,8 @@ class ModelConfig:
     merge_token_proportion: str = option("30-10", "TempMe's --merge_token_proportion: % merged across joined frames, % within groups")
     frame_pos: bool = option(True, "TempMe's --frame_pos: learned per-frame embedding added where frames join")
     # DGL (--peft dgl)
-    dgl_latent: str = option("linear", "DGL's --shared_latent_space: linear (0.83M trainable for ViT-B/32, its paper's count) or "
-                             "transformer (its script's default)", DGL_LATENTS)  # fmt: skip
+    dgl_latent: str = option("transformer", "DGL's --shared_latent_space: transformer (its params.py default) or linear (0.83M "
+                             "trainable for ViT-B/32, its paper's count)", DGL_LATENTS)  # fmt: skip
     dgl_text_prompts: int = option(8, "DGL's --text_prompt_length (half after the start token, half at the end)")
     dgl_frame_prompts: int = option(4, "DGL's --local_each_frame_prompt_length")
     dgl_global_prompts: int = option(4, "DGL's --global_visual_prompt_length (also the seed's global prompts)")
@@ -127,6 +129,9 @@ class ModelConfig:
             stored["activation"] = "quickgelu" if stored.pop("force_quick_gelu") else "auto"
         names = {f.name for f in fields(cls)}
         return cls(**{name: value for name, value in stored.items() if name in names})
+
+    def resolved_padding_rule(self) -> str:
+        return self.padding_rule or DEFAULT_PADDING_RULE
 
     def emcl_options(self) -> dict | None:
         if not self.emcl:

@@ -20,7 +20,7 @@ def assemble_model(clip: nn.Module, config: ModelConfig) -> CLIP4Clip:
     (after the head is built, so seqTransf's copies of CLIP's text layers stay trainable), and the
     encoder that runs it TempMe's, DGL's or the seed's way (after LoRA, which it runs through)."""
     model = CLIP4Clip(clip, config.sim_header, config.max_frames, config.interaction, config.emcl_options(), config.eercf_weights(),
-                      config.padding_rule)  # fmt: skip
+                      config.resolved_padding_rule())  # fmt: skip
     apply_peft(model.clip, config.peft, config.prompt_tokens, config.lora_rank, config.lora_alpha)
     model.adapter = build_adapter(model.clip, config)
     return model

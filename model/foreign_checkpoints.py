@@ -133,7 +133,8 @@ def to_reference_layout(state: dict[str, torch.Tensor], checkpoint_format: str) 
 
 def reference_config(keys: set[str], checkpoint_format: str, base: ModelConfig) -> ModelConfig:
     """The options that rebuild the reference's model: head and similarity from the keys, the
-    rest (frames, words) from ``base``."""
+    rest (frames, words) from ``base``; its padding rule is its code's (model/padding.py) unless
+    ``base`` names one."""
     head = detect_head(keys)
     interaction = "cosine"
     if checkpoint_format == "drl":
@@ -142,7 +143,8 @@ def reference_config(keys: set[str], checkpoint_format: str, base: ModelConfig) 
             raise ForeignCheckpointError("DRL checkpoint with wti_arch 1 or 3; only DRL's default wti_arch 2 is built here")
         interaction = "wti" if weighted else "ti"
     return replace(base, model=None, pretrained=None, activation="auto", sim_header=head, interaction=interaction,
-                   emcl=checkpoint_format == "emcl", eercf=checkpoint_format == "eercf", peft="none")  # fmt: skip
+                   emcl=checkpoint_format == "emcl", eercf=checkpoint_format == "eercf", peft="none",
+                   padding_rule=base.padding_rule or "reference")  # fmt: skip
 
 
 def convert_reference_state(

@@ -15,6 +15,7 @@ from model import backbone
 from model.clip4clip import CLIP4Clip
 from model.config import ModelConfig
 from model.factory import assemble_model
+from model.half_precision import convert_weights, state_is_half
 from model.peft import check_base, load_trainable_state
 from runtime.logs import weights_follow
 
@@ -41,5 +42,7 @@ def restore_model(state: dict, base_weights: str | None = None) -> tuple[CLIP4Cl
     else:
         clip = build_model_from_openai_state_dict(clip_state, quick_gelu=config.activation != "gelu", cast_dtype=None)
     model = assemble_model(clip.float(), config)
+    if state_is_half(weights):  # trained under --precision fp16 (or a reference's fp16 save): evaluated in that regime too
+        convert_weights(model.clip)
     model.load_state_dict(weights)
     return model.eval(), config

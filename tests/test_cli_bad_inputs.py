@@ -127,7 +127,7 @@ def test_train_refuses_missing_shards_bad_weights_and_impossible_options(tmp_pat
     assert "weights.pt" in capsys.readouterr().err
     for impossible in (["--peft", "lora"], ["--cdcr", "3", "--interaction", "ti"], ["--cdcr", "2", "--emcl"], ["--sim-header", "tightTransf", "--interaction", "wti"],
                        ["--emcl", "--interaction", "ti"], ["--interaction", "bogus"], ["--caption-mode", "bogus"],
-                       ["--precision", "fp16"], ["--eercf"], ["--sim-header", "seqTransf", "--eercf", "--emcl"],
+                       ["--precision", "fp8"], ["--eercf"], ["--sim-header", "seqTransf", "--eercf", "--emcl"],
                        ["--peft", "dgl", "--pretrained", str(garbage), "--interaction", "wti"], ["--peft", "bogus"],
                        ["--peft", "tempme", "--pretrained", str(garbage), "--grad-checkpointing"],
                        ["--peft", "dual", "--pretrained", str(garbage), "--sim-header", "tightTransf"],

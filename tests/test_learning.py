@@ -158,7 +158,7 @@ def test_peft_trains_prompts_and_lora_on_a_frozen_clip(shapes_shards, tmp_path, 
 ADAPTED_STEPS = {"tempme": 150}
 ADAPTED_PEFT = {
     "tempme": ["--peft", "tempme", "--merge-layers", "1", "--merge-frames", "6", "--lora-rank", "8", "--lr", "1e-2"],
-    "dgl": ["--peft", "dgl", "--dgl-prompt-layers", "2", "--lr", "2e-2"],
+    "dgl": ["--peft", "dgl", "--dgl-latent", "linear", "--dgl-prompt-layers", "2", "--lr", "2e-2"],  # the generator its bound was measured with
     "dual": ["--peft", "dual", "--frame-per-seg", "2-6", "--seg-num", "3-1", "--seg-layer", "0-1", "--sel-layer", "0", "--lora-rank", "4",
              "--lr", "2e-2"],
 }

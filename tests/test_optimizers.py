@@ -233,7 +233,8 @@ def test_the_comparison_would_catch_torch_adamw():
 def test_reference_groups_decay_what_clip4clip_decays():
     """The issue's finding: CLIP4Clip decays CLIP's ln_*.weight, the positional/class embeddings and
     logit_scale (their names lack 'bias'/'LayerNorm.')."""
-    config = TrainConfig(train_shards="", output_dir="", model="tiny-ViT-112", max_frames=3, sim_header="seqTransf", freeze_layer_num=-1)
+    config = TrainConfig(train_shards="", output_dir="", model="tiny-ViT-112", max_frames=3, sim_header="seqTransf", freeze_layer_num=-1,
+                         coef_lr=1e-3)  # CLIP4Clip's, which a run from trained weights gets by default  # fmt: skip
     model = assemble_model(load_clip("tiny-ViT-112", None), config)
     trainer = Trainer(model, config, CPU, total_steps=TOTAL_STEPS)
     decay_of = {id(p): group["weight_decay"] for group in trainer.optimizer.param_groups for p in group["params"]}

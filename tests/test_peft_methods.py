@@ -134,7 +134,7 @@ def dgl_state(model, base: dict) -> dict:
 
 @pytest.mark.parametrize("prompt_layers", [12, 5])
 def test_dgl_video_and_text_features_match_dgl_code(prompt_layers):
-    model, base = build("dgl", dgl_prompt_layers=prompt_layers)
+    model, base = build("dgl", dgl_latent="linear", dgl_prompt_layers=prompt_layers)  # the transcription is of the linear generator
     frames, mask, tokens = clips(), torch.ones(2, 12, dtype=torch.bool), captions()
     sd = dgl_state(model, base)
     with torch.no_grad():
@@ -156,7 +156,8 @@ def test_trainable_counts_are_the_references_for_vit_b32():
     for peft, expected in (("tempme", tempme), ("dgl", dgl_linear), ("dual", tempme + 4 * v)):
         torch.manual_seed(0)
         clip = backbone.load_clip("ViT-B-32-quickgelu", None)
-        trainable, _ = count_parameters(assemble_model(clip, ModelConfig(model="ViT-B-32-quickgelu", pretrained="x", peft=peft)))
+        latent = {"dgl_latent": "linear"} if peft == "dgl" else {}  # DGL's paper's 0.83M model (its script's default is transformer)
+        trainable, _ = count_parameters(assemble_model(clip, ModelConfig(model="ViT-B-32-quickgelu", pretrained="x", peft=peft, **latent)))
         assert trainable == expected, peft
 
 

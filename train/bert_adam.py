@@ -10,10 +10,12 @@ It is not AdamW, in three ways that change every step:
   on top of the training loop's clip of the global norm.
 Weight decay is added to the update before the learning rate multiplies it.
 
-The arithmetic is done with ``torch._foreach_*`` over the parameters that share a step count
-(normally all of them): the same operations as the reference's per-parameter loop, issued as a
-few list operations instead of one set of operations per parameter (its speed is not measured:
-bench/bench_gpu_suite.py has the row, no GPU has run it).
+The arithmetic on fp32 parameters is done with ``torch._foreach_*`` over the parameters that share
+a step count (normally all of them): the same operations as the reference's per-parameter loop,
+issued as a few list operations instead of one set of operations per parameter (its speed is not
+measured: bench/bench_gpu_suite.py has the row, no GPU has run it). fp16 parameters (``--precision
+fp16``, CLIP's weights as the references train them) are updated one by one with the reference's
+own calls, whose fp16 rounding the list operations do not reproduce.
 """
 
 from __future__ import annotations
@@ -78,10 +80,18 @@ class BertAdam(torch.optim.Optimizer):
         return loss
 
     def _update(self, group: dict, step: int, params: list[torch.Tensor]) -> None:
+        full = [p for p in params if p.dtype == torch.float32]
+        if full:
+            self._update_together(group, step, full)
+        for p in params:  # fp16 weights (--precision fp16): the reference's own operations, one tensor at a time
+            if p.dtype != torch.float32:
+                self._update_one(group, step, p)
+
+    def _update_together(self, group: dict, step: int, params: list[torch.Tensor]) -> None:
+        """fp32 parameters: the reference's operations issued as list (``_foreach``) operations."""
         grads = [p.grad for p in params]
         if group["max_grad_norm"] > 0:  # clip_grad_norm_(p, max_norm) for each parameter alone
-            norms = torch.stack([norm.float() for norm in torch._foreach_norm(grads)])  # the coefficients in two kernels, not two per parameter
-            torch._foreach_mul_(grads, (group["max_grad_norm"] / (norms + 1e-6)).clamp(max=1.0).unbind())
+            torch._foreach_mul_(grads, _clip_coefficients(grads, group["max_grad_norm"]))
         moments = [self.state[p]["next_m"] for p in params]
         squares = [self.state[p]["next_v"] for p in params]
         torch._foreach_mul_(moments, group["b1"])
@@ -91,6 +101,30 @@ class BertAdam(torch.optim.Optimizer):
         denominators = torch._foreach_sqrt(squares)
         torch._foreach_add_(denominators, group["e"])
         updates = torch._foreach_div(moments, denominators)
+        # each product rounded before it is added, as the reference writes it (update += wd * p; p.add_(-(lr * update)))
         if group["weight_decay"] > 0.0:
-            torch._foreach_add_(updates, params, alpha=group["weight_decay"])
-        torch._foreach_add_(params, updates, alpha=-self.scheduled_lr(group, step))
+            torch._foreach_add_(updates, torch._foreach_mul(params, group["weight_decay"]))
+        torch._foreach_mul_(updates, self.scheduled_lr(group, step))
+        torch._foreach_sub_(params, updates)
+
+    def _update_one(self, group: dict, step: int, p: torch.Tensor) -> None:
+        """One fp16 parameter exactly as the reference updates it: in fp16 the list operations round
+        differently (``_foreach_mul_(x, 0.9)`` and ``x.mul_(0.9)`` differ in the last bit on CPU), so the
+        per-tensor calls are kept."""
+        grad = p.grad
+        if group["max_grad_norm"] > 0:
+            torch.nn.utils.clip_grad_norm_(p, group["max_grad_norm"])
+        next_m, next_v = self.state[p]["next_m"], self.state[p]["next_v"]
+        next_m.mul_(group["b1"]).add_(grad, alpha=1 - group["b1"])
+        next_v.mul_(group["b2"]).addcmul_(grad, grad, value=1 - group["b2"])
+        update = next_m / (next_v.sqrt() + group["e"])
+        if group["weight_decay"] > 0.0:
+            update += group["weight_decay"] * p
+        p.add_(-(self.scheduled_lr(group, step) * update))
+
+
+def _clip_coefficients(grads: list[torch.Tensor], max_norm: float) -> list[torch.Tensor]:
+    """Each gradient's ``clip_grad_norm_(g, max_norm)`` factor, min(1, max_norm / (|g| + 1e-6)), from one
+    stacked tensor: two kernels instead of two per parameter."""
+    norms = torch.stack([norm.float() for norm in torch._foreach_norm(grads)])
+    return list((max_norm / (norms + 1e-6)).clamp(max=1.0).unbind())

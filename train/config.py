@@ -15,6 +15,7 @@ from shards.reader import ReadPolicy
 from train.data import DataOptions
 from train.objective import LossOptions
 from train.optim import OptimOptions
+from train.precision import PRECISIONS
 from train.recipes import Recipe, RecipeError, load_recipe
 
 
@@ -36,7 +37,9 @@ class TrainConfig(ModelConfig, DataOptions, OptimOptions, LossOptions):
     epochs: int = option(5)
     steps_per_epoch: int | None = option(None, "default: the manifest's samples (or captions with --caption-mode expand) // batch size")
     seed: int = option(42)
-    precision: str = option("auto", "auto: bf16 autocast on GPU, fp32 on CPU", ("auto", "bf16", "fp32"))
+    precision: str = option("auto", "auto: bf16 autocast on GPU, fp32 on CPU; fp16: CLIP's weights in fp16 as CLIP4Clip / DRL / EMCL-Net "
+                            "/ EERCF train them (convert_weights, fp16 BertAdam moments, heads fp32); amp-fp16: fp16 autocast with "
+                            "a GradScaler, DGL's --precision amp (train/precision.py)", PRECISIONS)  # fmt: skip
     grad_checkpointing: bool = option(False, "recompute CLIP's activations in the backward pass (less memory, more time)")
     eval_every_steps: int = option(0, "0: at the end of every epoch (when --val-shards is given)")
     eval_batch_size: int = option(32)
@@ -117,6 +120,9 @@ def config_problem(config: TrainConfig) -> str | None:
         return "--init-from already holds CLIP's weights; drop --pretrained"
     if config.grad_checkpointing and config.peft in ("tempme", "dgl", "dual"):
         return f"--grad-checkpointing is not wired into --peft {config.peft}'s encoder (it runs CLIP block by block); drop one of them"
+    if config.precision == "fp16" and config.peft != "none":
+        return (f"--precision fp16 is the convert_weights regime of CLIP4Clip, DRL, EMCL-Net and EERCF; --peft {config.peft} runs CLIP "
+                "block by block in fp32: use --precision amp-fp16 (DGL's) or fp32 (TempMe's)")  # fmt: skip
     if config.sync_every_steps < 1:
         return f"--sync-every-steps must be at least 1, not {config.sync_every_steps}"
     if config.cdcr and (config.sim_header == "tightTransf" or config.emcl or config.eercf):

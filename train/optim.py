@@ -14,6 +14,7 @@ all four sources do; BertAdam also clips each parameter's gradient alone.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -182,12 +183,16 @@ class TrainingUpdate:
             raise ValueError(f"--optimizer {self.rule}: not one of {OPTIMIZERS}")
         self.clamp_range = LOGIT_SCALE_CLAMP[self.rule]
 
-    def step(self) -> None:
+    def step(self, optimizer_step: Callable[[torch.optim.Optimizer], None] | None = None) -> None:
+        """``optimizer_step``: how the optimiser steps (train/precision.py: through a GradScaler under amp-fp16)."""
         if self.rule == "dgl-adamw":  # DGL sets lr and decay from the global step before each update
             rate = dgl_cosine_lr(self.base_lr, self.total_steps, self.warmup, self.steps_done)
             for group in self.optimizer.param_groups:
                 group["lr"], group["weight_decay"] = rate * group["lr_mult"], self.weight_decay * group["decay_mult"]
-        self.optimizer.step()
+        if optimizer_step is None:
+            self.optimizer.step()
+        else:
+            optimizer_step(self.optimizer)
         if self.scheduler is not None:
             self.scheduler.step()
         self.steps_done += 1

@@ -14,7 +14,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
-TOP_LEVEL_KEYS = {"title", "source", "published", "requires", "shards", "notes", "options"}
+TOP_LEVEL_KEYS = {"title", "source", "published", "requires", "shards", "notes", "precision_source", "options"}
 
 
 class RecipeError(ValueError):
@@ -32,6 +32,7 @@ class Recipe:
     shards: str
     notes: str
     options: dict = field(default_factory=dict)
+    precision_source: str = ""  # the source line that says how the published run computed (its options hold the precision)
 
 
 def recipe_names() -> list[str]:
@@ -65,6 +66,7 @@ def load_recipe(name_or_path: str, config_type: type) -> Recipe:
             raise RecipeError(f"{path}: requires {key}, which is not a training option")
     return Recipe(name=path.stem, path=path, title=data.get("title", ""), source=data.get("source", ""), published=data.get("published", ""),
                   requires=tuple(data.get("requires", [])), shards=data.get("shards", ""), notes=data.get("notes", ""),
+                  precision_source=data.get("precision_source", ""),
                   options={k: float(v) if isinstance(known[k].default, float) and isinstance(v, int) else v for k, v in options.items()})  # fmt: skip
 
 

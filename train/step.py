@@ -9,20 +9,20 @@ SIGTERM stop around it, and the GPU benchmark (bench/bench_train_gpu.py) calls t
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from model.checkpoint import CheckpointError
 from model.clip4clip import CLIP4Clip
 from model.features import TextFeatures, VideoFeatures
+from model.half_precision import state_is_half
 from model.peft import base_reference, check_base, load_trainable_state, trainable_state
 from runtime.distributed import gather_with_local_grad
 from train.config import TrainConfig
 from train.data import Batch
 from train.objective import retrieval_loss
 from train.optim import TrainingUpdate, freeze_lower_layers
+from train.precision import TrainingPrecision
 
 
 class RetrievalStep(torch.nn.Module):
@@ -86,8 +86,9 @@ class Trainer:
         self.model, self.config, self.device = model, config, device
         if config.peft == "none":  # PEFT has frozen all of CLIP already
             freeze_lower_layers(model.clip, config.resolved_freeze_layer_num())
-        self.update = TrainingUpdate(model, config, total_steps, fused=device.type == "cuda")
-        self.uses_bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
+        self.precision = TrainingPrecision(config.precision, device)
+        self.precision.prepare(model)  # fp16: CLIP's weights converted before the optimiser sees them (its moments follow)
+        self.update = TrainingUpdate(model, config, total_steps, fused=device.type == "cuda" and self.precision.mode != "fp16")
         # PEFT runs store only what trains, plus where the frozen base lives (and its hash)
         self.peft_base = base_reference(config.pretrained) if config.peft != "none" else None
         self.step_count = 0
@@ -99,7 +100,7 @@ class Trainer:
             self.forward_module = DistributedDataParallel(self.forward_module, device_ids=[device.index] if device.type == "cuda" else None)
 
     def autocast(self):  # noqa: ANN201 - a context manager
-        return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.uses_bf16 else nullcontext()
+        return self.precision.autocast()
 
     def step(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """One optimisation step on this rank's batch; the loss (not synchronised) and its parts."""
@@ -110,10 +111,12 @@ class Trainer:
             text, video = gather_batch(self.model, self.forward_module(tokens, frames, mask), mask)
             loss, parts = retrieval_loss(self.model, text, video, self.config)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.precision.backward(loss)
+        self.precision.unscale(self.optimizer)
         if self.config.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-        self.update.step()  # the optimiser, its schedule and the temperature clamp, as the recipe's source orders them
+        # the optimiser, its schedule and the temperature clamp, as the recipe's source orders them
+        self.update.step(self.precision.optimizer_step())
         self.step_count += 1
         return loss, parts
 
@@ -122,6 +125,7 @@ class Trainer:
             "model": trainable_state(self.model) if self.peft_base else self.model.state_dict(),
             "base": self.peft_base,
             "update": self.update.state_dict(),
+            "precision": self.precision.state_dict(),
             "step": self.step_count,
         }
 
@@ -132,7 +136,12 @@ class Trainer:
             check_base(state["base"], self.config.pretrained)  # the frozen part must be what was trained on
             load_trainable_state(self.model, state["model"])
         else:
+            trained_half, runs_half = state_is_half(state["model"]), self.precision.mode == "fp16"
+            if trained_half != runs_half:
+                raise CheckpointError(f"the checkpoint's CLIP weights are {'fp16' if trained_half else 'fp32'}: resume it with "
+                                      f"{'--precision fp16' if trained_half else 'a --precision other than fp16'}")  # fmt: skip
             self.model.load_state_dict(state["model"])
+        self.precision.load_state_dict(state.get("precision") or {})
         stored = state["update"]["rule"] if "update" in state else "adamw"  # checkpoints before --optimizer were torch AdamW
         if stored != self.update.rule:
             how = "--optimizer adamw --freeze-layer-num -1 (it predates both options)" if "update" not in state else f"--optimizer {stored}"

@@ -87,7 +87,10 @@ def initial_model(config: TrainConfig) -> CLIP4Clip:
     """The model a fine-tuning run (``--init-from``) starts from, refused if its head or
     similarity is not the one this run trains."""
     state = load_any_checkpoint(config.init_from, config.checkpoint_format, config.max_frames, config.max_words)
+    if config.padding_rule is not None:  # asked for: the imported model runs under this run's rule
+        state["config"] = {**state["config"], "padding_rule": config.padding_rule}
     model, stored = restore_model(state)
+    config.padding_rule = stored.resolved_padding_rule()  # what the run's checkpoints record
     differing = [f"--{name.replace('_', '-')} {getattr(stored, name)} there, {getattr(config, name)} here"
                  for name in ("sim_header", "interaction", "emcl") if getattr(stored, name) != getattr(config, name)]  # fmt: skip
     if differing:
@@ -98,6 +101,7 @@ def initial_model(config: TrainConfig) -> CLIP4Clip:
 def build_model(config: TrainConfig) -> CLIP4Clip:
     if config.init_from:
         return initial_model(config)
+    config.padding_rule = config.resolved_padding_rule()  # recorded as it ran
     with weights_follow():  # open_clip's "initialized randomly" is wrong when a checkpoint is resumed next
         clip = backbone.load_clip(config.model, config.pretrained, config.activation)
     if config.grad_checkpointing:
@@ -164,7 +168,7 @@ def train(config: TrainConfig) -> dict:
     logger.info(
         "run: %s, world size %d, global batch %d (%d per rank), %d steps (%d per epoch), %s%s, %s of %s parameters trained; "
         "options and records in %s/metrics.jsonl", config.sim_header, info.world_size, config.batch_size, local_batch, total_steps,
-        steps_per_epoch, info.device, " bf16" if trainer.uses_bf16 else "", f"{trainable:,}", f"{total:,}", config.output_dir.rstrip("/"),
+        steps_per_epoch, info.device, f" {trainer.precision.mode}", f"{trainable:,}", f"{total:,}", config.output_dir.rstrip("/"),
     )  # fmt: skip
     rate_line, rate_is_wrong = clip_rate_note(config)
     (logger.warning if rate_is_wrong else logger.info)(rate_line)
