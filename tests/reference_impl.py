@@ -49,14 +49,19 @@ def _extended_mask(mask: torch.Tensor) -> torch.Tensor:
     return extended.expand(-1, mask.shape[1], -1)
 
 
-def clip4clip_seq_transf_visual(sd: dict, frames: torch.Tensor, mask: torch.Tensor, layers: int = 4) -> torch.Tensor:
-    """_loose_similarity's seqTransf branch up to the normalised mean-pooled video vector."""
+def clip4clip_seq_transf_frames(sd: dict, frames: torch.Tensor, mask: torch.Tensor, layers: int = 4) -> torch.Tensor:
+    """_loose_similarity's seqTransf branch (DRL's and EMCL-Net's agg_video_feat): the per-frame output, residual added."""
     heads = frames.shape[-1] // 64 or 1
     x = frames + sd["frame_position_embeddings.weight"][: frames.shape[1]][None]
     x = x.permute(1, 0, 2)
     for i in range(layers):
         x = residual_block(x, _extended_mask(mask), sd, f"transformerClip.resblocks.{i}.", heads)
-    x = x.permute(1, 0, 2) + frames
+    return x.permute(1, 0, 2) + frames
+
+
+def clip4clip_seq_transf_visual(sd: dict, frames: torch.Tensor, mask: torch.Tensor, layers: int = 4) -> torch.Tensor:
+    """_loose_similarity's seqTransf branch up to the normalised mean-pooled video vector."""
+    x = clip4clip_seq_transf_frames(sd, frames, mask, layers)
     x = x / x.norm(dim=-1, keepdim=True)
     weights = mask.float().unsqueeze(-1)
     pooled = (x * weights).sum(1) / weights.sum(1).clamp(min=1.0)
