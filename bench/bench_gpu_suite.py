@@ -14,6 +14,8 @@ to ``OUT/gpu_suite.jsonl`` at once: a run stopped at its time limit still return
 - eval: ``eval/encode.py`` ``encode_split`` (what ``python -m eval`` runs) over the shard list
   repeated, vs ``encode_video`` + ``encode_text`` on device-resident tensors of the same shapes.
 - methods: the ceiling step (eager) of each method, as a ratio to meanP's.
+- precision: the ceiling step under ``--precision fp16`` (CLIP4Clip's fp16 weights) and ``amp-fp16``
+  (DGL's fp16 autocast + GradScaler), next to the bf16 default.
 
     python3 -m bench.bench_gpu_suite --shards .benchdata/msrvtt --out $OUT [--workers 8]
 
@@ -189,6 +191,9 @@ def sections(args, device: torch.device) -> Iterator[tuple[str, Callable[[], obj
     """Priority order: what the issue asks first comes first, so a stopped run keeps it."""
     yield "ceiling eager b128", lambda: ceiling(args, device, 128, False)
     yield "ceiling eager b128 --optimizer adamw (fused)", lambda: ceiling(args, device, 128, False, optimizer="adamw")
+    # issue 34: the seeds' own precisions next to bf16 (the row above): CLIP4Clip's fp16 weights, DGL's fp16 AMP
+    yield "ceiling eager b128 --precision fp16", lambda: ceiling(args, device, 128, False, precision="fp16")
+    yield "ceiling eager b128 --precision amp-fp16", lambda: ceiling(args, device, 128, False, precision="amp-fp16")
     yield "loop eager worker b128 sync1", lambda: loop(args, 128, False, "worker", 1)
     yield "ceiling compiled b128", lambda: ceiling(args, device, 128, True)
     yield "loop compiled worker b128 sync20", lambda: loop(args, 128, True, "worker", 20)

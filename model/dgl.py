@@ -17,8 +17,9 @@ latent space, and global-local video attention.
   ``visual=True``). The video feature is the first global prompt after ``ln_post`` and the
   projection (DGL's ``visual_output_type global_prompt0``).
 
-Only the generator and the prompts train. Where this differs from DGL: padded frames are hidden
-from the global prompts (DGL has no frame mask inside its encoder). DGL's text is causal, so its 4
+Only the generator and the prompts train. Where this differs from DGL under ``--padding-rule masked``
+(the default): padded frames are hidden from the global prompts (DGL has no frame mask inside its
+encoder; ``reference`` runs it without one, model/padding.py). DGL's text is causal, so its 4
 trailing prompts never reach the end token; they are kept, as DGL has them.
 """
 

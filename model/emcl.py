@@ -21,10 +21,11 @@ For a block of A captions and B videos:
    checkpoint of this project resumes it exactly.
 
 At test time EMCL-Net scores blocks of 32 captions x 32 videos, EM running per block with the
-running state frozen; the evaluator does the same (eval/scoring.py). One deliberate difference,
-in README: EMCL-Net multiplies the frame mask in *after* the softmax, so padded frames of a
-short clip take weight mass (their features depend on what the loader padded with); here they
-get none. On full-length clips (every MSR-VTT test clip has 12 frames) the two are identical.
+running state frozen; the evaluator does the same (eval/scoring.py). Padding (model/padding.py):
+EMCL-Net multiplies the frame mask in *after* the softmax, so padded frames of a short clip take
+weight mass (their features depend on what the loader padded with); ``--padding-rule reference``
+does that, ``masked`` (the default) gives them none. On full-length clips (every MSR-VTT test clip
+has 12 frames) the two are identical.
 """
 
 from __future__ import annotations
