@@ -33,7 +33,10 @@ class TrainConfig(ModelConfig, DataOptions, OptimOptions, LossOptions):
     init_from: str | None = option(None, "start from a trained model: this project's checkpoint, or CLIP4Clip / DRL / EMCL-Net / EERCF's "
                                    "pytorch_model.bin.N (head and similarity must match this run's options)")  # fmt: skip
     checkpoint_format: str = option("auto", "who wrote --init-from (see python -m eval --help)", ("auto", "project", *FORMATS))
-    batch_size: int = option(128, "global batch, over all ranks")
+    batch_size: int = option(128, "global batch, over all ranks (with --accum-freq K: of each micro-batch; an optimiser step takes K of them)")
+    accum_freq: int = option(1, "micro-batches per optimiser step (open_clip's --accum-freq): the step's global batch is accum_freq x "
+                             "batch_size, its gradient exactly the whole batch's, negatives included (train/accumulation.py); "
+                             "reaches a published global batch on fewer GPUs")  # fmt: skip
     epochs: int = option(5)
     steps_per_epoch: int | None = option(None, "default: the manifest's samples (or captions with --caption-mode expand) // batch size")
     seed: int = option(42)
@@ -56,6 +59,11 @@ class TrainConfig(ModelConfig, DataOptions, OptimOptions, LossOptions):
     read_timeout: float = option(ReadPolicy.timeout_s, "seconds a stalled object-store connection may wait before it counts as failed")
     dist_timeout: float = option(30.0, "minutes a rank waits in a collective before the job fails (a node that died leaves the others "
                                  "waiting this long unless the launcher ends the job: srun --kill-on-bad-exit=1, or torchrun --max-restarts)")  # fmt: skip
+
+
+def step_batch_size(config: TrainConfig) -> int:
+    """Clips in one optimiser step, over all ranks: ``--accum-freq`` micro-batches of ``--batch-size``."""
+    return config.batch_size * config.accum_freq
 
 
 def _argument_type(annotation: str) -> type:
@@ -123,6 +131,8 @@ def config_problem(config: TrainConfig) -> str | None:
     if config.precision == "fp16" and config.peft != "none":
         return (f"--precision fp16 is the convert_weights regime of CLIP4Clip, DRL, EMCL-Net and EERCF; --peft {config.peft} runs CLIP "
                 "block by block in fp32: use --precision amp-fp16 (DGL's) or fp32 (TempMe's)")  # fmt: skip
+    if config.accum_freq < 1:
+        return f"--accum-freq must be at least 1, not {config.accum_freq}"
     if config.sync_every_steps < 1:
         return f"--sync-every-steps must be at least 1, not {config.sync_every_steps}"
     if config.cdcr and (config.sim_header == "tightTransf" or config.emcl or config.eercf):

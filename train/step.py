@@ -18,6 +18,7 @@ from model.features import TextFeatures, VideoFeatures
 from model.half_precision import state_is_half
 from model.peft import base_reference, check_base, load_trainable_state, trainable_state
 from runtime.distributed import gather_with_local_grad
+from train.accumulation import accumulate_gradients
 from train.config import TrainConfig
 from train.data import Batch
 from train.objective import retrieval_loss
@@ -103,15 +104,19 @@ class Trainer:
         return self.precision.autocast()
 
     def step(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """One optimisation step on this rank's batch; the loss (not synchronised) and its parts."""
+        """One optimisation step on this rank's batch; the loss (not synchronised) and its parts.
+        With ``--accum-freq K`` the batch is cut into K micro-batches (train/accumulation.py)."""
         tokens = batch["tokens"].to(self.device, non_blocking=True)
         frames = batch["frames"].to(self.device, non_blocking=True)
         mask = batch["mask"].to(self.device, non_blocking=True)
-        with self.autocast():
-            text, video = gather_batch(self.model, self.forward_module(tokens, frames, mask), mask)
-            loss, parts = retrieval_loss(self.model, text, video, self.config)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.precision.backward(loss)
+        if self.config.accum_freq > 1:
+            loss, parts = accumulate_gradients(self, tokens, frames, mask, self.config.accum_freq)
+        else:
+            with self.autocast():
+                text, video = gather_batch(self.model, self.forward_module(tokens, frames, mask), mask)
+                loss, parts = retrieval_loss(self.model, text, video, self.config)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.precision.backward(loss)
         self.precision.unscale(self.optimizer)
         if self.config.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
@@ -159,3 +164,4 @@ class Trainer:
 
     def learning_rate(self) -> float:
         return self.update.learning_rate()
+

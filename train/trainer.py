@@ -32,7 +32,7 @@ from shards.manifest import MANIFEST_NAME, read_manifest
 from shards.probe import probe_location
 from shards.reader import ReadPolicy, shard_urls
 from shards.storage import Store
-from train.config import TrainConfig, recipe_of
+from train.config import TrainConfig, recipe_of, step_batch_size
 from train.data import StreamConfig
 from train.device_decode import training_batches
 from train.loss_watch import NonFiniteWatch
@@ -70,7 +70,7 @@ def _steps_per_epoch(config: TrainConfig) -> int:
         raise TrainingSetupError(f"{location}: no manifest.json to count samples; pass --steps-per-epoch")
     manifest = read_manifest(Store(location))
     items = manifest["num_captions"] if config.caption_mode == "expand" else manifest["num_samples"]
-    return max(1, items // config.batch_size)
+    return max(1, items // step_batch_size(config))
 
 
 def read_policy(config: TrainConfig) -> ReadPolicy:
@@ -134,7 +134,7 @@ def train(config: TrainConfig) -> dict:
     info = init_distributed(config.dist_timeout)
     if config.batch_size % info.world_size:
         raise TrainingSetupError(f"global batch {config.batch_size} is not divisible by world size {info.world_size}")
-    local_batch = config.batch_size // info.world_size
+    local_batch = step_batch_size(config) // info.world_size  # the stream delivers a whole step; the Trainer cuts micro-batches
     steps_per_epoch = _steps_per_epoch(config)
     total_steps = steps_per_epoch * config.epochs
     _seed_everything(config.seed)  # same initial weights on every rank
@@ -166,8 +166,10 @@ def train(config: TrainConfig) -> dict:
     backbone_record = {"activation": backbone.activation_name(model.clip), "description": backbone.describe_backbone(model.clip)}
     logger.info("backbone: %s", backbone_record["description"])
     logger.info(
-        "run: %s, world size %d, global batch %d (%d per rank), %d steps (%d per epoch), %s%s, %s of %s parameters trained; "
-        "options and records in %s/metrics.jsonl", config.sim_header, info.world_size, config.batch_size, local_batch, total_steps,
+        "run: %s, world size %d, global batch %s (%d per rank), %d steps (%d per epoch), %s%s, %s of %s parameters trained; "
+        "options and records in %s/metrics.jsonl", config.sim_header, info.world_size,
+        f"{step_batch_size(config)} = {config.accum_freq} micro-batches of {config.batch_size}" if config.accum_freq > 1 else str(config.batch_size),
+        local_batch, total_steps,
         steps_per_epoch, info.device, f" {trainer.precision.mode}", f"{trainable:,}", f"{total:,}", config.output_dir.rstrip("/"),
     )  # fmt: skip
     rate_line, rate_is_wrong = clip_rate_note(config)
@@ -234,7 +236,7 @@ def train(config: TrainConfig) -> dict:
             elapsed = time.perf_counter() - window_start
             skipped = {k: sum(s[k] for s in skipped_by_worker.values()) for k in next(iter(skipped_by_worker.values()))}
             record = {"step": step, "epoch": epoch, "loss": all_reduce_mean(loss.item(), info.device), "lr": trainer.learning_rate(),
-                      "clips_per_s": window_steps * config.batch_size / elapsed, "logit_scale": model.logit_scale().item(), "skipped_rank0": skipped}  # fmt: skip
+                      "clips_per_s": window_steps * step_batch_size(config) / elapsed, "logit_scale": model.logit_scale().item(), "skipped_rank0": skipped}  # fmt: skip
             if info.device.type == "cuda":
                 record["max_memory_gib"] = round(torch.cuda.max_memory_allocated(info.device) / 2**30, 2)
             if len(loss_parts) > 1:
