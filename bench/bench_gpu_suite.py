@@ -107,7 +107,8 @@ def ceiling(args, device: torch.device, batch_size: int, compiled: bool, mode: s
     """The production step on one device-resident batch."""
     steps, warmup = steps or args.steps, warmup or args.warmup
     free_memory(device)
-    model, config = build(args, device, batch_size=batch_size, **method)
+    micro = batch_size // method.get("accum_freq", 1)  # --batch-size is the global micro-batch; the step takes accum_freq of them
+    model, config = build(args, device, batch_size=micro, **method)
     if compiled:
         compile_encoders(model, mode=mode)
     trainer = Trainer(model, config, device, total_steps=10 * (steps + warmup))
@@ -194,6 +195,8 @@ def sections(args, device: torch.device) -> Iterator[tuple[str, Callable[[], obj
     # issue 34: the seeds' own precisions next to bf16 (the row above): CLIP4Clip's fp16 weights, DGL's fp16 AMP
     yield "ceiling eager b128 --precision fp16", lambda: ceiling(args, device, 128, False, precision="fp16")
     yield "ceiling eager b128 --precision amp-fp16", lambda: ceiling(args, device, 128, False, precision="amp-fp16")
+    # issue 35: the same global batch of 128 as 4 micro-batches of 32 (--accum-freq 4): time and peak memory vs the row above
+    yield "ceiling eager b128 as 4 x 32 (--accum-freq 4)", lambda: ceiling(args, device, 128, False, accum_freq=4)
     yield "loop eager worker b128 sync1", lambda: loop(args, 128, False, "worker", 1)
     yield "ceiling compiled b128", lambda: ceiling(args, device, 128, True)
     yield "loop compiled worker b128 sync20", lambda: loop(args, 128, True, "worker", 20)

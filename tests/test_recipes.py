@@ -59,3 +59,18 @@ def test_an_unknown_recipe_lists_the_known_ones(capsys):
 
 def test_recipe_files_are_where_the_loader_looks():
     assert RECIPES_DIR.is_dir() and len(list(RECIPES_DIR.glob("*.toml"))) == len(recipe_names()) >= 20
+
+
+def test_every_recipe_says_how_to_reach_its_global_batch_on_1_2_4_and_8_gpus():
+    from train.recipes import accumulation_lines, accumulation_plan, recipe_names
+
+    for name in recipe_names():
+        recipe = load_recipe(name, TrainConfig)
+        published = recipe.options["batch_size"]
+        for gpus in (1, 2, 4, 8):
+            if published % gpus:
+                continue
+            batch, accum = accumulation_plan(published, gpus)
+            assert batch * accum == published and batch % gpus == 0 and batch // gpus <= 32, (name, gpus)
+        assert accumulation_lines(published)[0].startswith("1 GPU: python -m train")
+    assert accumulation_plan(128, 1) == (32, 4) and accumulation_plan(128, 4) == (128, 1) and accumulation_plan(512, 8) == (256, 2)

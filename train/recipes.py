@@ -70,6 +70,33 @@ def load_recipe(name_or_path: str, config_type: type) -> Recipe:
                   options={k: float(v) if isinstance(known[k].default, float) and isinstance(v, int) else v for k, v in options.items()})  # fmt: skip
 
 
+# clips per GPU per micro-batch that the references' own runs held on their GPUs (CLIP4Clip: 128 on 4, DRL: 128 on 4)
+CLIPS_PER_GPU = 32
+
+
+def accumulation_plan(global_batch: int, gpus: int, clips_per_gpu: int = CLIPS_PER_GPU) -> tuple[int, int]:
+    """(--batch-size, --accum-freq) that reach ``global_batch`` per optimiser step on ``gpus`` GPUs with at most
+    ``clips_per_gpu`` clips on a GPU at once: the fewest micro-batches that divide the batch evenly over the GPUs."""
+    for accum in range(1, global_batch + 1):
+        if global_batch % accum == 0 and (global_batch // accum) % gpus == 0 and global_batch // accum // gpus <= clips_per_gpu:
+            return global_batch // accum, accum
+    raise ValueError(f"a global batch of {global_batch} cannot be spread over {gpus} GPUs")
+
+
+def accumulation_lines(global_batch: int) -> list[str]:
+    """How to reach a recipe's global batch on 1, 2, 4 and 8 GPUs (printed with the recipe, README shows them)."""
+    lines = []
+    for gpus in (1, 2, 4, 8):
+        try:
+            batch, accum = accumulation_plan(global_batch, gpus)
+        except ValueError:
+            continue
+        launcher = "python -m train" if gpus == 1 else f"torchrun --nproc-per-node {gpus} -m train"
+        lines.append(f"{gpus} GPU{'s' if gpus > 1 else ''}: {launcher} ... --batch-size {batch}" + (f" --accum-freq {accum}" if accum > 1 else "")
+                     + f"  ({batch // gpus} clips per GPU at once)")  # fmt: skip
+    return lines
+
+
 def effective_options(config, recipe_options: dict) -> list[str]:  # noqa: ANN001 - a TrainConfig
     """Each option that differs from the built-in default, as ``--flag value (where it came from)``."""
     lines = []

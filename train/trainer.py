@@ -37,7 +37,7 @@ from train.data import StreamConfig
 from train.device_decode import training_batches
 from train.loss_watch import NonFiniteWatch
 from train.optim import clip_rate_note
-from train.recipes import effective_options
+from train.recipes import accumulation_lines, effective_options
 from train.resume import agreed_resume_state
 from train.run_log import RunLog
 from train.step import Trainer, compile_encoders
@@ -178,6 +178,10 @@ def train(config: TrainConfig) -> dict:
     if info.is_main:
         logger.info("options%s:\n  %s", f" (recipe {recipe.name}, from {recipe.source})" if recipe else "",
                     "\n  ".join(effective_options(config, recipe.options if recipe else {})))  # fmt: skip
+        if recipe is not None and "batch_size" in recipe.options:
+            published = recipe.options["batch_size"] * recipe.options.get("accum_freq", 1)
+            logger.info("the recipe's global batch %d on the GPUs you have (this run: %d):\n  %s", published, step_batch_size(config),
+                        "\n  ".join(accumulation_lines(published)))  # fmt: skip
         log.write(
             "config",
             config=config.to_json(),
