@@ -21,7 +21,7 @@ from eval.report import rank_histogram_png, render_report
 from eval.rerank import compare_coarse_to_fine
 from eval.scoring import SplitScorer, fine_blocks
 from eval.summary_table import metrics_table
-from eval.trained_model import load_trained_model
+from eval.trained_model import CHOICES, describe_choice, load_trained_model
 from model import backbone
 from model.foreign_checkpoints import FORMATS
 from model.frame_rule import frame_rule_for
@@ -41,7 +41,9 @@ def run(args: argparse.Namespace) -> dict:
     if args.out:
         probe_location(args.out, must_exist=False)
     info = init_distributed()
-    trained = load_trained_model(args.checkpoint, args.checkpoint_format, args.base_weights, args.max_frames, args.max_words)
+    if info.is_main:
+        logger.info("checkpoint: %s", describe_choice(args.checkpoint, args.which))
+    trained = load_trained_model(args.checkpoint, args.checkpoint_format, args.base_weights, args.max_frames, args.max_words, args.which)
     model, config, checkpoint = trained.model, trained.config, trained.checkpoint
     logger.info("evaluating %s (%s, step %s) on %s", checkpoint, config.sim_header, trained.step, args.shards)
     model.to(info.device)
@@ -114,7 +116,8 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval", description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="checkpoint file, or a run folder (uses checkpoints/latest)")
+    parser.add_argument("--checkpoint", required=True, help="checkpoint file, or a run folder (uses checkpoints/latest, or --which best)")
+    parser.add_argument("--which", default="latest", choices=CHOICES, help="a run folder's latest checkpoint, or the one --keep-best kept")
     parser.add_argument("--shards", required=True, help="test split: build folder / s3:// prefix with manifest, or brace pattern")
     parser.add_argument("--out", help="folder for metrics.json, report.html, rank_histogram.png")
     parser.add_argument("--batch-size", type=int, default=32, help="videos encoded per forward pass")

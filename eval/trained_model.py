@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from model.checkpoint import latest_checkpoint
+from model.checkpoint import best_checkpoint, best_record, latest_checkpoint
 from model.clip4clip import CLIP4Clip
 from model.config import ModelConfig
 from model.foreign_checkpoints import load_any_checkpoint
@@ -32,24 +32,41 @@ class TrainedModel:
     max_words: int | None = None
 
 
-def resolve_checkpoint(path: str) -> str:
-    """A checkpoint file, or a run/checkpoints folder (its ``latest``); local or any fsspec URL."""
+CHOICES = ("latest", "best")
+
+
+def resolve_checkpoint(path: str, which: str = "latest") -> str:
+    """A checkpoint file as it is, or a run/checkpoints folder's ``latest`` (or, ``which="best"``, the
+    ``--keep-best`` checkpoint); local or any fsspec URL."""
     store = Store(path)
     if store.fs.isdir(store.root):
         for folder in (path, f"{path.rstrip('/')}/checkpoints"):
-            found = latest_checkpoint(folder)
+            found = latest_checkpoint(folder) if which == "latest" else (best_checkpoint(folder) or (None,))[0]
             if found:
                 return found
+        if which == "best":
+            raise FileNotFoundError(f"{path}: no checkpoints/best.json inside (the run was not trained with --keep-best)")
         raise FileNotFoundError(f"{path}: no checkpoints/latest inside")
     if not store.fs.isfile(store.root):
         raise FileNotFoundError(f"{path}: checkpoint not found")
     return path
 
 
+def describe_choice(path: str, which: str) -> str:
+    """What a run folder resolved to, for the log: the file, and for ``best`` its metric, value, step and epoch."""
+    chosen = resolve_checkpoint(path, which)
+    if which != "best":
+        return f"{chosen} ({'the latest checkpoint of the run' if chosen != path else 'as given'})"
+    folder = chosen.rsplit("/", 1)[0]
+    record = best_record(folder) or {}
+    return f"{chosen} (best {record.get('metric')} = {record.get('value')}, from step {record.get('step')}, epoch {record.get('epoch')})"
+
+
 def load_trained_model(path: str, checkpoint_format: str = "auto", base_weights: str | None = None,
-                       max_frames: int | None = None, max_words: int | None = None) -> TrainedModel:  # fmt: skip
-    """The model in eval mode, with ``max_frames`` / ``max_words`` overriding the checkpoint's."""
-    checkpoint = resolve_checkpoint(path)
+                       max_frames: int | None = None, max_words: int | None = None, which: str = "latest") -> TrainedModel:  # fmt: skip
+    """The model in eval mode, with ``max_frames`` / ``max_words`` overriding the checkpoint's; ``which``: a run
+    folder's latest or best checkpoint."""
+    checkpoint = resolve_checkpoint(path, which)
     state = load_any_checkpoint(checkpoint, checkpoint_format, max_frames or 12, max_words or 32)
     model, config = restore_model(state, base_weights)
     config.max_frames, config.max_words = max_frames or config.max_frames, max_words or config.max_words

@@ -11,6 +11,7 @@ plain Python containers (RNG states included, converted to tensors/lists).
 from __future__ import annotations
 
 import io
+import json
 import random
 import re
 
@@ -21,6 +22,8 @@ import torch
 from shards.storage import Store
 
 LATEST = "latest"
+BEST = "best.pt"  # --keep-best: the best validation checkpoint, beside the latest
+BEST_RECORD = "best.json"  # which metric, its value, the step and epoch it came from
 _CHECKPOINT = re.compile(r"^step_(\d{8})\.pt$")
 
 
@@ -78,6 +81,39 @@ def save_checkpoint(directory: str, state: dict, step: int, keep: int = 2) -> st
     for stale in older[: max(0, len(older) - (keep - 1))]:
         store.remove(stale)
     return store.url_of(name)
+
+
+def better(metric: str, value: float, than: float | None) -> bool:
+    """Recalls (R1, R5, R10) are maximised, ranks (MdR, MnR) minimised."""
+    if than is None:
+        return True
+    return value < than if metric.split("/")[-1] in ("MdR", "MnR") else value > than
+
+
+def best_record(directory: str) -> dict | None:
+    store = Store(directory)
+    return json.loads(store.read_bytes(BEST_RECORD)) if store.exists(BEST_RECORD) else None
+
+
+def save_best(directory: str, state: dict, record: dict) -> str:
+    """Writes ``best.pt`` then ``best.json`` (metric, value, step, epoch): the record is written last, so it
+    never names a half-written file."""
+    store = Store(directory)
+    with store.staged(BEST) as local:
+        torch.save(state, local)
+    store.write_bytes(BEST_RECORD, json.dumps({**record, "checkpoint": BEST}, indent=1).encode("utf-8"))
+    return store.url_of(BEST)
+
+
+def best_checkpoint(directory: str) -> tuple[str, dict] | None:
+    """``best.pt`` and its record, None when the run kept none."""
+    record = best_record(directory)
+    if record is None:
+        return None
+    store = Store(directory)
+    if not store.exists(BEST):
+        raise RuntimeError(f"{store.url_of(BEST_RECORD)}: names {BEST}, which does not exist")
+    return store.url_of(BEST), record
 
 
 def latest_checkpoint(directory: str) -> str | None:

@@ -16,6 +16,7 @@ import sys
 
 import torch.distributed as dist
 
+from eval.trained_model import CHOICES, describe_choice, resolve_checkpoint
 from model.foreign_checkpoints import FORMATS
 from runtime.cli import HelpFormatter
 from runtime.distributed import init_distributed
@@ -33,7 +34,8 @@ from shards.storage import StorageError
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m search.index", description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="checkpoint file, or a run folder (uses checkpoints/latest)")
+    parser.add_argument("--checkpoint", required=True, help="checkpoint file, or a run folder (uses checkpoints/latest, or --which best)")
+    parser.add_argument("--which", default="latest", choices=CHOICES, help="a run folder's latest checkpoint, or the one --keep-best kept")
     parser.add_argument("--shards", required=True, help="build folder / s3:// prefix with manifest, or brace pattern")
     parser.add_argument("--out", required=True, help="index folder (local or any fsspec URL); an existing index is appended to")
     parser.add_argument("--checkpoint-format", default="auto", choices=["auto", "project", *FORMATS])
@@ -72,7 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         probe_location(args.out, must_exist=False)
         settings = IndexSettings(args.batch_size, args.part_videos, args.thumbnail_frames, args.thumbnail_height, args.ann,
                                  ReadPolicy(retries=args.read_retries, timeout_s=args.read_timeout))  # fmt: skip
-        source = ModelSource(task_location(args.checkpoint), args.checkpoint_format, args.base_weights and task_location(args.base_weights),
+        chosen = resolve_checkpoint(args.checkpoint, args.which)  # the index records this exact file
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"checkpoint: {describe_choice(args.checkpoint, args.which)}", file=sys.stderr)
+        source = ModelSource(task_location(chosen), args.checkpoint_format, args.base_weights and task_location(args.base_weights),
                              args.max_frames, args.max_words)  # fmt: skip
         if args.distributor == "ray":
             ray_options = RayOptions(address=args.ray_address, max_retries=args.ray_max_retries)

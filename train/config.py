@@ -18,6 +18,8 @@ from train.optim import OptimOptions
 from train.precision import PRECISIONS
 from train.recipes import Recipe, RecipeError, load_recipe
 
+KEEP_BEST_METRICS = (None, *(f"{d}/{m}" for d in ("t2v", "v2t") for m in ("R1", "R5", "R10", "MdR", "MnR")))
+
 
 def required(help: str) -> object:  # noqa: A002 - mirrors argparse
     return field(metadata={"help": help, "choices": None})
@@ -44,7 +46,12 @@ class TrainConfig(ModelConfig, DataOptions, OptimOptions, LossOptions):
                             "/ EERCF train them (convert_weights, fp16 BertAdam moments, heads fp32); amp-fp16: fp16 autocast with "
                             "a GradScaler, DGL's --precision amp (train/precision.py)", PRECISIONS)  # fmt: skip
     grad_checkpointing: bool = option(False, "recompute CLIP's activations in the backward pass (less memory, more time)")
-    eval_every_steps: int = option(0, "0: at the end of every epoch (when --val-shards is given)")
+    eval_every_steps: int = option(0, "evaluate every this many steps (0: by epochs, --eval-every-epochs)")
+    eval_every_epochs: int = option(1, "evaluate at the end of every this many epochs, and at the end of the run (when --val-shards "
+                                    "is given and --eval-every-steps is 0)")  # fmt: skip
+    keep_best: str | None = option(None, "keep the checkpoint with the best validation METRIC beside the latest "
+                                   "(checkpoints/best.pt and best.json: value, step, epoch): t2v/R1, t2v/R5, t2v/R10, t2v/MdR, t2v/MnR or "
+                                   "v2t/...; recalls are maximised, ranks minimised; python -m eval --which best reads it", KEEP_BEST_METRICS)  # fmt: skip
     eval_batch_size: int = option(32)
     checkpoint_every_steps: int = option(500)
     log_every_steps: int = option(10)
@@ -131,6 +138,10 @@ def config_problem(config: TrainConfig) -> str | None:
     if config.precision == "fp16" and config.peft != "none":
         return (f"--precision fp16 is the convert_weights regime of CLIP4Clip, DRL, EMCL-Net and EERCF; --peft {config.peft} runs CLIP "
                 "block by block in fp32: use --precision amp-fp16 (DGL's) or fp32 (TempMe's)")  # fmt: skip
+    if config.keep_best and not config.val_shards:
+        return "--keep-best chooses by validation: pass --val-shards"
+    if config.eval_every_epochs < 1:
+        return f"--eval-every-epochs must be at least 1, not {config.eval_every_epochs}"
     if config.accum_freq < 1:
         return f"--accum-freq must be at least 1, not {config.accum_freq}"
     if config.sync_every_steps < 1:

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from eval.encode import encode_split
 from eval.scoring import split_metrics
 from model import backbone
-from model.checkpoint import save_checkpoint, set_rng_state, training_checkpoint
+from model.checkpoint import best_record, better, save_best, save_checkpoint, set_rng_state, training_checkpoint
 from model.clip4clip import CLIP4Clip
 from model.factory import assemble_model
 from model.foreign_checkpoints import load_any_checkpoint
@@ -202,6 +202,20 @@ def train(config: TrainConfig) -> dict:
             save_checkpoint(checkpoints, state, step)
         barrier()
 
+    def keep_if_best(result: dict, at_step: int) -> None:
+        """checkpoints/best.pt when this evaluation beats the best one so far (its record survives a resume)."""
+        direction, metric = config.keep_best.split("/")
+        value = result[direction][metric]
+        if info.is_main:
+            previous = best_record(checkpoints)
+            if better(config.keep_best, value, previous["value"] if previous and previous["metric"] == config.keep_best else None):
+                state = training_checkpoint(trainer.state_dict(), config=config.to_json(), backbone=backbone_record,
+                                            steps_per_epoch=steps_per_epoch, seed=config.seed)  # fmt: skip
+                save_best(checkpoints, state, {"metric": config.keep_best, "value": value, "step": at_step, "epoch": at_step / steps_per_epoch})
+                logger.info("best %s so far: %.2f at step %d (checkpoints/best.pt)", config.keep_best, value, at_step)
+                log.write("best", metric=config.keep_best, value=value, step=at_step)
+        barrier()
+
     stop = _StopFlag()
     watch = NonFiniteWatch(info.device, config.sync_every_steps)
     urls = tuple(shard_urls(config.train_shards))
@@ -253,15 +267,17 @@ def train(config: TrainConfig) -> dict:
             board.scalars(step, {"train/loss": record["loss"], "train/lr": record["lr"], "train/clips_per_s": record["clips_per_s"]})
             window_start, window_steps = time.perf_counter(), 0
         at_epoch_end = step % steps_per_epoch == 0
-        if config.val_shards and (
-            (config.eval_every_steps and step % config.eval_every_steps == 0) or (not config.eval_every_steps and at_epoch_end)
-        ):
+        epochs_done = step // steps_per_epoch
+        by_epochs = at_epoch_end and (epochs_done % config.eval_every_epochs == 0 or step == total_steps)
+        if config.val_shards and ((config.eval_every_steps and step % config.eval_every_steps == 0) or (not config.eval_every_steps and by_epochs)):
             watch.check()
             last_eval = evaluate(model, config, info, tokenize)
             logger.info("eval at step %d: t2v R@1 %.1f R@5 %.1f MnR %.1f | v2t R@1 %.1f (%d videos, %d captions)", step,
                         last_eval["t2v"]["R1"], last_eval["t2v"]["R5"], last_eval["t2v"]["MnR"], last_eval["v2t"]["R1"],
                         last_eval["num_videos"], last_eval["num_captions"])  # fmt: skip
             log.write("eval", step=step, **last_eval)
+            if config.keep_best:
+                keep_if_best(last_eval, step)
             board.scalars(step, {f"eval/{d}_{m}": last_eval[d][m] for d in ("t2v", "v2t") for m in ("R1", "R5", "R10", "MnR")})
         if synced_step and stop.agreed(info.device):  # a synced step has checked the loss above
             save()
