@@ -17,6 +17,7 @@ import torch.distributed as dist
 from eval.encode import encode_split
 from eval.metrics import summarize, t2v_ranks, v2t_ranks
 from eval.postprocess import normalised_blocks
+from eval.query_bank import query_bank
 from eval.report import rank_histogram_png, render_report
 from eval.rerank import compare_coarse_to_fine
 from eval.scoring import SplitScorer, fine_blocks
@@ -40,6 +41,8 @@ def run(args: argparse.Namespace) -> dict:
     probe_location(args.checkpoint, must_exist=True)
     if args.out:
         probe_location(args.out, must_exist=False)
+    if args.qb_norm_bank:
+        probe_location(args.qb_norm_bank, must_exist=True)
     info = init_distributed()
     if info.is_main:
         logger.info("checkpoint: %s", describe_choice(args.checkpoint, args.which))
@@ -93,6 +96,18 @@ def run(args: argparse.Namespace) -> dict:
             "t2v": summarize(t2v_ranks(t_block, caption_to_video, args.block_size)),
             "v2t": summarize(v2t_ranks(v_block, caption_to_video, num_videos, args.block_size)),
         }
+    if args.qb_norm_bank:
+        bank_split = encode_split(model, shard_urls(args.qb_norm_bank), backbone.tokenizer_for(config.model), info.device, config.max_frames,
+                                  config.max_words, image_size, args.batch_size, policy, frame_rule_for(args.qb_norm_bank, config.max_frames,
+                                                                                                         image_size))  # fmt: skip
+        bank = query_bank(model, split, bank_split, info.device)
+        result["qb_norm_bank"] = {"bank": args.qb_norm_bank, "captions": len(bank_split.captions), "videos": len(bank_split.keys)}
+        for method in args.post:
+            t_block, v_block = normalised_blocks(text_block, video_block, len(split.captions), method, temperature, args.block_size, bank)
+            result["qb_norm_bank"][method] = {
+                "t2v": summarize(t2v_ranks(t_block, caption_to_video, args.block_size)),
+                "v2t": summarize(v2t_ranks(v_block, caption_to_video, num_videos, args.block_size)),
+            }
     if info.is_main and args.out:
         out = Store(args.out)  # a folder or any fsspec URL
         out.write_bytes("metrics.json", json.dumps(result, indent=1).encode("utf-8"))
@@ -142,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base-weights", help="where the frozen base of a PEFT checkpoint is now, if it moved")
     parser.add_argument("--read-retries", type=int, default=ReadPolicy.retries, help="attempts after a failed shard read before the shard is skipped")
     parser.add_argument("--read-timeout", type=float, default=ReadPolicy.timeout_s, help="seconds before a stalled object-store read counts as failed")
+    parser.add_argument("--qb-norm-bank", help="shards of another split (QB-Norm: the training split) whose captions and videos are the "
+                        "query bank of --post's normalisations, reported beside the test-bank numbers")
     parser.add_argument("--report-queries", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0, help="which report queries are sampled")
     parser.add_argument("--json", action="store_true", help="print the metrics as one JSON line instead of the table (for scripts)")
@@ -156,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             dist.destroy_process_group()
     if int(os.environ.get("RANK", "0")) == 0:  # the process group is gone by now; torchrun's RANK says who prints
         if args.json:
-            print(json.dumps({k: result[k] for k in ("raw", *args.post, "coarse_to_fine") if k in result}))
+            print(json.dumps({k: result[k] for k in ("raw", *args.post, "coarse_to_fine", "qb_norm_bank") if k in result}))
         else:
             print(f"{result['model']['sim_header']} at step {result['step']} on {args.shards}: {result['num_videos']} videos, "
                   f"{result['num_captions']} captions")

@@ -30,6 +30,11 @@ def metrics_table(metrics: dict) -> str:
         if name in metrics:
             for direction in ("t2v", "v2t"):
                 lines.append(_row(f"{direction} ({shown})", metrics[name][direction], str(metrics[name][direction]["N"])))
+    bank = metrics.get("qb_norm_bank")
+    for name, shown in POST_NAMES.items():
+        if bank and name in bank:
+            for direction in ("t2v", "v2t"):
+                lines.append(_row(f"{direction} ({shown.split()[0]}, bank)", bank[name][direction], str(bank[name][direction]["N"])))
     stages = metrics.get("coarse_to_fine")
     if stages:
         lines.append(_row(f"t2v (two-stage, top {stages['topk']})", stages["two_stage"]["t2v"], str(stages["two_stage"]["t2v"]["N"])))

@@ -121,3 +121,32 @@ def test_eval_report_of_an_emcl_model(trained, tmp_path):
     assert metrics["raw"]["t2v"]["N"] == 24 and "coarse_to_fine" in metrics
     page = (out / "report.html").read_text()
     assert page.count("class='hit") == 12 * 5
+
+
+def test_qb_norm_with_another_splits_bank_matches_a_dense_computation(trained, tmp_path):
+    """--qb-norm-bank: the bank's captions normalise each test video's column (t2v), the bank's videos each test
+    caption's row (v2t), with the model's temperature; checked against the dense formula on the same features."""
+    shards = sorted(str(p) for p in (trained / "shards").glob("shard-*.tar"))
+    bank_pattern = "{" + ",".join(shards[:2]) + "}"  # another split: the first six clips
+    out = tmp_path / "bank"
+    assert eval_main(["--checkpoint", str(trained / "run"), "--shards", str(trained / "shards"), "--out", str(out),
+                      "--qb-norm-bank", bank_pattern, "--json"]) == 0  # fmt: skip
+    metrics = json.loads((out / "metrics.json").read_text())["qb_norm_bank"]
+    state = load_checkpoint(latest_checkpoint(str(trained / "run" / "checkpoints")))
+    model, config = restore_model(state)
+    test = encode_split(model, shard_urls(str(trained / "shards")), tokenizer_for(config.model), torch.device("cpu"), config.max_frames, image_size=112)
+    bank = encode_split(model, shard_urls(bank_pattern), tokenizer_for(config.model), torch.device("cpu"), config.max_frames, image_size=112)
+    temperature = 1.0 / model.logit_scale().item()
+    scores = test.text @ test.video_pooled.T
+    per_video = torch.logsumexp((bank.text @ test.video_pooled.T) / temperature, dim=0)
+    per_caption = torch.logsumexp((test.text @ bank.video_pooled.T) / temperature, dim=1)
+    assert metrics["captions"] == len(bank.captions) == 18 and metrics["videos"] == 6
+    for method in ("dual_softmax", "inverted_softmax"):
+        t2v_prior, v2t_prior = scores / temperature - per_video[None, :], scores / temperature - per_caption[:, None]
+        t2v = scores * t2v_prior.exp() if method == "dual_softmax" else t2v_prior
+        v2t = scores * v2t_prior.exp() if method == "dual_softmax" else v2t_prior
+        expected_t2v = metrics_from_matrix(t2v.numpy(), test.caption_to_video.numpy())["t2v"]
+        expected_v2t = metrics_from_matrix(v2t.numpy(), test.caption_to_video.numpy())["v2t"]
+        for key in ("R1", "R5", "R10", "MdR", "MnR"):
+            assert metrics[method]["t2v"][key] == pytest.approx(expected_t2v[key]), (method, key)
+            assert metrics[method]["v2t"][key] == pytest.approx(expected_v2t[key]), (method, key)
