@@ -208,6 +208,17 @@ class TrainingUpdate:
             return dgl_cosine_lr(self.base_lr, self.total_steps, self.warmup, self.steps_done)
         return max(group["lr"] for group in self.optimizer.param_groups)
 
+    def group_learning_rates(self) -> dict[str, float]:
+        """Each parameter group's rate for the next update, by the group's name (the card plots them)."""
+        if isinstance(self.optimizer, BertAdam):
+            rates = self.optimizer.current_lrs()
+        elif self.rule == "dgl-adamw":
+            rate = dgl_cosine_lr(self.base_lr, self.total_steps, self.warmup, self.steps_done)
+            rates = [rate * group["lr_mult"] for group in self.optimizer.param_groups]
+        else:
+            rates = [group["lr"] for group in self.optimizer.param_groups]
+        return {group.get("name", str(i)): rate for i, (group, rate) in enumerate(zip(self.optimizer.param_groups, rates, strict=True))}
+
     def state_dict(self) -> dict:
         return {"rule": self.rule, "optimizer": self.optimizer.state_dict(), "steps_done": self.steps_done,
                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None}  # fmt: skip

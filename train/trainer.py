@@ -10,12 +10,14 @@ from __future__ import annotations
 import os
 import random
 import signal
+import socket
 import time
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from eval.card import write_card
 from eval.encode import encode_split
 from eval.scoring import split_metrics
 from model import backbone
@@ -75,6 +77,15 @@ def _steps_per_epoch(config: TrainConfig) -> int:
 
 def read_policy(config: TrainConfig) -> ReadPolicy:
     return ReadPolicy(retries=config.read_retries, timeout_s=config.read_timeout)
+
+
+def hardware_record(device: torch.device) -> dict:
+    """Where the run ran, for its card."""
+    record = {"device": str(device), "host": socket.gethostname(), "cpus": os.cpu_count(), "torch": torch.__version__,
+              "world_size": int(os.environ.get("WORLD_SIZE", "1"))}  # fmt: skip
+    if device.type == "cuda":
+        record["gpu"] = torch.cuda.get_device_name(device)
+    return record
 
 
 def _seed_everything(seed: int) -> None:
@@ -193,6 +204,8 @@ def train(config: TrainConfig) -> dict:
             trainable_parameters=trainable,
             total_parameters=total,
             backbone=backbone_record,
+            hardware=hardware_record(info.device),
+            precision=trainer.precision.mode,
         )
 
     def save() -> None:
@@ -257,6 +270,7 @@ def train(config: TrainConfig) -> dict:
                       "clips_per_s": window_steps * step_batch_size(config) / elapsed, "logit_scale": model.logit_scale().item(), "skipped_rank0": skipped}  # fmt: skip
             if info.device.type == "cuda":
                 record["max_memory_gib"] = round(torch.cuda.max_memory_allocated(info.device) / 2**30, 2)
+            record["lr_groups"] = trainer.update.group_learning_rates()
             if len(loss_parts) > 1:
                 record["loss_parts"] = {name: value.item() for name, value in loss_parts.items()}
             if bar is None:
@@ -290,4 +304,9 @@ def train(config: TrainConfig) -> dict:
     close_progress()
     if info.is_main:
         log.save_figure("curves.png", log.read())
+        try:
+            written = write_card(config.output_dir)
+            logger.info("results card: %s", ", ".join(written))
+        except (OSError, ValueError, KeyError) as error:  # the run is done and saved; a card that cannot be drawn says why
+            logger.warning("the results card could not be written (%s); python -m eval.card %s retries", error, config.output_dir)
     return {"step": step, "stopped": False, "eval": last_eval}
