@@ -112,6 +112,17 @@ def _manifest_totals(location: str | None) -> dict | None:
             "shards": len(manifest.get("shards", [])), "splits": manifest.get("splits")}  # fmt: skip
 
 
+def _training_sources(config: dict) -> dict[str, tuple]:
+    """One entry per training source (a mixture's ``A::B`` has several, each with its weight)."""
+    from train.mixture import parse_weights, split_sources
+
+    locations = split_sources(config.get("train_shards") or "")
+    if len(locations) == 1:
+        return {"train": (locations[0], _manifest_totals(locations[0]))}
+    weights = parse_weights(config.get("train_weights"), len(locations))
+    return {f"train source {i + 1} (weight {w:g})": (loc, _manifest_totals(loc)) for i, (loc, w) in enumerate(zip(locations, weights, strict=True))}
+
+
 def card_contents(run: str) -> dict:
     """Everything the card shows, read from the run folder (the two renderers only lay it out)."""
     store = Store(run)
@@ -135,8 +146,7 @@ def card_contents(run: str) -> dict:
         "clips_per_s": statistics.median(rates) if rates else None, "hardware": started.get("hardware", {}),
         "precision": started.get("precision", config.get("precision")), "padding_rule": config.get("padding_rule") or "masked",
         "world_size": started.get("world_size"), "steps": train[-1]["step"] if train else 0,
-        "shards": {"train": (config.get("train_shards"), _manifest_totals(config.get("train_shards"))),
-                   "validation": (config.get("val_shards"), _manifest_totals(config.get("val_shards")))},
+        "shards": {**_training_sources(config), "validation": (config.get("val_shards"), _manifest_totals(config.get("val_shards")))},
         "plots": _plots(train, evals) if train else {},
     }  # fmt: skip
 

@@ -29,7 +29,9 @@ def required(help: str) -> object:  # noqa: A002 - mirrors argparse
 class TrainConfig(ModelConfig, DataOptions, OptimOptions, LossOptions):
     recipe: str | None = option(None, "a published run's options: a name under recipes/ (see README's recipe table) or a .toml file; "
                                 "flags given here override it")
-    train_shards: str = required("build folder / s3:// prefix with manifest.json, or a brace pattern of .tar URLs")
+    train_shards: str = required("build folder / s3:// prefix with manifest.json, or a brace pattern of .tar URLs; a mixture: "
+                                 "SOURCE::SOURCE::... (train/mixture.py)")
+    train_weights: str | None = option(None, "each mixture source's share of the samples, W::W::... (default: equal)")
     output_dir: str = required("run folder or fsspec URL (s3://...): checkpoints, metrics.jsonl, curves")
     val_shards: str | None = option(None, "shards of the test split, evaluated with all ranks")
     init_from: str | None = option(None, "start from a trained model: this project's checkpoint, or CLIP4Clip / DRL / EMCL-Net / EERCF's "

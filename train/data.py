@@ -91,8 +91,9 @@ class StreamConfig(DataOptions):
     """One rank's stream: the data options plus what the run resolved (its shards, its share of
     the batch, the model's input size, the builder's frame rule)."""
 
-    urls: tuple[str, ...]
+    urls: tuple[str, ...]  # one source's shards; a mixture's are in ``sources``
     batch_size: int  # per rank
+    sources: tuple[tuple[tuple[str, ...], float], ...] = ()  # a mixture (train/mixture.py): each source's shards and weight
     max_frames: int = 12
     max_words: int = 32
     image_size: int = 224
@@ -124,17 +125,19 @@ def packed_jpegs(samples: list[dict], rule: FrameRule) -> dict[str, torch.Tensor
     return {"jpeg_bytes": data, "jpeg_offsets": offsets, "frame_counts": torch.tensor(counts, dtype=torch.int64)}
 
 
-def _shard_cycle(config: StreamConfig, rng: random.Random, rank: int, world_size: int, worker: int, num_workers: int) -> Iterator[str]:
+def _shard_cycle(config: StreamConfig, rng: random.Random, rank: int, world_size: int, worker: int, num_workers: int,
+                 urls: tuple[str, ...] | None = None) -> Iterator[str]:  # fmt: skip
+    urls = config.urls if urls is None else urls
     if config.resampled:
         while True:
-            yield rng.choice(config.urls)
+            yield rng.choice(urls)
     total = world_size * num_workers
-    if len(config.urls) < total:
+    if len(urls) < total:
         raise StreamConfigError(
-            f"{len(config.urls)} shards cannot be split over {world_size} ranks x {num_workers} workers without "
+            f"{len(urls)} shards cannot be split over {world_size} ranks x {num_workers} workers without "
             "resampling; use resampled shards (the default), fewer workers, or more, smaller shards"
         )
-    mine = list(config.urls[rank * num_workers + worker :: total])
+    mine = list(urls[rank * num_workers + worker :: total])
     while True:
         rng.shuffle(mine)
         yield from mine
@@ -159,6 +162,23 @@ class ClipStream(IterableDataset):
             chosen = captions if self.config.caption_mode == "expand" else [rng.choice(captions)]
             for caption in chosen:
                 yield sample, caption
+
+    def _mixed_items(self, rng: random.Random, worker: int, num_workers: int, skipped: dict[str, int], on_shard_error: Callable,
+                     drawn: list[int]) -> Iterator[tuple[dict, str]]:  # fmt: skip
+        """A mixture's items: each drawn from a source chosen by weight, taken from that source's own stream
+        (its shard order and caption draws from an RNG of its own, so one source's reads do not shift another's)."""
+        sources = self.config.sources
+        streams = []
+        for index, (urls, _) in enumerate(sources):
+            source_rng = random.Random(repr((self.config.seed, self.start_step, self.rank, worker, "source", index)))
+            shards = _shard_cycle(self.config, source_rng, self.rank, self.world_size, worker, num_workers, urls)
+            streams.append(self._items(iter_samples(shards, on_shard_error, self.config.read_policy), source_rng, skipped))
+        weights = [weight for _, weight in sources]
+        drawn.extend([0] * len(sources))
+        while True:
+            index = rng.choices(range(len(sources)), weights=weights)[0]
+            drawn[index] += 1
+            yield next(streams[index])
 
     def _batch(self, items: list[tuple[dict, str]], skipped: dict[str, int]) -> tuple[tuple | None, list[tuple[dict, str]]]:
         """Decodes straight into one shared-memory tensor. If a sample fails to decode, it is
@@ -192,8 +212,12 @@ class ClipStream(IterableDataset):
             get_logger().warning("skipping rest of %s", error)
             return True
 
-        shards = _shard_cycle(self.config, rng, self.rank, self.world_size, worker, num_workers)
-        items = self._items(iter_samples(shards, on_shard_error, self.config.read_policy), rng, skipped)
+        drawn: list[int] = []
+        if len(self.config.sources) > 1:
+            items = self._mixed_items(rng, worker, num_workers, skipped, on_shard_error, drawn)
+        else:
+            shards = _shard_cycle(self.config, rng, self.rank, self.world_size, worker, num_workers)
+            items = self._items(iter_samples(shards, on_shard_error, self.config.read_policy), rng, skipped)
         shuffle = wds.shuffle(bufsize=self.config.shuffle_buffer, initial=min(100, self.config.shuffle_buffer), rng=rng)
         pending: list[tuple[dict, str]] = []
         for item in shuffle(items):
@@ -203,7 +227,8 @@ class ClipStream(IterableDataset):
             if self.config.decode_on == "device":
                 yield {**packed_jpegs([sample for sample, _ in pending], self.config.frame_rule),
                        "tokens": self.tokenize([caption for _, caption in pending], context_length=self.config.max_words),
-                       "keys": [sample["__key__"] for sample, _ in pending], "worker": worker, "skipped": dict(skipped)}  # fmt: skip
+                       "keys": [sample["__key__"] for sample, _ in pending], "worker": worker, "skipped": dict(skipped),
+                       "drawn_per_source": list(drawn)}  # fmt: skip
                 pending = []
                 continue
             decoded, pending = self._batch(pending, skipped)
@@ -217,6 +242,7 @@ class ClipStream(IterableDataset):
                 "keys": keys,
                 "worker": worker,
                 "skipped": dict(skipped),
+                "drawn_per_source": list(drawn),
             }
             yield batch
 

@@ -30,14 +30,13 @@ from model.peft import count_parameters
 from model.restore import restore_model
 from runtime.distributed import DistInfo, all_reduce_mean, barrier, init_distributed, is_distributed
 from runtime.logs import progress_enabled, setup_logging, weights_follow
-from shards.manifest import MANIFEST_NAME, read_manifest
 from shards.probe import probe_location
 from shards.reader import ReadPolicy, shard_urls
-from shards.storage import Store
 from train.config import TrainConfig, recipe_of, step_batch_size
 from train.data import StreamConfig
 from train.device_decode import training_batches
 from train.loss_watch import NonFiniteWatch
+from train.mixture import MixtureError, Source, epoch_items, resolve_sources, split_sources
 from train.optim import clip_rate_note
 from train.recipes import accumulation_lines, effective_options
 from train.resume import agreed_resume_state
@@ -64,14 +63,13 @@ class _StopFlag:
         return all_reduce_mean(1.0 if self.requested else 0.0, device) > 0
 
 
-def _steps_per_epoch(config: TrainConfig) -> int:
+def _steps_per_epoch(config: TrainConfig, sources: list[Source]) -> int:
     if config.steps_per_epoch:
         return config.steps_per_epoch
-    location = config.train_shards
-    if location.endswith(".tar") or "{" in location or not Store(location).exists(MANIFEST_NAME):
-        raise TrainingSetupError(f"{location}: no manifest.json to count samples; pass --steps-per-epoch")
-    manifest = read_manifest(Store(location))
-    items = manifest["num_captions"] if config.caption_mode == "expand" else manifest["num_samples"]
+    items = epoch_items(sources, config.caption_mode)
+    if items is None:
+        unknown = next(s.location for s in sources if s.samples is None)
+        raise TrainingSetupError(f"{unknown}: no manifest.json to count samples; pass --steps-per-epoch")
     return max(1, items // step_batch_size(config))
 
 
@@ -138,26 +136,34 @@ def evaluate(model: CLIP4Clip, config: TrainConfig, info: DistInfo, tokenize) ->
 
 def train(config: TrainConfig) -> dict:
     logger = setup_logging(int(os.environ.get("RANK", "0")))
-    for location, is_input in ((config.train_shards, True), (config.val_shards, True), (config.output_dir, False)):
+    for location, is_input in ((*((source, True) for source in split_sources(config.train_shards)), (config.val_shards, True),
+                                (config.output_dir, False))):  # fmt: skip
         if location:
             probe_location(location, must_exist=is_input)  # the real cause, in seconds, before anything heavy
-    shard_urls(config.train_shards)  # a location with no shards is named now, not after CLIP has loaded
+    try:  # every source's shards and samples counted now, not after CLIP has loaded
+        sources = resolve_sources(config.train_shards, config.train_weights)
+    except MixtureError as error:
+        raise TrainingSetupError(str(error)) from error
     info = init_distributed(config.dist_timeout)
     if config.batch_size % info.world_size:
         raise TrainingSetupError(f"global batch {config.batch_size} is not divisible by world size {info.world_size}")
     local_batch = step_batch_size(config) // info.world_size  # the stream delivers a whole step; the Trainer cuts micro-batches
-    steps_per_epoch = _steps_per_epoch(config)
+    steps_per_epoch = _steps_per_epoch(config, sources)
     total_steps = steps_per_epoch * config.epochs
     _seed_everything(config.seed)  # same initial weights on every rank
 
     named_size = (backbone.config_architecture(config.model) or {}).get("image_size") if config.model else None
-    for location in filter(None, (config.train_shards, config.val_shards)):
+    for location in filter(None, (*(source.location for source in sources), config.val_shards)):
         frame_rule_for(location, config.max_frames, named_size)  # refuse unusable shards before CLIP loads
     model = build_model(config).to(info.device)
     if config.compile:
         compile_encoders(model)
     image_size = backbone.input_size(model.clip)
-    train_rule = frame_rule_for(config.train_shards, config.max_frames, image_size)
+    rules = {frame_rule_for(source.location, config.max_frames, image_size) for source in sources}
+    if len(rules) > 1:
+        raise TrainingSetupError(f"the training sources were built with different frame rules ({sorted(map(str, rules))}): "
+                                 "rebuild them alike (python -m pipeline resample) to mix them")  # fmt: skip
+    train_rule = rules.pop()
     tokenize = backbone.tokenizer_for(config.model)
 
     checkpoints = f"{config.output_dir.rstrip('/')}/checkpoints"  # a folder or an fsspec URL
@@ -231,13 +237,13 @@ def train(config: TrainConfig) -> dict:
 
     stop = _StopFlag()
     watch = NonFiniteWatch(info.device, config.sync_every_steps)
-    urls = tuple(shard_urls(config.train_shards))
-    stream = StreamConfig(urls=urls, batch_size=local_batch, max_frames=config.max_frames, max_words=config.max_words, image_size=image_size,
+    mixture = tuple((source.urls, source.weight) for source in sources) if len(sources) > 1 else ()
+    stream = StreamConfig(urls=sources[0].urls, sources=mixture, batch_size=local_batch, max_frames=config.max_frames, max_words=config.max_words, image_size=image_size,
                           seed=config.seed, read_policy=read_policy(config), slice_position=train_rule.slice_position,
                           **config.data_options())  # fmt: skip
     last_eval: dict | None = None
     batches = training_batches(stream, tokenize, info.rank, info.world_size, step, info.device)
-    window_start, window_steps, skipped_by_worker = time.perf_counter(), 0, {}
+    window_start, window_steps, skipped_by_worker, drawn_by_worker = time.perf_counter(), 0, {}, {}
     bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", dynamic_ncols=True) if progress_enabled(info.is_main) else None
     board = TensorBoard(config.output_dir if config.tensorboard and info.is_main else None)
 
@@ -251,6 +257,7 @@ def train(config: TrainConfig) -> dict:
         epoch = step // steps_per_epoch
         batch = next(batches)
         skipped_by_worker[batch["worker"]] = batch["skipped"]
+        drawn_by_worker[batch["worker"]] = batch.get("drawn_per_source") or []
         if "skipped_on_device" in batch:
             skipped_by_worker["device"] = {**dict.fromkeys(batch["skipped"], 0), "undecodable": batch["skipped_on_device"]}
         loss, loss_parts = trainer.step(batch)
@@ -271,6 +278,9 @@ def train(config: TrainConfig) -> dict:
             if info.device.type == "cuda":
                 record["max_memory_gib"] = round(torch.cuda.max_memory_allocated(info.device) / 2**30, 2)
             record["lr_groups"] = trainer.update.group_learning_rates()
+            if len(sources) > 1:  # samples this rank's workers drew from each source so far
+                record["drawn_per_source_rank0"] = {source.location: sum(counts[i] for counts in drawn_by_worker.values() if counts)
+                                                    for i, source in enumerate(sources)}  # fmt: skip
             if len(loss_parts) > 1:
                 record["loss_parts"] = {name: value.item() for name, value in loss_parts.items()}
             if bar is None:
