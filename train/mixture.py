@@ -71,11 +71,9 @@ def resolve_sources(train_shards: str, weights: str | None) -> list[Source]:
             store = Store(location.rstrip("/"))
             if store.exists(MANIFEST_NAME):
                 manifest = json.loads(store.read_bytes(MANIFEST_NAME))
-                samples, captions = manifest["num_samples"], manifest["num_captions"]
+                samples, captions = manifest.get("num_samples"), manifest.get("num_captions")
                 if samples == 0:
                     raise MixtureError(f"training source {location}: its manifest counts no samples (every video failed? see its failures.jsonl)")
-        if not urls:
-            raise MixtureError(f"training source {location}: no shards")
         sources.append(Source(location, weight, urls, samples, captions))
     return sources
 
