@@ -17,33 +17,14 @@ import io
 import json
 import statistics
 import sys
-from dataclasses import MISSING, fields
 
 from runtime.cli import HelpFormatter
+from runtime.run_records import METRICS_NAME, last_per_step
 from shards.manifest import MANIFEST_NAME
 from shards.storage import Store
-from train.run_log import METRICS_NAME, last_per_step
 
 PLOTS = ("loss", "learning_rate", "logit_scale", "validation")
 METRICS = ("R1", "R5", "R10", "MdR", "MnR")
-
-
-def option_origins(config: dict, recipe_options: dict) -> list[tuple[str, object, str]]:
-    """(option, value, origin) for every training option: ``recipe`` when the recipe set that value, ``default``
-    when it is the built-in default, ``flag`` otherwise."""
-    from train.config import TrainConfig
-
-    rows = []
-    for f in fields(TrainConfig):
-        value = config.get(f.name)
-        if f.name in recipe_options and recipe_options[f.name] == value:
-            origin = "recipe"
-        elif f.default is not MISSING and value == f.default:
-            origin = "default"
-        else:
-            origin = "flag"
-        rows.append((f.name, value, origin))
-    return rows
 
 
 def _plots(train: list[dict], evals: list[dict]) -> dict[str, bytes]:
@@ -112,15 +93,12 @@ def _manifest_totals(location: str | None) -> dict | None:
             "shards": len(manifest.get("shards", [])), "splits": manifest.get("splits")}  # fmt: skip
 
 
-def _training_sources(config: dict) -> dict[str, tuple]:
-    """One entry per training source (a mixture's ``A::B`` has several, each with its weight)."""
-    from train.mixture import parse_weights, split_sources
-
-    locations = split_sources(config.get("train_shards") or "")
-    if len(locations) == 1:
-        return {"train": (locations[0], _manifest_totals(locations[0]))}
-    weights = parse_weights(config.get("train_weights"), len(locations))
-    return {f"train source {i + 1} (weight {w:g})": (loc, _manifest_totals(loc)) for i, (loc, w) in enumerate(zip(locations, weights, strict=True))}
+def _training_sources(started: dict) -> dict[str, tuple]:
+    """One entry per training source, as the run recorded them (a mixture's ``A::B`` has several, each with its weight)."""
+    sources = started.get("train_sources") or [[started["config"].get("train_shards"), 1.0]]
+    if len(sources) == 1:
+        return {"train": (sources[0][0], _manifest_totals(sources[0][0]))}
+    return {f"train source {i + 1} (weight {weight:g})": (location, _manifest_totals(location)) for i, (location, weight) in enumerate(sources)}
 
 
 def card_contents(run: str) -> dict:
@@ -140,13 +118,13 @@ def card_contents(run: str) -> dict:
     best = json.loads(best_store.read_bytes("best.json")) if best_store.exists("best.json") else None
     rates = [r["clips_per_s"] for r in train[1:]] or [r["clips_per_s"] for r in train]
     return {
-        "run": run, "config": config, "recipe": recipe, "options": option_origins(config, recipe.get("options") or {}),
+        "run": run, "config": config, "recipe": recipe, "options": [tuple(row) for row in started.get("option_origins", [])],
         "train": train, "evals": evals, "best": best, "last_eval": evals[-1] if evals else None,
         "best_eval": next((e for e in evals if best and e["step"] == best["step"]), None),
         "clips_per_s": statistics.median(rates) if rates else None, "hardware": started.get("hardware", {}),
         "precision": started.get("precision", config.get("precision")), "padding_rule": config.get("padding_rule") or "masked",
         "world_size": started.get("world_size"), "steps": train[-1]["step"] if train else 0,
-        "shards": {**_training_sources(config), "validation": (config.get("val_shards"), _manifest_totals(config.get("val_shards")))},
+        "shards": {**_training_sources(started), "validation": (config.get("val_shards"), _manifest_totals(config.get("val_shards")))},
         "plots": _plots(train, evals) if train else {},
     }  # fmt: skip
 

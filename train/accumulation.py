@@ -26,16 +26,30 @@ not depend on the others. Every method qualifies.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from typing import Protocol
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from train.objective import retrieval_loss
+from train.precision import TrainingPrecision
 
-if TYPE_CHECKING:
-    from train.step import Trainer
+
+class StepParts(Protocol):
+    """What of a ``train.step.Trainer`` an accumulated step uses (named here so this module need not import it)."""
+
+    model: torch.nn.Module
+    device: torch.device
+    forward_module: torch.nn.Module
+    precision: TrainingPrecision
+    config: object
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer: ...
+
+    def autocast(self) -> AbstractContextManager: ...
 
 
 def rng_state(device: torch.device) -> tuple:
@@ -62,11 +76,10 @@ def _assemble(cached: list[tuple], live: tuple, which: int) -> tuple:
     return tuple(fields)
 
 
-def accumulate_gradients(trainer: Trainer, tokens: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor,
-                         micro_batches: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
-    """Fills the parameters' gradients as one backward of the whole (local) batch would; returns its loss and parts."""
-    from train.step import gather_batch
-
+def accumulate_gradients(trainer: StepParts, tokens: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor, micro_batches: int,
+                         gather_batch: Callable) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
+    """Fills the parameters' gradients as one backward of the whole (local) batch would; returns its loss and parts.
+    ``gather_batch``: train/step.py's (the same gathering as a step without accumulation)."""
     if tokens.shape[0] % micro_batches:
         raise ValueError(f"a rank's batch of {tokens.shape[0]} does not split into {micro_batches} micro-batches")
     model, device = trainer.model, trainer.device

@@ -97,6 +97,22 @@ def accumulation_lines(global_batch: int) -> list[str]:
     return lines
 
 
+def option_origins(config, recipe_options: dict) -> list[list]:  # noqa: ANN001 - a TrainConfig
+    """[option, value, origin] for every option: ``recipe`` when the recipe set that value, ``default`` when it is
+    the built-in default, ``flag`` otherwise (the run log records it; the results card shows it)."""
+    rows = []
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if f.name in recipe_options and recipe_options[f.name] == value:
+            origin = "recipe"
+        elif f.default is not MISSING and value == f.default:
+            origin = "default"
+        else:
+            origin = "flag"
+        rows.append([f.name, value, origin])
+    return rows
+
+
 def effective_options(config, recipe_options: dict) -> list[str]:  # noqa: ANN001 - a TrainConfig
     """Each option that differs from the built-in default, as ``--flag value (where it came from)``."""
     lines = []

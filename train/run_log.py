@@ -7,9 +7,8 @@ import json
 import os
 import time
 
+from runtime.run_records import METRICS_NAME, last_per_step
 from shards.storage import Store
-
-METRICS_NAME = "metrics.jsonl"
 
 
 class RunLog:
@@ -48,13 +47,6 @@ class RunLog:
     def save_figure(self, name: str, records: list[dict]) -> None:
         """``plot_curves`` of ``records`` as ``name`` next to the log."""
         self.store.write_bytes(name, plot_curves(records))
-
-
-def last_per_step(records: list[dict]) -> list[dict]:
-    """One record per step, the latest: a resumed run redoes the steps after its checkpoint, and
-    drawing both would zig-zag backwards."""
-    by_step = {r["step"]: r for r in records}
-    return [by_step[step] for step in sorted(by_step)]
 
 
 def plot_curves(records: list[dict]) -> bytes:

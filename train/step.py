@@ -110,7 +110,7 @@ class Trainer:
         frames = batch["frames"].to(self.device, non_blocking=True)
         mask = batch["mask"].to(self.device, non_blocking=True)
         if self.config.accum_freq > 1:
-            loss, parts = accumulate_gradients(self, tokens, frames, mask, self.config.accum_freq)
+            loss, parts = accumulate_gradients(self, tokens, frames, mask, self.config.accum_freq, gather_batch)
         else:
             with self.autocast():
                 text, video = gather_batch(self.model, self.forward_module(tokens, frames, mask), mask)

@@ -38,7 +38,7 @@ from train.device_decode import training_batches
 from train.loss_watch import NonFiniteWatch
 from train.mixture import MixtureError, Source, epoch_items, resolve_sources, split_sources
 from train.optim import clip_rate_note
-from train.recipes import accumulation_lines, effective_options
+from train.recipes import accumulation_lines, effective_options, option_origins
 from train.resume import agreed_resume_state
 from train.run_log import RunLog
 from train.step import Trainer, compile_encoders
@@ -212,6 +212,8 @@ def train(config: TrainConfig) -> dict:
             backbone=backbone_record,
             hardware=hardware_record(info.device),
             precision=trainer.precision.mode,
+            option_origins=option_origins(config, recipe.options if recipe else {}),
+            train_sources=[[source.location, source.weight] for source in sources],
         )
 
     def save() -> None:
