@@ -291,6 +291,13 @@ class NpyRows:
         data = self.fs.cat_file(self.path, start=self.offset, end=self.offset + len(self) * self.row_bytes)
         return np.frombuffer(data, dtype=self.dtype).reshape(self.shape)
 
+    def slice(self, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop): a memory-mapped slice, or one byte-range read from a bucket."""
+        if self.local:
+            return np.asarray(self.array[start:stop])
+        data = self.fs.cat_file(self.path, start=self.offset + start * self.row_bytes, end=self.offset + stop * self.row_bytes)
+        return np.frombuffer(data, dtype=self.dtype).reshape((stop - start, *self.shape[1:]))
+
     def take(self, rows: np.ndarray) -> np.ndarray:
         if self.local:
             return np.asarray(self.array[rows])

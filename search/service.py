@@ -26,6 +26,7 @@ import logging
 import urllib.parse
 from contextlib import asynccontextmanager
 
+import numpy as np
 from fastapi import FastAPI, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -175,8 +176,18 @@ def _api_routes(app: FastAPI, holder: IndexHolder, batcher: QueryBatcher, run_se
 
     @app.get("/api/search", summary="The top k videos for a text query")
     async def api_search(request: Request, q: str = Query(..., description="the query: 1 to 1,000 characters of UTF-8 text"),
-                         k: int = Query(10, ge=1, le=MAX_K, description="how many results")) -> dict:  # fmt: skip
-        return result_json(await run_search(raw_parameters(request)))
+                         k: int = Query(10, ge=1, le=MAX_K, description="how many results"),
+                         include: str = Query("", description="vectors: each hit also carries its coarse video vector")) -> dict:  # fmt: skip
+        wanted = {part for part in include.split(",") if part}
+        if wanted - {"vectors"}:
+            raise BadRequest(f"include takes 'vectors', not {sorted(wanted - {'vectors'})}")
+        result = await run_search(raw_parameters(request))
+        answer = result_json(result)
+        if "vectors" in wanted and result.hits:
+            vectors = holder.current.index.take("video", np.array([hit.row for hit in result.hits]))
+            for hit, vector in zip(answer["hits"], vectors, strict=True):
+                hit["vector"] = vector.astype(np.float32).tolist()
+        return answer
 
     @app.get("/api/video/{key}", summary="One indexed video's record, with its thumbnail and frame URLs")
     def api_video(key: str = Path(..., description="the video's key, as search results give it")) -> dict:

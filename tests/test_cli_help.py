@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 # every `python -m ...` entry point of the product and its benchmarks, pipeline's subcommands included
 COMMANDS = [
     ["pipeline"], ["pipeline", "build"], ["pipeline", "resample"], ["pipeline", "merge-manifest"],
-    ["train"], ["eval"], ["eval.card"], ["search"], ["search.index"], ["search.serve"],
+    ["train"], ["eval"], ["eval.card"], ["search"], ["search.index"], ["search.serve"], ["search.export"],
     ["tools.demo"], ["tools.inspect_shards"], ["tools.make_sample_data"],
     *([f"bench.{path.stem}"] for path in sorted((REPO / "bench").glob("bench_*.py"))),
 ]  # fmt: skip
@@ -39,7 +39,7 @@ def test_help_prints_usage_and_exits_0(command):
 
 
 PRODUCT_COMMANDS = [["pipeline", "build"], ["pipeline", "resample"], ["pipeline", "merge-manifest"], ["train"], ["eval"], ["eval.card"], ["search"],
-                    ["search.index"], ["search.serve"], ["tools.demo"], ["tools.inspect_shards"], ["tools.make_sample_data"]]  # fmt: skip
+                    ["search.index"], ["search.serve"], ["search.export"], ["tools.demo"], ["tools.inspect_shards"], ["tools.make_sample_data"]]  # fmt: skip
 MAIN_OF = {"pipeline": "pipeline.__main__", "train": "train.__main__", "eval": "eval.__main__", "search": "search.cli"}
 
 

@@ -70,6 +70,19 @@ def test_api_answers_as_the_searcher_does(search_collection, service):
     assert service.request("GET", f"/frame/{key}/{len(video['frame_urls'])}")[0] == 404
 
 
+def test_include_vectors_hands_out_each_hits_coarse_vector(search_collection, service):
+    from search.index_format import VideoIndex
+
+    status, answer = service.json(_search_path("a red circle moves left", 3) + "&include=vectors")
+    assert status == 200 and len(answer["hits"]) == 3
+    vectors = VideoIndex(str(search_collection / "index")).video_vectors()
+    for hit in answer["hits"]:
+        assert hit["vector"] == vectors[hit["row"]].tolist()
+    assert "vector" not in service.json(_search_path("a red circle moves left", 3))[1]["hits"][0]
+    status, answer = service.json(_search_path("a red circle", 3) + "&include=everything")
+    assert status == 400 and "vectors" in answer["error"]
+
+
 def test_page_shows_ranked_results_and_a_videos_frames(service):
     status, headers, body = service.request("GET", "/")
     assert status == 200 and headers["content-type"].startswith("text/html") and b"<form" in body and b"8 videos indexed" in body
