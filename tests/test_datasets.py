@@ -19,6 +19,7 @@ from shards.reader import iter_samples, shard_urls
 from shards.sample_format import frame_members, sample_metadata
 from shards.storage import Store
 from tests.conftest import write_time_coded_video
+from tests.http_files import send_file
 
 QUIET = BuildOptions(workers=1, show_progress=False)
 
@@ -217,23 +218,7 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
             self.flaky_seen.add(self.path)
             self.send_error(503, "busy")
             return
-        path = Path(self.directory) / self.path.lstrip("/").removeprefix("flaky/")
-        if not path.is_file():
-            self.send_error(404, "not found")
-            return
-        data = path.read_bytes()
-        start, end = 0, len(data) - 1
-        if "Range" in self.headers:
-            first, _, last = self.headers["Range"].removeprefix("bytes=").partition("-")
-            start, end = int(first or 0), int(last) if last else len(data) - 1
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
-        else:
-            self.send_response(200)
-        self.send_header("Accept-Ranges", "bytes")
-        self.send_header("Content-Length", str(end - start + 1))
-        self.end_headers()
-        self.wfile.write(data[start : end + 1])
+        send_file(self, Path(self.directory) / self.path.lstrip("/").removeprefix("flaky/"))
 
 
 @pytest.fixture

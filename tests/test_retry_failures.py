@@ -17,6 +17,7 @@ import pytest
 from pipeline.__main__ import main as pipeline_main
 from shards.reader import ReadErrors, iter_samples, shard_urls
 from tests.conftest import write_time_coded_video
+from tests.http_files import send_file
 
 
 class _OutageHandler(http.server.SimpleHTTPRequestHandler):
@@ -29,23 +30,7 @@ class _OutageHandler(http.server.SimpleHTTPRequestHandler):
         if self.server.outage.is_set():
             self.send_error(503, "down for maintenance")
             return
-        path = Path(self.directory) / self.path.lstrip("/")
-        if not path.is_file():
-            self.send_error(404, "not found")
-            return
-        data = path.read_bytes()
-        start, end = 0, len(data) - 1
-        if "Range" in self.headers:
-            first, _, last = self.headers["Range"].removeprefix("bytes=").partition("-")
-            start, end = int(first or 0), int(last) if last else len(data) - 1
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
-        else:
-            self.send_response(200)
-        self.send_header("Accept-Ranges", "bytes")
-        self.send_header("Content-Length", str(end - start + 1))
-        self.end_headers()
-        self.wfile.write(data[start : end + 1])
+        send_file(self, Path(self.directory) / self.path.lstrip("/"))
 
 
 @pytest.fixture
