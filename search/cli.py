@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 
+import numpy as np
 import torch
 
 from runtime.cli import HelpFormatter
@@ -56,6 +57,7 @@ def result_json(result: SearchResult) -> dict:
         "batch_size": result.batch_size,
         "milliseconds": {name: round(value, 3) for name, value in result.milliseconds.items()},
         "hits": [{"rank": rank, "row": hit.row, "score": hit.score, "stage": hit.stage, **hit.record} for rank, hit in enumerate(result.hits, 1)],
+        **({"note": result.note} if result.note else {}),
     }
 
 
@@ -66,6 +68,8 @@ def stages_text(result: SearchResult) -> str:
 def print_result(result: SearchResult) -> None:
     timing = ", ".join(f"{name} {value:.1f} ms" for name, value in result.milliseconds.items())
     print(f"{result.query!r}: {result.method} search, {stages_text(result)} ({timing})")
+    if result.note:
+        print(f"  ({result.note})")
     for rank, hit in enumerate(result.hits, 1):
         caption = hit.record["captions"][0] if hit.record["captions"] else ""
         print(f"{rank:4d}  {hit.score:8.4f}  {hit.stage:6}  {hit.record['key']:24}  {caption}")
@@ -74,7 +78,11 @@ def print_result(result: SearchResult) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m search", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--index", required=True, help="index folder or fsspec URL (python -m search.index)")
-    parser.add_argument("queries", nargs="+", help="one or more text queries")
+    parser.add_argument("queries", nargs="*", help="one or more text queries")
+    parser.add_argument("--like", action="append", default=[], metavar="KEY",
+                        help="more like an indexed entry (its coarse video vector as the query; repeatable)")
+    parser.add_argument("--vector", action="append", default=[], metavar="FILE.npy",
+                        help="a vector in the index's coarse space as the query (a 1-D .npy of its dimension; repeatable)")
     parser.add_argument("-k", type=int, default=10, help="results per query")
     add_searcher_arguments(parser)
     parser.add_argument("--json", action="store_true", help="one JSON object per query instead of a table")
@@ -82,17 +90,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.k < 1:
         parser.error("-k must be at least 1")
     check_searcher_arguments(parser, args)
+    if not (args.queries or args.like or args.vector):
+        parser.error("give a text query, --like KEY or --vector FILE.npy")
     try:
         for query in args.queries:  # before the model loads: a typo should not cost seconds
             check_query(query)
+        vectors = [(path, np.load(path, allow_pickle=False)) for path in args.vector]
         searcher = searcher_from_arguments(args)
-        for query in args.queries:
-            result = searcher.search(query, args.k)
+        results = [searcher.search(query, args.k) for query in args.queries]
+        results += [searcher.search_like(key, args.k) for key in args.like]
+        results += [searcher.search_vector(vector, args.k, f"vector {path}") for path, vector in vectors]
+        for result in results:
             if args.json:
                 print(json.dumps(result_json(result), ensure_ascii=False))
             else:
                 print_result(result)
-    except QueryError as error:
+    except (QueryError, LookupError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except (FileNotFoundError, RuntimeError, StorageError, IndexFormatError, ValueError) as error:

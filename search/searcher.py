@@ -49,6 +49,15 @@ class SearchResult:
     reranked: int  # how many candidates the fine stage rescored
     milliseconds: dict[str, float] = field(default_factory=dict)  # encode, coarse, fine, total
     batch_size: int = 1  # queries encoded together with this one (concurrent requests to the service)
+    note: str | None = None  # how a query that is not text was scored
+
+
+class VectorQueryError(ValueError):
+    """A query vector that cannot be searched with: the reason, for a 400 or the command's error."""
+
+
+VIDEO_QUERY_NOTE = ("a video or vector query is scored with the index's coarse video vectors (cosine); a fine similarity "
+                    "(tightTransf's cross encoder, WTI, EMCL, EERCF's fine stage) needs a caption and is not used")  # fmt: skip
 
 
 class Searcher:
@@ -76,6 +85,34 @@ class Searcher:
         self.ann = ApproximateSearch(index.store.read_bytes(ANN_FILE), nprobe) if usable_ann and mode != "exact" else None
         # the exact scan holds the vectors as float32 (2 KB a video at 512 dims); ANN holds its own copy
         self.vectors = None if self.ann is not None else torch.from_numpy(index.video_vectors()).to(self.device)
+
+    def row_of(self, key: str) -> int:
+        """An indexed entry's row (LookupError naming the key when there is none)."""
+        if not hasattr(self, "_rows_by_key"):
+            self._rows_by_key = {k: row for row, k in enumerate(self.index.keys())}
+        if key not in self._rows_by_key:
+            raise LookupError(f"no indexed video has the key {key[:200]!r}")
+        return self._rows_by_key[key]
+
+    @torch.no_grad()
+    def search_vector(self, vector: object, k: int = 10, label: str = "vector", exclude_row: int | None = None) -> SearchResult:
+        """The top ``k`` by cosine with a vector in the index's coarse space (VIDEO_QUERY_NOTE says why coarse only)."""
+        if k < 1:
+            raise ValueError(f"k must be at least 1, not {k}")
+        start = time.perf_counter()
+        query = torch.from_numpy(check_vector(vector, self.index.manifest["dim"])).to(self.device)
+        query = torch.nn.functional.normalize(query, dim=0)[None]
+        depth = min(len(self.index), k + (exclude_row is not None))
+        rows, scores = self._coarse(query, depth)[0]
+        kept = [(int(r), float(s)) for r, s in zip(rows, scores, strict=True) if int(r) != exclude_row][:k]
+        hits = [Hit(row, score, "coarse", self.index.record(row)) for row, score in kept]
+        milliseconds = {"encode": 0.0, "coarse": 1e3 * (time.perf_counter() - start), "fine": 0.0, "total": 1e3 * (time.perf_counter() - start)}
+        return SearchResult(label, hits, self.method, 0, milliseconds, 1, VIDEO_QUERY_NOTE)
+
+    def search_like(self, key: str, k: int = 10) -> SearchResult:
+        """More like an indexed entry: its coarse video vector as the query, the entry itself left out."""
+        row = self.row_of(key)
+        return self.search_vector(self.index.take("video", np.array([row]))[0], k, f"like {key}", exclude_row=row)
 
     @property
     def method(self) -> str:
@@ -155,6 +192,21 @@ class Searcher:
             }
             results.append(SearchResult(query, hits, self.method, reranked, milliseconds, len(texts)))
         return results
+
+
+def check_vector(vector: object, dim: int) -> np.ndarray:
+    """A query vector as float32 of the index's dimension, finite and not all zeros, or VectorQueryError saying why."""
+    try:
+        array = np.asarray(vector, dtype=np.float32)
+    except (TypeError, ValueError) as error:
+        raise VectorQueryError(f"the vector is not a list of numbers ({error})") from error
+    if array.ndim != 1 or array.shape[0] != dim:
+        raise VectorQueryError(f"the vector has shape {list(array.shape)}; this index's vectors have {dim} dimensions")
+    if not np.isfinite(array).all():
+        raise VectorQueryError("the vector holds NaN or infinite values")
+    if not np.any(array):
+        raise VectorQueryError("the vector is all zeros")
+    return array
 
 
 def open_searcher(index_url: str, checkpoint: str | None = None, base_weights: str | None = None, mode: str = "auto",

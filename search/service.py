@@ -22,6 +22,7 @@ the key so it stays out of the address bar, the history and every log line).
 from __future__ import annotations
 
 import html
+import json
 import logging
 import urllib.parse
 from contextlib import asynccontextmanager
@@ -38,12 +39,13 @@ from search.api_key import KeyGuard
 from search.cli import result_json
 from search.query import QueryError, check_query
 from search.query_batcher import DEFAULT_MAX_BATCH, QueryBatcher
-from search.searcher import SearchResult
+from search.searcher import SearchResult, VectorQueryError
 from search.served_index import IndexHolder
 from shards.sample_format import frame_members
 
 logger = logging.getLogger("search.service")
 MAX_K = 100
+MAX_VECTOR_BODY_BYTES = 1 << 20  # a 1,024-dim vector as JSON is ~25 KB; anything far larger is refused before it is read
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'",
@@ -174,20 +176,51 @@ def _install_error_handlers(app: FastAPI) -> None:
 def _api_routes(app: FastAPI, holder: IndexHolder, batcher: QueryBatcher, run_search, api_key: str | None) -> None:  # noqa: ANN001
     """The JSON API (these routes make up /openapi.json)."""
 
-    @app.get("/api/search", summary="The top k videos for a text query")
-    async def api_search(request: Request, q: str = Query(..., description="the query: 1 to 1,000 characters of UTF-8 text"),
-                         k: int = Query(10, ge=1, le=MAX_K, description="how many results"),
-                         include: str = Query("", description="vectors: each hit also carries its coarse video vector")) -> dict:  # fmt: skip
+    def with_vectors(result: SearchResult, include: str) -> dict:
         wanted = {part for part in include.split(",") if part}
         if wanted - {"vectors"}:
             raise BadRequest(f"include takes 'vectors', not {sorted(wanted - {'vectors'})}")
-        result = await run_search(raw_parameters(request))
         answer = result_json(result)
         if "vectors" in wanted and result.hits:
             vectors = holder.current.index.take("video", np.array([hit.row for hit in result.hits]))
             for hit, vector in zip(answer["hits"], vectors, strict=True):
                 hit["vector"] = vector.astype(np.float32).tolist()
         return answer
+
+    @app.get("/api/search", summary="The top k videos for a text query, or more like an indexed video (like=KEY)")
+    async def api_search(request: Request, q: str | None = Query(None, description="the query: 1 to 1,000 characters of UTF-8 text"),
+                         like: str | None = Query(None, description="instead of q: the key of an indexed video to find more like"),
+                         k: int = Query(10, ge=1, le=MAX_K, description="how many results"),
+                         include: str = Query("", description="vectors: each hit also carries its coarse video vector")) -> dict:  # fmt: skip
+        parameters = raw_parameters(request)
+        if "like" in parameters:
+            if "q" in parameters:
+                raise BadRequest("give q or like, not both")
+            key = parameters["like"].decode("utf-8", errors="replace")
+            result = await run_in_threadpool(holder.current.searcher.search_like, key, parse_k(parameters.get("k")))
+        else:
+            result = await run_search(parameters)
+        return with_vectors(result, include)
+
+    @app.post("/api/search", summary="The top k videos for a vector in the index's coarse space: {\"vector\": [...], \"k\": 10}")
+    async def api_search_vector(request: Request) -> dict:
+        declared = request.headers.get("content-length")
+        if declared is None or not declared.isdigit() or int(declared) > MAX_VECTOR_BODY_BYTES:
+            raise BadRequest(f"send the vector as a JSON body with a Content-Length of at most {MAX_VECTOR_BODY_BYTES:,} bytes")
+        try:
+            body = json.loads(await request.body())
+        except (ValueError, UnicodeDecodeError) as error:
+            raise BadRequest(f"the body is not JSON ({error})") from error
+        if not isinstance(body, dict) or "vector" not in body:
+            raise BadRequest('the body must be a JSON object with a "vector" (and optionally "k")')
+        k = body.get("k", 10)
+        if not isinstance(k, int) or not 1 <= k <= MAX_K:
+            raise BadRequest(f"k must be a whole number from 1 to {MAX_K}")
+        try:
+            result = await run_in_threadpool(holder.current.searcher.search_vector, body["vector"], k)
+        except VectorQueryError as error:
+            raise BadRequest(str(error)) from error
+        return with_vectors(result, str(body.get("include", "")))
 
     @app.get("/api/video/{key}", summary="One indexed video's record, with its thumbnail and frame URLs")
     def api_video(key: str = Path(..., description="the video's key, as search results give it")) -> dict:

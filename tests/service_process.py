@@ -32,10 +32,10 @@ class Service:
         for pipe, lines in ((self.process.stdout, self.stdout_lines), (self.process.stderr, self.stderr_lines)):
             threading.Thread(target=lambda pipe=pipe, lines=lines: lines.extend(pipe), daemon=True).start()
 
-    def request(self, method: str, path: str, headers: dict | None = None, timeout: float = 60) -> tuple[int, dict, bytes]:
+    def request(self, method: str, path: str, headers: dict | None = None, timeout: float = 60, body: bytes | None = None) -> tuple[int, dict, bytes]:
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
-            connection.request(method, path, headers=headers or {})
+            connection.request(method, path, body=body, headers=headers or {})
             response = connection.getresponse()
             return response.status, dict(response.getheaders()), response.read()
         finally:

@@ -381,3 +381,23 @@ def test_the_demos_example_query_reports_its_videos_true_rank(search_collection)
     assert example.rank == 1 + min(rows.index(owner) for owner in owners)
     assert (example.rank == 1) == (example.captions_ranked_first > 0)
     assert example.captions == len({c for row in range(total) for c in searcher.index.record(row)["captions"]})
+
+
+def test_the_command_line_searches_like_an_entry_and_by_a_vector_file(search_collection, tmp_path, capsys):
+    import numpy as np
+
+    from search.index_format import VideoIndex
+
+    index_url = str(search_collection / "index")
+    index = VideoIndex(index_url)
+    vector = index.video_vectors()[index.keys().index("clip002")]
+    np.save(tmp_path / "query.npy", vector)
+    assert search_main(["--index", index_url, "--like", "clip002", "--vector", str(tmp_path / "query.npy"), "-k", "3", "--json"]) == 0
+    like, by_vector = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert "clip002" not in [h["key"] for h in like["hits"]] and by_vector["hits"][0]["key"] == "clip002"
+    assert [h["key"] for h in like["hits"]][:2] == [h["key"] for h in by_vector["hits"][1:3]] and "coarse video vectors" in like["note"]
+    np.save(tmp_path / "short.npy", vector[:5])
+    assert search_main(["--index", index_url, "--vector", str(tmp_path / "short.npy")]) == 2
+    assert "dimensions" in capsys.readouterr().err
+    assert search_main(["--index", index_url, "--like", "nope"]) == 2
+    assert "no indexed video has the key 'nope'" in capsys.readouterr().err

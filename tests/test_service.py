@@ -83,6 +83,34 @@ def test_include_vectors_hands_out_each_hits_coarse_vector(search_collection, se
     assert status == 400 and "vectors" in answer["error"]
 
 
+def test_more_like_an_entry_and_query_by_vector(search_collection, service):
+    """like=KEY and a POSTed vector rank by cosine with the coarse video vectors (README: query by video or vector)."""
+    import numpy as np
+
+    from search.index_format import VideoIndex
+
+    index = VideoIndex(str(search_collection / "index"))
+    vectors, keys = index.video_vectors(), index.keys()
+    status, answer = service.json("/api/search?like=clip003&k=4")
+    assert status == 200 and "coarse video vectors" in answer["note"]
+    row = keys.index("clip003")
+    cosines = vectors @ vectors[row] / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(vectors[row]))
+    expected = [keys[i] for i in np.argsort(-cosines, kind="stable") if i != row][:4]
+    assert [hit["key"] for hit in answer["hits"]] == expected
+    body = json.dumps({"vector": vectors[row].tolist(), "k": 5, "include": "vectors"}).encode()
+    status, _, raw = service.request("POST", "/api/search", {"Content-Type": "application/json", "Content-Length": str(len(body))}, body=body)
+    posted = json.loads(raw)
+    assert status == 200 and posted["hits"][0]["key"] == "clip003" and [h["key"] for h in posted["hits"][1:]] == expected
+    assert len(posted["hits"][0]["vector"]) == vectors.shape[1]
+    for bad, message in ((b'{"vector": [1, 2]}', "dimensions"), (b'{"vector": [NaN' + b", 0" * (vectors.shape[1] - 1) + b"]}", "NaN"),
+                         (b"not json", "not JSON"), (b'{"k": 3}', '"vector"')):  # fmt: skip
+        status, _, raw = service.request("POST", "/api/search", {"Content-Length": str(len(bad))}, body=bad)
+        assert status == 400 and message in json.loads(raw)["error"], raw
+    status, _, raw = service.request("POST", "/api/search", {"Content-Length": str(10 << 20)}, body=b"{}")  # refused before reading
+    assert status == 400 and "at most" in json.loads(raw)["error"]
+    assert service.json("/api/search?like=no-such-key")[0] == 404
+
+
 def test_page_shows_ranked_results_and_a_videos_frames(service):
     status, headers, body = service.request("GET", "/")
     assert status == 200 and headers["content-type"].startswith("text/html") and b"<form" in body and b"8 videos indexed" in body
@@ -99,7 +127,8 @@ def test_openapi_schema_describes_the_api(service):
     assert status == 200
     assert {"/api/search", "/api/video/{key}", "/api/health", "/api/admin/reload"} <= set(schema["paths"])
     parameters = {p["name"]: p for p in schema["paths"]["/api/search"]["get"]["parameters"]}
-    assert parameters["q"]["required"] and parameters["k"]["schema"]["maximum"] == 100
+    assert not parameters["q"].get("required") and "like" in parameters and parameters["k"]["schema"]["maximum"] == 100
+    assert "post" in schema["paths"]["/api/search"]  # query by vector
     assert "/" not in schema["paths"] and "/thumb/{key}" not in schema["paths"]  # pages are not API
 
 
@@ -155,8 +184,11 @@ def test_hostile_input_gets_a_clear_4xx(service, path, status, message):
 @pytest.mark.parametrize("method", ["HEAD", "OPTIONS", "POST", "PUT", "DELETE", "PATCH"])
 @pytest.mark.parametrize("path", ["/api/search?q=cat", "/api/health", "/api/video/clip000", "/", "/thumb/clip000"])
 def test_other_methods_on_get_routes_are_refused(service, method, path):
+    allowed = "GET, POST" if path.startswith("/api/search") else "GET"  # POST /api/search takes a vector
+    if method in allowed:
+        return
     status, headers, _ = service.request(method, path)
-    assert status == 405 and headers["allow"] == "GET"
+    assert status == 405 and set(headers["allow"].split(", ")) <= set(allowed.split(", ")) and "GET" in headers["allow"]
 
 
 def test_a_10_mb_query_is_refused_with_a_reason_and_the_server_stays_up(service):
