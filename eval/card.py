@@ -18,9 +18,10 @@ import json
 import statistics
 import sys
 
+from model.checkpoint import best_record
 from runtime.cli import HelpFormatter
 from runtime.run_records import METRICS_NAME, last_per_step
-from shards.manifest import MANIFEST_NAME
+from shards.manifest import MANIFEST_NAME, read_manifest
 from shards.storage import Store
 
 PLOTS = ("loss", "learning_rate", "logit_scale", "validation")
@@ -86,7 +87,7 @@ def _manifest_totals(location: str | None) -> dict | None:
         store = Store(location)
         if not store.exists(MANIFEST_NAME):
             return None
-        manifest = json.loads(store.read_bytes(MANIFEST_NAME))
+        manifest = read_manifest(store)
     except OSError:
         return None
     return {"samples": manifest.get("num_samples"), "captions": manifest.get("num_captions"), "failures": manifest.get("num_failures"),
@@ -114,8 +115,7 @@ def card_contents(run: str) -> dict:
     config, recipe = started["config"], started.get("recipe") or {}
     train = last_per_step([r for r in records if r["kind"] == "train"])
     evals = last_per_step([r for r in records if r["kind"] == "eval"])
-    best_store = Store(f"{run.rstrip('/')}/checkpoints")
-    best = json.loads(best_store.read_bytes("best.json")) if best_store.exists("best.json") else None
+    best = best_record(f"{run.rstrip('/')}/checkpoints")
     rates = [r["clips_per_s"] for r in train[1:]] or [r["clips_per_s"] for r in train]
     return {
         "run": run, "config": config, "recipe": recipe, "options": [tuple(row) for row in started.get("option_origins", [])],

@@ -143,42 +143,38 @@ def test_eercf_frame_and_patch_parts_count_every_frame(eercf_models):
     torch.testing.assert_close(video.clip_frames[0, 2], zero[0], atol=1e-5, rtol=1e-5)
 
 
+def _encoder_against_its_code(peft: str, options: dict, mask: torch.Tensor, reference) -> None:  # noqa: ANN001 - reference: (model, base, pixels, mask) -> features
+    """A PEFT encoder under ``reference`` on padded clips equals its code's transcription fed the loader's zero
+    padding; the same weights under ``masked`` give other features (so the check can fail)."""
+    model, base = build(peft, padding_rule="reference", **options)
+    randomise_trainable(model)
+    frames = clips()
+    with torch.no_grad():
+        ours = model.encode_video(frames, mask).pooled
+        pixels = backbone.normalize_frames(frames.flatten(0, 1)) * mask.reshape(-1, 1, 1, 1)  # the loader's zeros
+        expected = F.normalize(reference(model, base, pixels, mask), dim=-1)
+        masked_model, _ = build(peft, **options)
+        masked_model.load_state_dict(model.state_dict())
+        masked = masked_model.encode_video(frames, mask).pooled
+    print("max abs diff", (ours - expected).abs().max().item())
+    torch.testing.assert_close(ours, expected, atol=2e-5, rtol=1e-4)
+    assert (masked - expected).abs().max() > 1e-4
+
+
 def test_tempme_merges_padded_tokens_and_masks_only_the_mean():
     """One padded frame per clip: two padded frames are identical, their tokens tie exactly in the
     bipartite matching, and which of equal tokens merge then follows the sort and the last bit of
     rounding, in TempMe's code as in ours (README: Reproducing a published number)."""
-    model, base = build("tempme", padding_rule="reference")
-    randomise_trainable(model)
-    frames, mask = clips(), torch.ones(2, 12, dtype=torch.bool)
+    mask = torch.ones(2, 12, dtype=torch.bool)
     mask[0, 11], mask[1, 4] = False, False
-    with torch.no_grad():
-        ours = model.encode_video(frames, mask).pooled
-        pixels = backbone.normalize_frames(frames.flatten(0, 1)) * mask.reshape(-1, 1, 1, 1)  # TempMe's loader: zeros
-        reference = reference_peft.tempme_video_features(tempme_state(model, base), pixels, mask, heads=2)
-        masked_model, _ = build("tempme")
-        masked_model.load_state_dict(model.state_dict())
-        masked = masked_model.encode_video(frames, mask).pooled
-    expected = F.normalize(reference, dim=-1)
-    print("max abs diff", (ours - expected).abs().max().item())
-    torch.testing.assert_close(ours, expected, atol=2e-5, rtol=1e-4)
-    assert (masked - expected).abs().max() > 1e-4
+    _encoder_against_its_code("tempme", {}, mask, lambda model, base, pixels, mask: reference_peft.tempme_video_features(
+        tempme_state(model, base), pixels, mask, heads=2))  # fmt: skip
 
 
 def test_dgl_global_prompts_attend_to_padded_frames():
-    model, base = build("dgl", dgl_latent="linear", dgl_prompt_layers=12, padding_rule="reference")
-    frames, mask = clips(), _short_clip_mask(2, 12)
-    sd = dgl_state(model, base)
-    with torch.no_grad():
-        ours = model.encode_video(frames, mask).pooled
-        pixels = backbone.normalize_frames(frames.flatten(0, 1)) * mask.reshape(-1, 1, 1, 1)
-        reference = reference_peft.dgl_video_feature(sd, pixels, 12, heads=2, layers_prompted=12)
-        masked_model, _ = build("dgl", dgl_latent="linear", dgl_prompt_layers=12)
-        masked_model.load_state_dict(model.state_dict())
-        masked = masked_model.encode_video(frames, mask).pooled
-    expected = F.normalize(reference, dim=-1)
-    print("max abs diff", (ours - expected).abs().max().item())
-    torch.testing.assert_close(ours, expected, atol=2e-5, rtol=1e-4)
-    assert (masked - expected).abs().max() > 1e-4
+    _encoder_against_its_code("dgl", {"dgl_latent": "linear", "dgl_prompt_layers": 12}, _short_clip_mask(2, 12),
+                              lambda model, base, pixels, _: reference_peft.dgl_video_feature(dgl_state(model, base), pixels, 12, heads=2,
+                                                                                              layers_prompted=12))  # fmt: skip
 
 
 def test_the_dual_seed_runs_its_encoder_without_a_frame_mask():

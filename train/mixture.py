@@ -12,10 +12,9 @@ refused before any step, naming it.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
-from shards.manifest import MANIFEST_NAME
+from shards.manifest import MANIFEST_NAME, read_manifest
 from shards.reader import ShardReadError, shard_urls
 from shards.storage import Store
 
@@ -70,7 +69,7 @@ def resolve_sources(train_shards: str, weights: str | None) -> list[Source]:
         if not (location.endswith(".tar") or "{" in location):
             store = Store(location.rstrip("/"))
             if store.exists(MANIFEST_NAME):
-                manifest = json.loads(store.read_bytes(MANIFEST_NAME))
+                manifest = read_manifest(store)
                 samples, captions = manifest.get("num_samples"), manifest.get("num_captions")
                 if samples == 0:
                     raise MixtureError(f"training source {location}: its manifest counts no samples (every video failed? see its failures.jsonl)")

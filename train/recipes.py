@@ -98,13 +98,14 @@ def accumulation_lines(global_batch: int) -> list[str]:
 
 
 def option_origins(config, recipe_options: dict) -> list[list]:  # noqa: ANN001 - a TrainConfig
-    """[option, value, origin] for every option: ``recipe`` when the recipe set that value, ``default`` when it is
-    the built-in default, ``flag`` otherwise (the run log records it; the results card shows it)."""
+    """[option, value, origin] for every option: ``recipe`` when the recipe set that value; ``flag`` when the
+    command line gave it (a value unlike the recipe's, or unlike the built-in default); ``default`` otherwise.
+    The run's log prints the non-default ones, the run log records all of them, the results card shows them."""
     rows = []
     for f in fields(config):
         value = getattr(config, f.name)
-        if f.name in recipe_options and recipe_options[f.name] == value:
-            origin = "recipe"
+        if f.name in recipe_options:
+            origin = "recipe" if recipe_options[f.name] == value else "flag"
         elif f.default is not MISSING and value == f.default:
             origin = "default"
         else:
@@ -115,11 +116,5 @@ def option_origins(config, recipe_options: dict) -> list[list]:  # noqa: ANN001 
 
 def effective_options(config, recipe_options: dict) -> list[str]:  # noqa: ANN001 - a TrainConfig
     """Each option that differs from the built-in default, as ``--flag value (where it came from)``."""
-    lines = []
-    for f in fields(config):
-        value = getattr(config, f.name)
-        if f.default is not MISSING and value == f.default and f.name not in recipe_options:
-            continue
-        origin = "recipe" if f.name in recipe_options and recipe_options[f.name] == value else "command line"
-        lines.append(f"--{f.name.replace('_', '-')} {value} ({origin})")
-    return lines
+    return [f"--{name.replace('_', '-')} {value} ({'recipe' if origin == 'recipe' else 'command line'})"
+            for name, value, origin in option_origins(config, recipe_options) if origin != "default"]  # fmt: skip

@@ -216,11 +216,13 @@ def train(config: TrainConfig) -> dict:
             train_sources=[[source.location, source.weight] for source in sources],
         )
 
+    def checkpoint_state() -> dict:
+        return training_checkpoint(trainer.state_dict(), config=config.to_json(), backbone=backbone_record,
+                                   steps_per_epoch=steps_per_epoch, seed=config.seed)  # fmt: skip
+
     def save() -> None:
         if info.is_main:
-            state = training_checkpoint(trainer.state_dict(), config=config.to_json(), backbone=backbone_record,
-                                        steps_per_epoch=steps_per_epoch, seed=config.seed)  # fmt: skip
-            save_checkpoint(checkpoints, state, step)
+            save_checkpoint(checkpoints, checkpoint_state(), step)
         barrier()
 
     def keep_if_best(result: dict, at_step: int) -> None:
@@ -230,9 +232,7 @@ def train(config: TrainConfig) -> dict:
         if info.is_main:
             previous = best_record(checkpoints)
             if better(config.keep_best, value, previous["value"] if previous and previous["metric"] == config.keep_best else None):
-                state = training_checkpoint(trainer.state_dict(), config=config.to_json(), backbone=backbone_record,
-                                            steps_per_epoch=steps_per_epoch, seed=config.seed)  # fmt: skip
-                save_best(checkpoints, state, {"metric": config.keep_best, "value": value, "step": at_step, "epoch": at_step / steps_per_epoch})
+                save_best(checkpoints, checkpoint_state(), {"metric": config.keep_best, "value": value, "step": at_step, "epoch": at_step / steps_per_epoch})
                 logger.info("best %s so far: %.2f at step %d (checkpoints/best.pt)", config.keep_best, value, at_step)
                 log.write("best", metric=config.keep_best, value=value, step=at_step)
         barrier()
