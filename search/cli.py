@@ -18,6 +18,7 @@ import torch
 from runtime.cli import HelpFormatter
 from search.ann import DEFAULT_NPROBE
 from search.index_format import IndexFormatError
+from search.media_query import search_media_file
 from search.query import QueryError, check_query
 from search.searcher import DEFAULT_RERANK_TOPK, SEARCH_MODES, Searcher, SearchResult, open_searcher
 from shards.storage import StorageError
@@ -83,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="more like an indexed entry (its coarse video vector as the query; repeatable)")
     parser.add_argument("--vector", action="append", default=[], metavar="FILE.npy",
                         help="a vector in the index's coarse space as the query (a 1-D .npy of its dimension; repeatable)")
+    parser.add_argument("--file", action="append", default=[], metavar="PATH",
+                        help="a video or image file as the query, decoded with the index's own frame rule (repeatable)")
     parser.add_argument("-k", type=int, default=10, help="results per query")
     add_searcher_arguments(parser)
     parser.add_argument("--json", action="store_true", help="one JSON object per query instead of a table")
@@ -90,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.k < 1:
         parser.error("-k must be at least 1")
     check_searcher_arguments(parser, args)
-    if not (args.queries or args.like or args.vector):
-        parser.error("give a text query, --like KEY or --vector FILE.npy")
+    if not (args.queries or args.like or args.vector or args.file):
+        parser.error("give a text query, --like KEY, --vector FILE.npy or --file VIDEO")
     try:
         for query in args.queries:  # before the model loads: a typo should not cost seconds
             check_query(query)
@@ -100,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         results = [searcher.search(query, args.k) for query in args.queries]
         results += [searcher.search_like(key, args.k) for key in args.like]
         results += [searcher.search_vector(vector, args.k, f"vector {path}") for path, vector in vectors]
+        results += [search_media_file(searcher, path, args.k) for path in args.file]
         for result in results:
             if args.json:
                 print(json.dumps(result_json(result), ensure_ascii=False))

@@ -31,7 +31,7 @@ from eval.trained_model import TrainedModel, model_fingerprint
 from model import backbone
 from model.clip_decode import decode_clip
 from model.features import VideoFeatures
-from model.frame_rule import frame_rule_for
+from model.frame_rule import build_settings, frame_rule_for
 from runtime.distributed import DistInfo, barrier, is_distributed
 from search.ann import ANN_MIN_VIDEOS, build_ann
 from search.index_format import (
@@ -281,9 +281,12 @@ def describe_model(trained: TrainedModel, settings: IndexSettings, device: torch
                           _row_shapes(model, arrays, trained.config.max_frames, image_size, device), settings)  # fmt: skip
 
 
-def check_existing_index(store: Store, description: dict, settings: IndexSettings) -> None:
-    """An index being appended to must hold this model's vectors; its thumbnail look is kept."""
+def check_existing_index(store: Store, description: dict, settings: IndexSettings, shards_location: str) -> None:
+    """An index being appended to must hold this model's vectors; its thumbnail look is kept. The
+    build's frame settings are recorded (``build_settings``: what a query file is decoded with,
+    search/media_query.py): the first build's, or, for an index made before they were recorded, these shards'."""
     existing = read_json(store, INDEX_FILE) if store.exists(INDEX_FILE) else None
+    description["build_settings"] = (existing or {}).get("build_settings") or build_settings(shards_location)
     if existing is None:
         return
     check_format(existing, store)
@@ -329,7 +332,7 @@ def index_shards(trained: TrainedModel, shards_location: str, out: str, info: Di
     settings = settings or IndexSettings()
     store = Store(out)
     description = describe_model(trained, settings, info.device)
-    check_existing_index(store, description, settings)
+    check_existing_index(store, description, settings, shards_location)
     if info.is_main:
         clean_leftovers(store)
     barrier()

@@ -111,7 +111,7 @@ def index_shards_on_ray(source: ModelSource, shards_location: str, out: str, set
     """Index the shards not yet in the index at ``out`` on the Ray cluster; returns the summary."""
     store = Store(out)
     description = describe_model(source.load(), settings, torch.device("cpu"))
-    check_existing_index(store, description, settings)
+    check_existing_index(store, description, settings, shards_location)
     clean_leftovers(store)
     job = pending_work(store, description, shards_location)
     groups = [job.new_urls[i : i + options.shards_per_task] for i in range(0, len(job.new_urls), options.shards_per_task)]

@@ -39,12 +39,16 @@ def header(videos: int, sim_header: str, step: int) -> str:
 
 
 def search_form(query: str, k: int) -> str:
+    """The text box, and a file picker that searches with a video or image (POST /search/file, multipart)."""
     return (f"<form action='/' method='get' id='search'><input name='q' value='{html.escape(query, quote=True)}' autofocus "
             f"placeholder='describe a video, e.g. a man is cooking pasta'><input type='hidden' name='k' value='{k}'>"
-            "<button type='submit'>Search</button></form>")  # fmt: skip
+            "<button type='submit'>Search</button></form>"
+            f"<form action='/search/file?k={k}' method='post' enctype='multipart/form-data' id='search-file' class='note'>"
+            "or find videos like a file: <input type='file' name='file' accept='video/*,image/*'>"
+            "<button type='submit'>Search by file</button></form>")  # fmt: skip
 
 
-def results(result: SearchResult, total_videos: int) -> str:
+def results(result: SearchResult, total_videos: int, k: int = 10) -> str:
     timing = ", ".join(f"{name} {value:.1f} ms" for name, value in result.milliseconds.items())
     rows = []
     for rank, hit in enumerate(result.hits, 1):
@@ -54,9 +58,11 @@ def results(result: SearchResult, total_videos: int) -> str:
         rows.append(
             f"<tr class='hit'><td>{rank}</td><td class='score'>{hit.score:.4f}<div class='note'>{hit.stage}</div></td>"
             f"<td><a href='/video/{link}'><img class='thumb' src='/thumb/{link}' alt='{html.escape(record['key'], quote=True)}'></a></td>"
-            f"<td><a class='key' href='/video/{link}'>{html.escape(record['key'])}</a><ul>{captions}</ul>{more}</td></tr>"
+            f"<td><a class='key' href='/video/{link}'>{html.escape(record['key'])}</a><ul>{captions}</ul>{more}"
+            f"<a class='like' href='/?like={link}&amp;k={k}'>more like this</a></td></tr>"
         )
-    return (f"<p class='note'>{len(result.hits)} of {total_videos:,} videos; {result.method} search, "
+    note = f"<p class='note' id='query-note'>{html.escape(result.query)}: {html.escape(result.note)}</p>" if result.note else ""
+    return (f"{note}<p class='note'>{len(result.hits)} of {total_videos:,} videos; {result.method} search, "
             f"{stages_text(result)}; {html.escape(timing)}</p><table id='results'>{''.join(rows)}</table>")  # fmt: skip
 
 

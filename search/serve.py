@@ -27,7 +27,7 @@ from search.cli import add_searcher_arguments, check_searcher_arguments, search_
 from search.index_format import IndexFormatError
 from search.query_batcher import DEFAULT_MAX_BATCH
 from search.served_index import IndexHolder, SearchSettings
-from search.service import create_app
+from search.service import DEFAULT_MAX_UPLOAD_BYTES, create_app
 from shards.storage import StorageError
 
 logger = logging.getLogger("search.serve")
@@ -97,11 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     parser.add_argument("--api-key", default=os.environ.get("SEARCH_API_KEY"), help="require this key on every route (default: $SEARCH_API_KEY, which keeps it out of the process list)")
     parser.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH, help="most queries encoded together")
+    parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_BYTES / (1 << 20),
+                        help="largest query video or image accepted (refused from its Content-Length before it is read)")
     add_searcher_arguments(parser)
     args = parser.parse_args(argv)
     check_searcher_arguments(parser, args)
-    if args.max_batch < 1 or (args.api_key is not None and len(args.api_key) < 8):
-        parser.error("--max-batch must be at least 1 and an --api-key at least 8 characters")
+    if args.max_batch < 1 or args.max_upload_mb <= 0 or (args.api_key is not None and len(args.api_key) < 8):
+        parser.error("--max-batch must be at least 1, --max-upload-mb positive and an --api-key at least 8 characters")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if not is_loopback(args.host):
         print(f"warning: listening on {args.host}: anyone who can reach it can search this index and read its videos' frames"
@@ -113,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, RuntimeError, StorageError, IndexFormatError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    app = create_app(holder, args.api_key, args.max_batch)
+    app = create_app(holder, args.api_key, args.max_batch, int(args.max_upload_mb * (1 << 20)))
     config = uvicorn.Config(app, log_level="info", h11_max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES, server_header=False,
                             timeout_keep_alive=5)  # fmt: skip
     host, port = sock.getsockname()[:2]

@@ -37,6 +37,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from search import search_page
 from search.api_key import KeyGuard
 from search.cli import result_json
+from search.media_query import MediaQueryError, search_media_bytes
 from search.query import QueryError, check_query
 from search.query_batcher import DEFAULT_MAX_BATCH, QueryBatcher
 from search.searcher import SearchResult, VectorQueryError
@@ -46,6 +47,7 @@ from shards.sample_format import frame_members
 logger = logging.getLogger("search.service")
 MAX_K = 100
 MAX_VECTOR_BODY_BYTES = 1 << 20  # a 1,024-dim vector as JSON is ~25 KB; anything far larger is refused before it is read
+DEFAULT_MAX_UPLOAD_BYTES = 64 << 20  # a query video or image (python -m search.serve --max-upload-mb)
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'",
@@ -59,6 +61,44 @@ class BadRequest(ValueError):
 
 class _Forbidden(PermissionError):
     """A route this service was not started to allow (403)."""
+
+
+class PayloadRefused(ValueError):
+    """A body refused from its headers, before it is read: too large (413) or of no declared length (411)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def check_declared_length(request: Request, limit: int, what: str) -> int:
+    """The body's declared length, or PayloadRefused when it is missing or over ``limit``: nothing is read
+    before this says yes (and uvicorn's h11 stops a body that runs past its Content-Length)."""
+    declared = request.headers.get("content-length")
+    if declared is None or not declared.isdigit():
+        raise PayloadRefused(411, f"send the {what} with a Content-Length header (at most {limit:,} bytes)")
+    if int(declared) > limit:
+        raise PayloadRefused(413, f"the {what} is {int(declared):,} bytes; this service takes at most {limit:,}")
+    return int(declared)
+
+
+async def received_file(request: Request, limit: int) -> tuple[list[bytes] | bytes, str | None]:
+    """An uploaded query file, size-checked from its headers first: a multipart form's ``file`` field (the
+    page, ``curl -F file=@clip.mp4``) or the raw body (``curl --data-binary @clip.mp4``); and its file name."""
+    check_declared_length(request, limit, "file")
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        form = await request.form(max_files=1, max_fields=4)
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise BadRequest("the form has no file field named 'file'")
+        return await upload.read(), upload.filename
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadRefused(413, f"the file is over this service's limit of {limit:,} bytes")
+        chunks.append(chunk)
+    return chunks, request.query_params.get("filename")
 
 
 def raw_parameters(request: Request) -> dict[str, bytes]:
@@ -88,11 +128,13 @@ def _wants_json(request: Request) -> bool:
 def _error_response(request: Request, status: int, message: str, headers: dict | None = None) -> Response:
     if _wants_json(request):
         return JSONResponse({"error": message}, status_code=status, headers=headers)
-    phrase = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed"}.get(status, "Error")
+    phrase = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+              411: "Length Required", 413: "Content Too Large"}.get(status, "Error")  # fmt: skip
     return HTMLResponse(search_page.page(f"{status} {phrase}", search_page.error(status, phrase, message)), status_code=status, headers=headers)
 
 
-def create_app(holder: IndexHolder, api_key: str | None = None, max_batch: int = DEFAULT_MAX_BATCH) -> FastAPI:
+def create_app(holder: IndexHolder, api_key: str | None = None, max_batch: int = DEFAULT_MAX_BATCH,
+               max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES) -> FastAPI:  # fmt: skip
     """The service over ``holder``'s index (the caller owns loading it; the app owns the batcher)."""
     batcher = QueryBatcher(lambda: holder.current.searcher, max_batch)
 
@@ -111,8 +153,12 @@ def create_app(holder: IndexHolder, api_key: str | None = None, max_batch: int =
         query, k = _query(parameters), parse_k(parameters.get("k"))
         return await batcher.search(query, k)
 
-    _api_routes(app, holder, batcher, run_search, api_key)
-    _page_routes(app, holder, run_search)
+    async def run_file_search(request: Request, k: int) -> SearchResult:
+        data, filename = await received_file(request, max_upload_bytes)
+        return await run_in_threadpool(search_media_bytes, holder.current.searcher, data, k, filename)
+
+    _api_routes(app, holder, batcher, run_search, run_file_search, api_key)
+    _page_routes(app, holder, run_search, run_file_search)
     return app
 
 
@@ -143,6 +189,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(BadRequest)
     @app.exception_handler(QueryError)
+    @app.exception_handler(MediaQueryError)
     async def bad_request(request: Request, error: ValueError) -> Response:
         return _error_response(request, 400, str(error))
 
@@ -168,12 +215,16 @@ def _install_error_handlers(app: FastAPI) -> None:
         message = f"the server failed on this request ({type(error).__name__}: {error})"
         return _error_response(request, 500, message)
 
+    @app.exception_handler(PayloadRefused)
+    async def refused(request: Request, error: PayloadRefused) -> Response:
+        return _error_response(request, error.status, str(error), {"Connection": "close"})
+
     @app.exception_handler(_Forbidden)
     async def forbidden(request: Request, error: _Forbidden) -> Response:
         return _error_response(request, 403, str(error))
 
 
-def _api_routes(app: FastAPI, holder: IndexHolder, batcher: QueryBatcher, run_search, api_key: str | None) -> None:  # noqa: ANN001
+def _api_routes(app: FastAPI, holder: IndexHolder, batcher: QueryBatcher, run_search, run_file_search, api_key: str | None) -> None:  # noqa: ANN001
     """The JSON API (these routes make up /openapi.json)."""
 
     def with_vectors(result: SearchResult, include: str) -> dict:
@@ -222,6 +273,13 @@ def _api_routes(app: FastAPI, holder: IndexHolder, batcher: QueryBatcher, run_se
             raise BadRequest(str(error)) from error
         return with_vectors(result, str(body.get("include", "")))
 
+    @app.post("/api/search/file", summary="The top k videos for a video or image file: the raw body, or a multipart form's 'file' field")
+    async def api_search_file(request: Request, k: int = Query(10, ge=1, le=MAX_K, description="how many results"),
+                              filename: str | None = Query(None, description="the file's name, for a raw body (its extension helps ffmpeg)"),
+                              include: str = Query("", description="vectors: each hit also carries its coarse video vector")) -> dict:  # fmt: skip
+        result = await run_file_search(request, parse_k(raw_parameters(request).get("k")))
+        return with_vectors(result, include)
+
     @app.get("/api/video/{key}", summary="One indexed video's record, with its thumbnail and frame URLs")
     def api_video(key: str = Path(..., description="the video's key, as search results give it")) -> dict:
         served = holder.current
@@ -249,8 +307,12 @@ def _api_routes(app: FastAPI, holder: IndexHolder, batcher: QueryBatcher, run_se
         return await api_health()
 
 
-def _page_routes(app: FastAPI, holder: IndexHolder, run_search) -> None:  # noqa: ANN001
+def _page_routes(app: FastAPI, holder: IndexHolder, run_search, run_file_search) -> None:  # noqa: ANN001
     """The page, a video's frames, thumbnails and frames (not in the schema)."""
+
+    def answer_page(top: str, result: SearchResult, k: int, shown_query: str = "") -> HTMLResponse:
+        body = top + search_page.search_form(shown_query, k) + search_page.results(result, len(holder.current.index), k)
+        return HTMLResponse(search_page.page(f"{result.query[:60]} - video search", body))
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def home(request: Request) -> HTMLResponse:
@@ -259,6 +321,9 @@ def _page_routes(app: FastAPI, holder: IndexHolder, run_search) -> None:  # noqa
         parameters = raw_parameters(request)
         k = parse_k(parameters.get("k"))
         top = search_page.header(len(served.index), manifest["model"]["sim_header"], manifest["step"])
+        if "like" in parameters:  # a result's "more like this" link
+            key = parameters["like"].decode("utf-8", errors="replace")
+            return answer_page(top, await run_in_threadpool(served.searcher.search_like, key, k), k)
         if "q" not in parameters:
             return HTMLResponse(search_page.page("Video search", top + search_page.search_form("", k)))
         shown = parameters["q"].decode("utf-8", errors="replace")[:200]
@@ -267,8 +332,14 @@ def _page_routes(app: FastAPI, holder: IndexHolder, run_search) -> None:  # noqa
         except QueryError as error:
             body = top + search_page.search_form(shown, k) + f"<p class='error'>{html.escape(str(error))}</p>"
             return HTMLResponse(search_page.page("Video search", body), status_code=400)
-        body = top + search_page.search_form(result.query, k) + search_page.results(result, len(served.index))
-        return HTMLResponse(search_page.page(f"{result.query[:60]} - video search", body))
+        return answer_page(top, result, k, result.query)
+
+    @app.post("/search/file", response_class=HTMLResponse, include_in_schema=False)
+    async def file_page(request: Request) -> HTMLResponse:
+        served = holder.current
+        k = parse_k(raw_parameters(request).get("k"))
+        top = search_page.header(len(served.index), served.index.manifest["model"]["sim_header"], served.index.manifest["step"])
+        return answer_page(top, await run_file_search(request, k), k)
 
     @app.get("/video/{key}", response_class=HTMLResponse, include_in_schema=False)
     def video_page(key: str) -> HTMLResponse:

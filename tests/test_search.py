@@ -401,3 +401,27 @@ def test_the_command_line_searches_like_an_entry_and_by_a_vector_file(search_col
     assert "dimensions" in capsys.readouterr().err
     assert search_main(["--index", index_url, "--like", "nope"]) == 2
     assert "no indexed video has the key 'nope'" in capsys.readouterr().err
+
+
+def test_the_command_line_searches_by_a_video_or_image_file(search_collection, sample_dataset, tmp_path, capsys):
+    """--file: a video decoded with the index's own build settings scores as its row does; a still image
+    is a one-frame clip; bytes that are no video are refused with ffmpeg's reason."""
+    from PIL import Image
+
+    from search.index_format import VideoIndex
+
+    index_url = str(search_collection / "index")
+    index = VideoIndex(index_url)
+    assert index.manifest["build_settings"]["short_side"] == 112  # the fixture's build, recorded by search.index
+    record = index.record(index.keys().index("clip005"))
+    video = sample_dataset / "videos" / record["source_file"]
+    Image.fromarray(np.full((90, 160, 3), (200, 30, 30), dtype=np.uint8)).save(tmp_path / "still.png")
+    assert search_main(["--index", index_url, "--file", str(video), "--file", str(tmp_path / "still.png"), "-k", "3", "--json"]) == 0
+    by_video, by_image = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert by_video["hits"][0]["key"] == "clip005" and by_video["hits"][0]["score"] > 0.999  # the same frames: its own vector (fp16)
+    assert "coarse video vectors" in by_video["note"] and f"{record['frames']} frame(s)" in by_video["note"]
+    assert "1 frame(s)" in by_image["note"] and len(by_image["hits"]) == 3 and by_image["milliseconds"]["decode"] > 0
+    (tmp_path / "junk.mp4").write_bytes(b"this is not a video" * 50)
+    assert search_main(["--index", index_url, "--file", str(tmp_path / "junk.mp4")]) == 2
+    error = capsys.readouterr().err
+    assert "junk.mp4: not a video or image ffmpeg can decode" in error and "Invalid data" in error

@@ -111,6 +111,52 @@ def test_more_like_an_entry_and_query_by_vector(search_collection, service):
     assert service.json("/api/search?like=no-such-key")[0] == 404
 
 
+def _multipart(filename: str, data: bytes) -> tuple[dict, bytes]:
+    boundary = "----clip4clip-test-boundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n"
+            f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()  # fmt: skip
+    return {"Content-Type": f"multipart/form-data; boundary={boundary}", "Content-Length": str(len(body))}, body
+
+
+def test_query_by_an_uploaded_video_or_image(search_collection, sample_dataset, service):
+    """POST /api/search/file (raw body or a multipart form) and the page's file form: decoded with the
+    index's build settings, so an indexed video finds its own row; hostile uploads are refused."""
+    index = VideoIndex(str(search_collection / "index"))
+    video = (sample_dataset / "videos" / index.record(index.keys().index("clip006"))["source_file"]).read_bytes()
+    status, _, raw = service.request("POST", "/api/search/file?k=3&filename=clip.mp4", {"Content-Length": str(len(video))}, body=video)
+    answer = json.loads(raw)
+    assert status == 200 and answer["hits"][0]["key"] == "clip006" and answer["hits"][0]["score"] > 0.999, raw
+    assert "coarse video vectors" in answer["note"] and answer["milliseconds"]["decode"] > 0
+    headers, body = _multipart("clip.mp4", video)
+    status, _, raw = service.request("POST", "/api/search/file?k=2", headers, body=body)
+    assert status == 200 and [h["key"] for h in json.loads(raw)["hits"]] == [h["key"] for h in answer["hits"][:2]]
+    status, _, page = service.request("POST", "/search/file?k=3", headers, body=body)  # the page's form
+    assert status == 200 and page.decode().count("<tr class='hit'>") == 3 and "clip006" in page.decode()
+    junk = b"GIF89a but then nothing a decoder can use" * 40
+    status, _, raw = service.request("POST", "/api/search/file", {"Content-Length": str(len(junk))}, body=junk)
+    assert status == 400 and "not a video or image ffmpeg can decode" in json.loads(raw)["error"], raw
+    status, _, raw = service.request("POST", "/api/search/file", {"Content-Length": str(1 << 40)}, body=b"x" * 10)  # refused unread
+    assert status == 413 and "at most" in json.loads(raw)["error"]
+    connection = http.client.HTTPConnection("127.0.0.1", service.port, timeout=60)  # chunked: no length declared
+    connection.request("POST", "/api/search/file", body=iter([b"abc"]), encode_chunked=True)
+    response = connection.getresponse()
+    assert response.status == 411 and "Content-Length" in json.loads(response.read())["error"]
+    connection.close()
+    status, _, raw = service.request("POST", "/api/search/file", {"Content-Length": "0"}, body=b"")
+    assert status == 400 and "empty" in json.loads(raw)["error"]
+
+
+def test_page_has_more_like_this_links(service):
+    status, _, body = service.request("GET", "/?q=a+blue+square&k=3")
+    page = body.decode()
+    assert status == 200 and page.count("class='like'") == 3 and "enctype='multipart/form-data'" in page
+    first = page.split("class='like' href='")[1].split("'")[0].replace("&amp;", "&")
+    status, _, body = service.request("GET", first)
+    key = urllib.parse.parse_qs(urllib.parse.urlsplit(first).query)["like"][0]
+    assert status == 200 and body.decode().count("<tr class='hit'>") == 3 and f"like {key}" in body.decode()
+    assert f"href='/video/{key}'" not in body.decode()  # the entry itself is left out
+
+
 def test_page_shows_ranked_results_and_a_videos_frames(service):
     status, headers, body = service.request("GET", "/")
     assert status == 200 and headers["content-type"].startswith("text/html") and b"<form" in body and b"8 videos indexed" in body
@@ -128,7 +174,7 @@ def test_openapi_schema_describes_the_api(service):
     assert {"/api/search", "/api/video/{key}", "/api/health", "/api/admin/reload"} <= set(schema["paths"])
     parameters = {p["name"]: p for p in schema["paths"]["/api/search"]["get"]["parameters"]}
     assert not parameters["q"].get("required") and "like" in parameters and parameters["k"]["schema"]["maximum"] == 100
-    assert "post" in schema["paths"]["/api/search"]  # query by vector
+    assert "post" in schema["paths"]["/api/search"] and "post" in schema["paths"]["/api/search/file"]  # query by vector, by file
     assert "/" not in schema["paths"] and "/thumb/{key}" not in schema["paths"]  # pages are not API
 
 
