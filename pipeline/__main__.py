@@ -14,6 +14,7 @@ from pipeline.extract import ExtractionSettings
 from pipeline.resample import ResampleError, resample
 from pipeline.retry import prepare_retry, retry_token
 from pipeline.sampling import SlicePosition
+from pipeline.windows import Windows, folder_records
 from runtime.cli import HelpFormatter
 from runtime.ray_cluster import RayOptions, RayUnavailableError, task_location
 from shards.manifest import MANIFEST_NAME, BuildStateError, merge_manifest, read_manifest
@@ -27,6 +28,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _windows(text: str) -> Windows:
+    try:
+        return Windows.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(formatter_class=HelpFormatter, prog="python -m pipeline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -34,9 +42,12 @@ def _parser() -> argparse.ArgumentParser:
     build = commands.add_parser("build", formatter_class=HelpFormatter, help="transcode, sample and pack videos into WebDataset shards")
     build.add_argument(
         "--annotations",
-        required=True,
-        help="MSR-VTT, MSVD, LSMDC, ActivityNet Captions, DiDeMo or VATEX annotation file, or a generic .csv/.tsv/.parquet/.jsonl",
-    )
+        help="MSR-VTT, MSVD, LSMDC, ActivityNet Captions, DiDeMo or VATEX annotation file, or a generic .csv/.tsv/.parquet/.jsonl "
+             "(required, except with --windows: then every video under --videos, uncaptioned)",
+    )  # fmt: skip
+    build.add_argument("--windows", metavar="LEN:STRIDE", type=_windows, default=None,
+                       help="cut every video without a start/end into LEN-second windows every STRIDE seconds, each its own sample "
+                            "(moments of long videos, for search; e.g. 10:5)")  # fmt: skip
     build.add_argument(
         "--videos", required=True, help="folder or fsspec URL (s3://bucket/raw/) holding the videos (searched recursively by id)"
     )
@@ -173,9 +184,15 @@ def main(argv: list[str] | None = None) -> int:
             job_index=job_index,
             show_progress=not args.no_progress,
             ignore_missing=args.ignore_missing,
+            windows=args.windows,
         )
         columns = Columns(args.video_column, args.caption_column, args.split_column, args.start_column, args.end_column)
-        records = load_annotations(args.annotations, args.format, args.split_file, args.split, columns)
+        if args.annotations is not None:
+            records = load_annotations(args.annotations, args.format, args.split_file, args.split, columns)
+        elif args.windows is not None:
+            records = folder_records(args.videos)
+        else:
+            raise ValueError("--annotations is required (only a --windows build for search can take every video under --videos)")
         videos, out = (task_location(args.videos), task_location(args.out)) if args.distributor == "ray" else (args.videos, args.out)
         prepared, retry_round = None, None
         if args.retry_failures:
@@ -208,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: unit {unit} not built: {reason}", file=sys.stderr)
         print(f"{len(report.failed_units)} unit(s) failed after their retries; rerun the same command to build them", file=sys.stderr)
         return 1
-    print_build_summary(report, num_jobs, job_index, args.out, args.annotations)
+    print_build_summary(report, num_jobs, job_index, args.out, args.annotations or args.videos)
     if retry_round is not None and report.units_built:
         print(f"retry round {retry_round}: {report.samples_written} of the {prepared.total_videos} retried video(s) now built, "
               f"{report.failures} still fail (failures.jsonl)")  # fmt: skip

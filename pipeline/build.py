@@ -23,6 +23,7 @@ from pipeline.extract import ExtractedVideo, ExtractionSettings, VideoDecodeErro
 from pipeline.keys import unique_keys
 from pipeline.records import VideoRecord
 from pipeline.video_index import VideoIndex, is_url
+from pipeline.windows import Windows, known_durations, window_records
 from shards.manifest import (
     PLAN_NAME,
     ShardStats,
@@ -53,6 +54,7 @@ class BuildOptions:
     job_index: int = 0
     show_progress: bool = True
     ignore_missing: bool = False  # drop annotations whose file is absent (a partial download)
+    windows: Windows | None = None  # cut videos without a segment into overlapping windows (pipeline/windows.py)
 
     def __post_init__(self) -> None:
         if self.samples_per_shard < 1:
@@ -81,22 +83,28 @@ class PlannedVideo:
     record: VideoRecord
 
 
+RecordExpansion = Callable[[list[VideoRecord]], list[VideoRecord]]
+
+
 def plan_units(
-    records: list[VideoRecord], videos_root: str, samples_per_shard: int, ignore_missing: bool = False
+    records: list[VideoRecord], videos_root: str, samples_per_shard: int, ignore_missing: bool = False, expand: RecordExpansion | None = None
 ) -> tuple[list[list[PlannedVideo]], int]:
     """Resolves files and keys, then cuts the ordered list into fixed-size units.
 
     Returns the units and how many annotations were dropped by ``ignore_missing`` (files
     that do not exist; a path escaping the videos folder or an id matching two files is
-    never dropped silently).
+    never dropped silently). ``expand``: the resolved records into the samples to plan (--windows).
     """
     index = VideoIndex(videos_root)
     resolved = [index.resolve(record) for record in records]
     kept = [r for r in resolved if not (ignore_missing and r.missing)]
+    ignored = len(resolved) - len(kept)
+    if expand is not None:
+        kept = expand(kept)
     keys = unique_keys(record.video_id for record in kept)
     planned = [PlannedVideo(key, record) for key, record in zip(keys, kept, strict=True)]
     units = [planned[i : i + samples_per_shard] for i in range(0, len(planned), samples_per_shard)]
-    return units, len(resolved) - len(kept)
+    return units, ignored
 
 
 def build_plan_document(units: list[list[PlannedVideo]], settings: ExtractionSettings, options: BuildOptions, ignored_missing: int) -> dict:
@@ -106,6 +114,7 @@ def build_plan_document(units: list[list[PlannedVideo]], settings: ExtractionSet
         for v in unit
     ]
     return {
+        **({"windows": options.windows.to_json()} if options.windows else {}),
         "format": FORMAT_VERSION,
         "prefix": options.prefix,
         "samples_per_shard": options.samples_per_shard,
@@ -191,8 +200,9 @@ def _failure(video: PlannedVideo, unit: int, error: str, kind: str) -> dict:
 
 
 def _needs_decoding(video: PlannedVideo) -> bool:
-    """Only videos that exist and have a caption go to ffmpeg; the rest fail without work."""
-    return video.record.path is not None and bool(video.record.captions)
+    """Only videos that exist and have a caption go to ffmpeg; the rest fail without work. A window of
+    a --windows build (a collection to search) needs no caption."""
+    return video.record.path is not None and (bool(video.record.captions) or "window" in video.record.extra)
 
 
 def _unusable(video: PlannedVideo) -> VideoDecodeError:
@@ -284,7 +294,15 @@ def prepare_build(records: list[VideoRecord], videos_root: str, store: Store, se
     """
     if write_plan:
         store.ensure_root()
-    units, ignored = plan_units(records, videos_root, options.samples_per_shard, options.ignore_missing)
+    expand = None
+    if options.windows is not None:
+        windows = options.windows
+
+        def expand(resolved: list[VideoRecord]) -> list[VideoRecord]:
+            uncut = [r.path for r in resolved if r.path is not None and r.span is None]
+            return window_records(resolved, windows, known_durations(store, uncut, options.workers or os.cpu_count() or 1, write=write_plan))
+
+    units, ignored = plan_units(records, videos_root, options.samples_per_shard, options.ignore_missing, expand)
     if not units:
         raise ValueError(f"none of the {len(records)} annotated videos exist under {videos_root}")
     document = build_plan_document(units, settings, options, ignored)

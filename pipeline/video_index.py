@@ -70,6 +70,10 @@ class VideoIndex:
             if ext.lower() in VIDEO_EXTENSIONS:
                 self._by_stem.setdefault(_nfc(stem), []).append(location)
 
+    def relative_paths(self) -> list[str]:
+        """Every video or image file found under the root, relative to it (empty for a web server: no listing)."""
+        return list(self._by_relative)
+
     def _list_remote(self, root: str) -> list[str]:
         import fsspec
 

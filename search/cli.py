@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from runtime.cli import HelpFormatter
-from search.ann import DEFAULT_NPROBE
 from search.index_format import IndexFormatError
 from search.media_query import search_media_file
+from search.moments import Hit, time_range
 from search.query import QueryError, check_query
 from search.searcher import DEFAULT_RERANK_TOPK, SEARCH_MODES, Searcher, SearchResult, open_searcher
 from shards.storage import StorageError
@@ -30,13 +30,16 @@ def add_searcher_arguments(parser: argparse.ArgumentParser) -> None:
                         help="first stage: exact scan, or the index's approximate (faiss) index; auto uses it where the index has one")
     parser.add_argument("--rerank-topk", type=int, default=DEFAULT_RERANK_TOPK,
                         help="candidates the model's fine similarity rescores, for models that have one (0: coarse only)")
-    parser.add_argument("--nprobe", type=int, default=DEFAULT_NPROBE, help="clusters the approximate index visits per query")
+    parser.add_argument("--nprobe", type=int, default=None,
+                        help="clusters the approximate index visits per query (default: what the index was built for, index.json's ann.nprobe)")
     parser.add_argument("--checkpoint", help="the model's checkpoint, if it moved since indexing (its weights are checked)")
     parser.add_argument("--base-weights", help="where the frozen base of a PEFT checkpoint is now, if it moved")
+    parser.add_argument("--ungrouped", action="store_true",
+                        help="one hit per indexed row, even where rows are windows of one video (default: one per video, its best moment first)")
 
 
 def check_searcher_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if args.rerank_topk < 0 or args.nprobe < 1:
+    if args.rerank_topk < 0 or (args.nprobe is not None and args.nprobe < 1):
         parser.error("--nprobe must be at least 1, --rerank-topk at least 0")
 
 
@@ -47,7 +50,19 @@ def search_device() -> torch.device:
 
 def searcher_from_arguments(args: argparse.Namespace) -> Searcher:
     """The index's searcher, as the command line's options describe it."""
-    return open_searcher(args.index, args.checkpoint, args.base_weights, args.mode, args.rerank_topk, args.nprobe, search_device())
+    return open_searcher(args.index, args.checkpoint, args.base_weights, args.mode, args.rerank_topk, args.nprobe, search_device(),
+                         not args.ungrouped)  # fmt: skip
+
+
+def hit_json(hit: Hit) -> dict:
+    """A hit's record, and for a moment of a longer video its time range and the video's next best moments."""
+    answer = {"row": hit.row, "score": hit.score, "stage": hit.stage, **hit.record}
+    span = time_range(hit.record)
+    if span is not None:
+        answer["start_s"], answer["end_s"] = span
+    if hit.moments:
+        answer["moments"] = [hit_json(moment) for moment in hit.moments]
+    return answer
 
 
 def result_json(result: SearchResult) -> dict:
@@ -57,7 +72,7 @@ def result_json(result: SearchResult) -> dict:
         "reranked": result.reranked,
         "batch_size": result.batch_size,
         "milliseconds": {name: round(value, 3) for name, value in result.milliseconds.items()},
-        "hits": [{"rank": rank, "row": hit.row, "score": hit.score, "stage": hit.stage, **hit.record} for rank, hit in enumerate(result.hits, 1)],
+        "hits": [{"rank": rank, **hit_json(hit)} for rank, hit in enumerate(result.hits, 1)],
         **({"note": result.note} if result.note else {}),
     }
 
@@ -73,7 +88,18 @@ def print_result(result: SearchResult) -> None:
         print(f"  ({result.note})")
     for rank, hit in enumerate(result.hits, 1):
         caption = hit.record["captions"][0] if hit.record["captions"] else ""
-        print(f"{rank:4d}  {hit.score:8.4f}  {hit.stage:6}  {hit.record['key']:24}  {caption}")
+        print(f"{rank:4d}  {hit.score:8.4f}  {hit.stage:6}  {hit.record['key']:24}  {range_text(hit.record)}{caption}")
+        for moment in hit.moments:
+            print(f"{'':4}  {moment.score:8.4f}  {moment.stage:6}  {'  also ' + moment.record['key']:24}  {range_text(moment.record)}")
+
+
+def range_text(record: dict) -> str:
+    """``12.0-22.0 s of FILE  `` for a moment of a longer video; nothing for a whole clip."""
+    span = time_range(record)
+    if span is None:
+        return ""
+    end = "end" if span[1] is None else f"{span[1]:.1f}"
+    return f"{span[0]:.1f}-{end} s of {record.get('source_file') or record.get('video_id')}  "
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,7 +33,7 @@ from model.clip_decode import decode_clip
 from model.features import VideoFeatures
 from model.frame_rule import build_settings, frame_rule_for
 from runtime.distributed import DistInfo, barrier, is_distributed
-from search.ann import ANN_MIN_VIDEOS, build_ann
+from search.ann import ANN_MIN_VIDEOS, DEFAULT_NPROBE, build_ann
 from search.index_format import (
     ANN_FILE,
     INDEX_FILE,
@@ -151,6 +151,7 @@ class ShareIndexer:
         self.parts_written = first_part
         self.stats = {"rows": 0, "shards": 0, "failed_shards": [], "skipped": dict.fromkeys(SKIP_REASONS, 0)}
         self.known_keys = known_keys
+        self.segment_rows = 0  # of the open part: rows that are a segment (a window) of a longer video
 
     def _open_part(self) -> PartWriter:
         if self.part is None:
@@ -162,7 +163,9 @@ class ShareIndexer:
         if self.part is None:
             return
         now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-        part = self.part.commit({"committed": now, "rank": self.info.rank, "world_size": self.info.world_size, "model_sha256": self.description["model_sha256"]})
+        part = self.part.commit({"committed": now, "rank": self.info.rank, "world_size": self.info.world_size,
+                                 "model_sha256": self.description["model_sha256"], "segment_rows": self.segment_rows})  # fmt: skip
+        self.segment_rows = 0
         logger.info("committed part %s: %d videos from %d shard(s)", part["name"], part["rows"], len(part["shards"]))
         self.part, self.parts_written = None, self.parts_written + 1
 
@@ -186,6 +189,7 @@ class ShareIndexer:
         errors, pending = ReadErrors(), []
         skipped: dict[str, list[str]] = {reason: [] for reason in SKIP_REASONS}
         shard_keys: set[str] = set()
+        segments = 0
         for sample in iter_samples([url], errors.handler, self.settings.read_policy):
             metadata = complete_metadata(sample)
             if metadata is None:
@@ -202,6 +206,7 @@ class ShareIndexer:
                 skipped["undecodable"].append(sample["__key__"])
                 continue
             pending.append((thumbnail, _row_record(sample, metadata, url, int(mask.sum())), frames, mask))
+            segments += "segment" in metadata
             if len(pending) == self.settings.batch_size:
                 self._flush(pending)
         self._flush(pending)
@@ -212,6 +217,7 @@ class ShareIndexer:
             self.stats["failed_shards"].append({"url": url, "reason": reason})
             return
         part.finish_shard(url, skipped)
+        self.segment_rows += segments
         self.known_keys |= shard_keys
         self.stats["shards"] += 1
         self.stats["rows"] += part.shards[-1]["rows"]
@@ -240,6 +246,8 @@ def _row_record(sample: dict, metadata: dict, url: str, frames: int) -> dict:
               "duration_s": (metadata.get("source") or {}).get("duration_s")}  # fmt: skip
     if "segment" in metadata:
         record["segment"] = metadata["segment"]
+    if "source_video" in metadata:  # a --windows build's window: the video it was cut from
+        record["source_video"] = metadata["source_video"]
     return record
 
 
@@ -358,11 +366,12 @@ def write_index_manifest(store: Store, description: dict, settings: IndexSetting
     names = sorted(parts)
     total = sum(parts[name]["rows"] for name in names)
     manifest = {**description, "parts": names, "num_videos": total, "ann": None,
+                "segment_rows": sum(parts[name].get("segment_rows", 0) for name in names),  # search groups them by source video
                 "updated": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}  # fmt: skip
     store.remove(ANN_FILE)  # a stale ANN file must never answer for rows it does not hold
     store.write_bytes(INDEX_FILE, json.dumps(manifest, indent=1, ensure_ascii=False).encode("utf-8"))
     if settings.ann == "always" or (settings.ann == "auto" and total >= ANN_MIN_VIDEOS):
         store.write_bytes(ANN_FILE, build_ann(VideoIndex(store.url).video_vectors()))
-        manifest["ann"] = {"file": ANN_FILE, "rows": total, "kind": "faiss IVF, fp16 vectors, inner product"}
+        manifest["ann"] = {"file": ANN_FILE, "rows": total, "kind": "faiss IVF, fp16 vectors, inner product", "nprobe": DEFAULT_NPROBE}
         store.write_bytes(INDEX_FILE, json.dumps(manifest, indent=1, ensure_ascii=False).encode("utf-8"))
     return {"num_videos": total, "parts": len(names), "ann": manifest["ann"] is not None}

@@ -9,10 +9,14 @@ same videos.
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from urllib.parse import quote
 
 from search.cli import stages_text
+from search.moments import Hit, time_range
 from search.searcher import SearchResult
+
+PlayUrl = Callable[[dict], "str | None"]  # a row's record -> where its source video plays from, if anywhere
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
@@ -20,7 +24,7 @@ form{display:flex;gap:.5em;margin-bottom:1em} input[name=q]{flex:1;font-size:1.1
 button{font-size:1.1em;padding:.4em 1em} .note{color:#666;font-size:.9em} .error{color:#a00;font-weight:600}
 table{border-collapse:collapse;width:100%} td{border-top:1px solid #ddd;padding:.5em;vertical-align:top}
 td.score{font-family:monospace;white-space:nowrap} img{display:block} ul{margin:0;padding-left:1.2em}
-.frames img{display:inline-block;margin:2px;max-width:240px}
+.frames img{display:inline-block;margin:2px;max-width:240px} .range{font-weight:600;margin:.2em 0} video{display:block;margin:.3em 0}
 """
 
 
@@ -48,7 +52,33 @@ def search_form(query: str, k: int) -> str:
             "<button type='submit'>Search by file</button></form>")  # fmt: skip
 
 
-def results(result: SearchResult, total_videos: int, k: int = 10) -> str:
+def moment_text(record: dict) -> str:
+    """``12-22 s of long.mp4`` for a moment of a longer video; empty for a whole clip."""
+    span = time_range(record)
+    if span is None:
+        return ""
+    end = "end" if span[1] is None else f"{span[1]:g}"
+    return f"{span[0]:g}-{end} s of {record.get('source_file') or record.get('video_id')}"
+
+
+def moment(hit: Hit, play_url: PlayUrl) -> str:
+    """A moment's time range, a player that starts at it (where the service reaches the source video),
+    and the video's other moments, collapsed."""
+    text = moment_text(hit.record)
+    if not text:
+        return ""
+    url = play_url(hit.record)
+    player = (f"<video class='moment' controls preload='metadata' src='{html.escape(url, quote=True)}' width='320'></video>"
+              if url else "")  # fmt: skip
+    others = "".join(
+        f"<li><a href='/video/{key_path(m.record['key'])}'>{html.escape(moment_text(m.record))}</a> <span class='note'>{m.score:.4f}</span></li>"
+        for m in hit.moments
+    )
+    more = f"<details class='moments'><summary>{len(hit.moments)} more moment(s) of this video</summary><ul>{others}</ul></details>" if others else ""
+    return f"<div class='range'>moment: {html.escape(text)}</div>{player}{more}"
+
+
+def results(result: SearchResult, total_videos: int, k: int = 10, play_url: PlayUrl = lambda _: None) -> str:
     timing = ", ".join(f"{name} {value:.1f} ms" for name, value in result.milliseconds.items())
     rows = []
     for rank, hit in enumerate(result.hits, 1):
@@ -58,7 +88,7 @@ def results(result: SearchResult, total_videos: int, k: int = 10) -> str:
         rows.append(
             f"<tr class='hit'><td>{rank}</td><td class='score'>{hit.score:.4f}<div class='note'>{hit.stage}</div></td>"
             f"<td><a href='/video/{link}'><img class='thumb' src='/thumb/{link}' alt='{html.escape(record['key'], quote=True)}'></a></td>"
-            f"<td><a class='key' href='/video/{link}'>{html.escape(record['key'])}</a><ul>{captions}</ul>{more}"
+            f"<td><a class='key' href='/video/{link}'>{html.escape(record['key'])}</a>{moment(hit, play_url)}<ul>{captions}</ul>{more}"
             f"<a class='like' href='/?like={link}&amp;k={k}'>more like this</a></td></tr>"
         )
     note = f"<p class='note' id='query-note'>{html.escape(result.query)}: {html.escape(result.note)}</p>" if result.note else ""

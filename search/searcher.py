@@ -25,20 +25,13 @@ from eval.encode import inference_autocast
 from eval.trained_model import TrainedModel, load_trained_model, model_fingerprint
 from model import backbone
 from model.features import TextFeatures, VideoFeatures
-from search.ann import DEFAULT_NPROBE, ApproximateSearch
+from search.ann import LEGACY_NPROBE, ApproximateSearch
 from search.index_format import ANN_FILE, IndexFormatError, VideoIndex
+from search.moments import CANDIDATES_PER_RESULT, Hit, group_hits, group_key
 from search.query import check_query
 
 SEARCH_MODES = ("auto", "exact", "approximate")
 DEFAULT_RERANK_TOPK = 50  # as python -m eval's --rerank-topk
-
-
-@dataclass
-class Hit:
-    row: int
-    score: float
-    stage: str  # "fine": rescored by the model's similarity; "coarse": first-stage score only
-    record: dict  # key, shard, captions, ... (search/indexer.py ``_row_record``)
 
 
 @dataclass
@@ -62,7 +55,7 @@ VIDEO_QUERY_NOTE = ("a video or vector query is scored with the index's coarse v
 
 class Searcher:
     def __init__(self, index: VideoIndex, trained: TrainedModel, device: torch.device | None = None, mode: str = "auto",
-                 rerank_topk: int = DEFAULT_RERANK_TOPK, nprobe: int = DEFAULT_NPROBE) -> None:  # fmt: skip
+                 rerank_topk: int = DEFAULT_RERANK_TOPK, nprobe: int | None = None, group: bool = True) -> None:  # fmt: skip
         if mode not in SEARCH_MODES:
             raise ValueError(f"search mode {mode!r}: one of {SEARCH_MODES}")
         self.index, self.device = index, device or torch.device("cpu")
@@ -82,9 +75,12 @@ class Searcher:
         usable_ann = bool(ann) and ann["rows"] == len(index) and index.store.exists(ANN_FILE)
         if mode == "approximate" and not usable_ann:
             raise IndexFormatError(f"{index.url}: no approximate index for its {len(index)} rows (make one: python -m search.index ... --ann always)")
+        nprobe = nprobe or (ann or {}).get("nprobe", LEGACY_NPROBE)  # what the index was built for, unless asked otherwise
         self.ann = ApproximateSearch(index.store.read_bytes(ANN_FILE), nprobe) if usable_ann and mode != "exact" else None
         # the exact scan holds the vectors as float32 (2 KB a video at 512 dims); ANN holds its own copy
         self.vectors = None if self.ann is not None else torch.from_numpy(index.video_vectors()).to(self.device)
+        # an index of windows (or annotated segments) answers one hit per source video (search/moments.py)
+        self.grouped = group and index.manifest.get("segment_rows", 0) > 0
 
     def row_of(self, key: str) -> int:
         """An indexed entry's row (LookupError naming the key when there is none)."""
@@ -102,10 +98,9 @@ class Searcher:
         start = time.perf_counter()
         query = torch.from_numpy(check_vector(vector, self.index.manifest["dim"])).to(self.device)
         query = torch.nn.functional.normalize(query, dim=0)[None]
-        depth = min(len(self.index), k + (exclude_row is not None))
-        rows, scores = self._coarse(query, depth)[0]
-        kept = [(int(r), float(s)) for r, s in zip(rows, scores, strict=True) if int(r) != exclude_row][:k]
-        hits = [Hit(row, score, "coarse", self.index.record(row)) for row, score in kept]
+        rows, scores = self._coarse(query, self._depth(k + (exclude_row is not None)))[0]
+        excluded = None if exclude_row is None else (group_key(self.index.record(exclude_row)) if self.grouped else exclude_row)
+        hits = self._ranked_hits(query, rows, scores, ["coarse"] * len(rows), k, excluded)
         milliseconds = {"encode": 0.0, "coarse": 1e3 * (time.perf_counter() - start), "fine": 0.0, "total": 1e3 * (time.perf_counter() - start)}
         return SearchResult(label, hits, self.method, 0, milliseconds, 1, VIDEO_QUERY_NOTE)
 
@@ -113,6 +108,29 @@ class Searcher:
         """More like an indexed entry: its coarse video vector as the query, the entry itself left out."""
         row = self.row_of(key)
         return self.search_vector(self.index.take("video", np.array([row]))[0], k, f"like {key}", exclude_row=row)
+
+    def _depth(self, k: int) -> int:
+        """First-stage candidates for ``k`` results: more when results are grouped by source video."""
+        return min(len(self.index), k * (CANDIDATES_PER_RESULT if self.grouped else 1))
+
+    def _ranked_hits(self, vector: torch.Tensor, rows: np.ndarray, scores: np.ndarray, stages: list[str], k: int,
+                     excluded: int | str | None = None) -> list[Hit]:  # fmt: skip
+        """The top ``k`` hits of ranked candidates, one per source video when grouped (the first stage is asked
+        for deeper candidates, coarse-ranked after the given ones, until ``k`` videos are found or none is left).
+        ``excluded``: a row (ungrouped) or a source video (grouped) left out, the query's own for "more like"."""
+        if not self.grouped:
+            kept = [(int(r), float(s), stage) for r, s, stage in zip(rows, scores, stages, strict=True) if int(r) != excluded][:k]
+            return [Hit(r, s, stage, self.index.record(r)) for r, s, stage in kept]
+        while True:
+            hits = [Hit(int(r), float(s), stage, self.index.record(int(r))) for r, s, stage in zip(rows, scores, stages, strict=True)]
+            grouped = group_hits(hits, k, excluded)
+            if len(grouped) >= k or len(rows) >= len(self.index):
+                return grouped
+            deeper_rows, deeper_scores = self._coarse(vector, min(len(self.index), 4 * len(rows)))[0]
+            seen = set(rows.tolist())
+            new = np.array([i for i, r in enumerate(deeper_rows) if int(r) not in seen], dtype=np.int64)
+            rows, scores = np.concatenate([rows, deeper_rows[new]]), np.concatenate([scores, deeper_scores[new]])
+            stages = stages + ["coarse"] * len(new)
 
     @property
     def method(self) -> str:
@@ -165,7 +183,7 @@ class Searcher:
         text = self._encode(texts)
         vectors = self.model.coarse_text_vector(text.pooled).float()
         clock["encode"] = time.perf_counter()
-        depth = min(len(self.index), max(max(ks), self.rerank_topk))
+        depth = max(self._depth(max(ks)), min(len(self.index), self.rerank_topk))
         coarse = self._coarse(vectors, depth)
         clock["coarse"] = time.perf_counter()
         results = []
@@ -182,7 +200,7 @@ class Searcher:
                 scores = np.concatenate([fine[order], scores[reranked:]])
                 stages = ["fine"] * reranked + stages[reranked:]
             fine_done = time.perf_counter()
-            hits = [Hit(int(r), float(s), stage, self.index.record(int(r))) for r, s, stage in zip(rows[:k], scores[:k], stages[:k], strict=True)]
+            hits = self._ranked_hits(vectors[i : i + 1], rows, scores, stages, k)
             done = time.perf_counter()
             milliseconds = {
                 "encode": 1e3 * (clock["encode"] - clock["start"]),  # of the whole batch, as are "coarse" and the batch size
@@ -210,15 +228,17 @@ def check_vector(vector: object, dim: int) -> np.ndarray:
 
 
 def open_searcher(index_url: str, checkpoint: str | None = None, base_weights: str | None = None, mode: str = "auto",
-                  rerank_topk: int = DEFAULT_RERANK_TOPK, nprobe: int = DEFAULT_NPROBE, device: torch.device | None = None) -> Searcher:  # fmt: skip
+                  rerank_topk: int = DEFAULT_RERANK_TOPK, nprobe: int | None = None, device: torch.device | None = None,
+                  group: bool = True) -> Searcher:  # fmt: skip
     """The index and the model that made it (the checkpoint it recorded, or ``checkpoint`` if it moved)."""
-    return searcher_for(VideoIndex(index_url), checkpoint, base_weights, mode, rerank_topk, nprobe, device)
+    return searcher_for(VideoIndex(index_url), checkpoint, base_weights, mode, rerank_topk, nprobe, device, group)
 
 
 def searcher_for(index: VideoIndex, checkpoint: str | None = None, base_weights: str | None = None, mode: str = "auto",
-                 rerank_topk: int = DEFAULT_RERANK_TOPK, nprobe: int = DEFAULT_NPROBE, device: torch.device | None = None) -> Searcher:  # fmt: skip
+                 rerank_topk: int = DEFAULT_RERANK_TOPK, nprobe: int | None = None, device: torch.device | None = None,
+                 group: bool = True) -> Searcher:  # fmt: skip
     """A searcher over an index already opened, with the model it records loaded."""
     manifest = index.manifest
     trained = load_trained_model(checkpoint or manifest["checkpoint"], manifest.get("checkpoint_format", "auto"), base_weights,
                                  manifest["max_frames"], manifest["max_words"])  # fmt: skip
-    return Searcher(index, trained, device, mode, rerank_topk, nprobe)
+    return Searcher(index, trained, device, mode, rerank_topk, nprobe, group)

@@ -97,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     parser.add_argument("--api-key", default=os.environ.get("SEARCH_API_KEY"), help="require this key on every route (default: $SEARCH_API_KEY, which keeps it out of the process list)")
     parser.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH, help="most queries encoded together")
+    parser.add_argument("--videos", help="the folder the indexed videos were built from (the build's --videos): the page plays a "
+                                         "moment's source video from its second (HTTP range requests)")  # fmt: skip
     parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_BYTES / (1 << 20),
                         help="largest query video or image accepted (refused from its Content-Length before it is read)")
     add_searcher_arguments(parser)
@@ -108,14 +110,17 @@ def main(argv: list[str] | None = None) -> int:
     if not is_loopback(args.host):
         print(f"warning: listening on {args.host}: anyone who can reach it can search this index and read its videos' frames"
               f"{'' if args.api_key else ' (no --api-key set)'}", file=sys.stderr)  # fmt: skip
+    if args.videos is not None and not os.path.isdir(args.videos):
+        parser.error(f"--videos {args.videos}: not a folder")
     try:
-        settings = SearchSettings(args.index, args.checkpoint, args.base_weights, args.mode, args.rerank_topk, args.nprobe, search_device())
+        settings = SearchSettings(args.index, args.checkpoint, args.base_weights, args.mode, args.rerank_topk, args.nprobe, search_device(),
+                                  group=not args.ungrouped)  # fmt: skip
         holder = IndexHolder(settings)
         sock = listening_socket(args.host, args.port)
     except (FileNotFoundError, RuntimeError, StorageError, IndexFormatError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    app = create_app(holder, args.api_key, args.max_batch, int(args.max_upload_mb * (1 << 20)))
+    app = create_app(holder, args.api_key, args.max_batch, int(args.max_upload_mb * (1 << 20)), args.videos)
     config = uvicorn.Config(app, log_level="info", h11_max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES, server_header=False,
                             timeout_keep_alive=5)  # fmt: skip
     host, port = sock.getsockname()[:2]

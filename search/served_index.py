@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from search.ann import DEFAULT_NPROBE
 from search.index_format import VideoIndex
 from search.searcher import DEFAULT_RERANK_TOPK, Searcher, searcher_for
 from shards.reader import ReadErrors, iter_samples
@@ -37,8 +36,9 @@ class SearchSettings:
     base_weights: str | None = None
     mode: str = "auto"
     rerank_topk: int = DEFAULT_RERANK_TOPK
-    nprobe: int = DEFAULT_NPROBE
+    nprobe: int | None = None  # None: the index's own (index.json ann.nprobe)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    group: bool = True  # one hit per source video for an index of windows (search/moments.py)
 
 
 class SampleCache:
@@ -80,10 +80,10 @@ class ServedIndex:
     def open(cls, settings: SearchSettings, previous: Searcher | None = None) -> ServedIndex:
         index = VideoIndex(settings.index_url)
         if previous is not None and index.manifest["model_sha256"] == previous.fingerprint:
-            searcher = Searcher(index, previous.trained, settings.device, settings.mode, settings.rerank_topk, settings.nprobe)
+            searcher = Searcher(index, previous.trained, settings.device, settings.mode, settings.rerank_topk, settings.nprobe, settings.group)
         else:
             searcher = searcher_for(index, settings.checkpoint, settings.base_weights, settings.mode, settings.rerank_topk, settings.nprobe,
-                                    settings.device)  # fmt: skip
+                                    settings.device, settings.group)  # fmt: skip
         rows = {key: row for row, key in enumerate(index.keys())}
         now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         return cls(searcher, rows, now)

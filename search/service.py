@@ -24,6 +24,8 @@ from __future__ import annotations
 import html
 import json
 import logging
+import mimetypes
+import os
 import urllib.parse
 from contextlib import asynccontextmanager
 
@@ -31,13 +33,14 @@ import numpy as np
 from fastapi import FastAPI, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from search import search_page
 from search.api_key import KeyGuard
 from search.cli import result_json
 from search.media_query import MediaQueryError, search_media_bytes
+from search.moments import time_range
 from search.query import QueryError, check_query
 from search.query_batcher import DEFAULT_MAX_BATCH, QueryBatcher
 from search.searcher import SearchResult, VectorQueryError
@@ -134,8 +137,9 @@ def _error_response(request: Request, status: int, message: str, headers: dict |
 
 
 def create_app(holder: IndexHolder, api_key: str | None = None, max_batch: int = DEFAULT_MAX_BATCH,
-               max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES) -> FastAPI:  # fmt: skip
-    """The service over ``holder``'s index (the caller owns loading it; the app owns the batcher)."""
+               max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, videos_root: str | None = None) -> FastAPI:  # fmt: skip
+    """The service over ``holder``'s index (the caller owns loading it; the app owns the batcher). ``videos_root``:
+    the folder the indexed videos were built from (the build's --videos), to play a moment's source video."""
     batcher = QueryBatcher(lambda: holder.current.searcher, max_batch)
 
     @asynccontextmanager
@@ -157,9 +161,40 @@ def create_app(holder: IndexHolder, api_key: str | None = None, max_batch: int =
         data, filename = await received_file(request, max_upload_bytes)
         return await run_in_threadpool(search_media_bytes, holder.current.searcher, data, k, filename)
 
-    _api_routes(app, holder, batcher, run_search, run_file_search, api_key)
-    _page_routes(app, holder, run_search, run_file_search)
+    sources = SourceVideos(videos_root)
+    _api_routes(app, holder, batcher, run_search, run_file_search, api_key, sources)
+    _page_routes(app, holder, run_search, run_file_search, sources)
     return app
+
+
+class SourceVideos:
+    """The source videos of indexed rows, under the build's videos folder: a moment plays from its second.
+
+    Only a row's own ``source_file`` is served (the key is looked up in the index; nothing is read by a
+    name from the URL), only inside the folder (a link or ``..`` that leads out is refused), by
+    Starlette's FileResponse, which answers HTTP range requests (206): a player seeks into a long
+    video without downloading it."""
+
+    def __init__(self, root: str | None) -> None:
+        self.root = None if root is None else os.path.realpath(root)
+
+    def path_of(self, record: dict) -> str | None:
+        """The file of a row's source video, or None when this service cannot reach it."""
+        relative = record.get("source_file")
+        if self.root is None or not relative or "://" in relative:
+            return None
+        path = os.path.realpath(os.path.join(self.root, relative))
+        if os.path.commonpath([path, self.root]) != self.root or not os.path.isfile(path):
+            return None
+        return path
+
+    def play_url(self, record: dict) -> str | None:
+        """``/source/KEY#t=START,END`` (a media fragment: the player starts at the moment), where reachable."""
+        if self.path_of(record) is None:
+            return None
+        span = time_range(record)
+        fragment = "" if span is None else f"#t={span[0]:g}" + ("" if span[1] is None else f",{span[1]:g}")
+        return f"/source/{search_page.key_path(record['key'])}{fragment}"
 
 
 def _install_guard(app: FastAPI, api_key: str | None) -> None:
@@ -224,7 +259,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error_response(request, 403, str(error))
 
 
-def _api_routes(app: FastAPI, holder: IndexHolder, batcher: QueryBatcher, run_search, run_file_search, api_key: str | None) -> None:  # noqa: ANN001
+def _api_routes(app: FastAPI, holder: IndexHolder, batcher: QueryBatcher, run_search, run_file_search, api_key: str | None,  # noqa: ANN001
+                sources: SourceVideos) -> None:  # fmt: skip
     """The JSON API (these routes make up /openapi.json)."""
 
     def with_vectors(result: SearchResult, include: str) -> dict:
@@ -232,6 +268,11 @@ def _api_routes(app: FastAPI, holder: IndexHolder, batcher: QueryBatcher, run_se
         if wanted - {"vectors"}:
             raise BadRequest(f"include takes 'vectors', not {sorted(wanted - {'vectors'})}")
         answer = result_json(result)
+        for hit in answer["hits"]:
+            for shown in [hit, *hit.get("moments", [])]:
+                play = sources.play_url(shown)
+                if play is not None:
+                    shown["play"] = play
         if "vectors" in wanted and result.hits:
             vectors = holder.current.index.take("video", np.array([hit.row for hit in result.hits]))
             for hit, vector in zip(answer["hits"], vectors, strict=True):
@@ -307,11 +348,11 @@ def _api_routes(app: FastAPI, holder: IndexHolder, batcher: QueryBatcher, run_se
         return await api_health()
 
 
-def _page_routes(app: FastAPI, holder: IndexHolder, run_search, run_file_search) -> None:  # noqa: ANN001
-    """The page, a video's frames, thumbnails and frames (not in the schema)."""
+def _page_routes(app: FastAPI, holder: IndexHolder, run_search, run_file_search, sources: SourceVideos) -> None:  # noqa: ANN001
+    """The page, a video's frames, thumbnails and frames, source videos (not in the schema)."""
 
     def answer_page(top: str, result: SearchResult, k: int, shown_query: str = "") -> HTMLResponse:
-        body = top + search_page.search_form(shown_query, k) + search_page.results(result, len(holder.current.index), k)
+        body = top + search_page.search_form(shown_query, k) + search_page.results(result, len(holder.current.index), k, sources.play_url)
         return HTMLResponse(search_page.page(f"{result.query[:60]} - video search", body))
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -362,6 +403,17 @@ def _page_routes(app: FastAPI, holder: IndexHolder, run_search, run_file_search)
         if not (which.isascii() and which.isdigit()) or int(which) >= len(names):
             raise LookupError(f"{record['key']} has frames 0 to {len(names) - 1}, not {which[:20]!r}")
         return Response(sample[names[int(which)]], media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+
+    @app.get("/source/{key}", include_in_schema=False)
+    def source_video(key: str) -> Response:
+        served = holder.current
+        record = served.index.record(served.row_of(key))
+        path = sources.path_of(record)
+        if path is None:
+            why = "this service was not started with --videos" if sources.root is None else f"{record.get('source_file')!r} is not under --videos"
+            raise LookupError(f"the source video of {record['key']} cannot be played here: {why}")
+        media_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
+        return FileResponse(path, media_type=media_type, headers={"Cache-Control": "max-age=3600"})
 
     @app.get("/favicon.ico", include_in_schema=False)
     async def favicon() -> Response:

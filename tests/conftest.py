@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -23,7 +24,8 @@ MSRVTT_SAMPLE = REPO_ROOT.parent / "shared" / "data" / "msrvtt_test_sample"
 # trains, starts processes or an S3 server (seconds to minutes each), or marks itself (a long
 # training loop on synthetic features). Every other test is a unit
 # test: ``pytest -m "not integration"`` runs those alone, in seconds. CI runs everything.
-INTEGRATION_FIXTURES = {"time_coded_videos", "sample_dataset", "msrvtt_sample", "s3_endpoint", "s3_bucket", "search_collection"}
+INTEGRATION_FIXTURES = {"time_coded_videos", "sample_dataset", "msrvtt_sample", "s3_endpoint", "s3_bucket", "search_collection",
+                        "moments_collection"}  # fmt: skip
 INTEGRATION_MODULES = {"test_build", "test_extract", "test_real_world_files", "test_datasets", "test_learning", "test_train_runs", "test_s3_faults", "test_eval_cli"}
 
 
@@ -145,3 +147,41 @@ def search_collection(sample_dataset, tmp_path_factory):
                         "--lr", "1e-3", "--coef-lr", "1", "--sim-header", "meanP", "--interaction", "wti"]))  # fmt: skip
     assert index_main(["--checkpoint", str(root / "run"), "--shards", str(root / "shards"), "--out", str(root / "index")]) == 0
     return root
+
+
+# the 3-minute video of the moments tests: three generated scenes of 60 s each, and what names each
+MOMENT_SCENES = (("red", "circle", "left to right"), ("blue", "square", "bottom to top"), ("green", "circle", "right to left"))
+
+
+@pytest.fixture(scope="session")
+def moments_collection(tmp_path_factory):
+    """A 3-minute video of three scenes and an 8-second clip in one folder, built unannotated with
+    ``--windows 10:5`` and indexed with a tiny meanP model trained on 15-second captioned segments of
+    the same three scenes (the windows themselves carry no caption). Returns the folder and each
+    scene's (start, end) seconds."""
+    from pipeline.__main__ import main as pipeline_main
+    from search.index import main as index_main
+    from tools.make_sample_data import ClipSpec, encode_mp4, render_frames, write_scenes_video
+    from train.config import parse_config
+    from train.trainer import train
+
+    root = tmp_path_factory.mktemp("moments")
+    (root / "videos").mkdir()
+    scenes = [ClipSpec(f"scene{i}", colour, shape, direction, 128, 96, 60.0) for i, (colour, shape, direction) in enumerate(MOMENT_SCENES)]
+    bounds = write_scenes_video(str(root / "videos" / "long.mp4"), scenes)
+    short = ClipSpec("short", "yellow", "square", "top to bottom", 128, 96, 8.0)
+    encode_mp4(render_frames(short, np.random.default_rng(1), 6.0), str(root / "videos" / "short.mp4"), 6.0)
+    with open(root / "train.jsonl", "w", encoding="utf-8") as handle:
+        for spec, (start, end) in zip(scenes, bounds, strict=True):
+            for second in range(int(start), int(end), 15):
+                handle.write(json.dumps({"video": "long.mp4", "captions": spec.captions(), "start": second, "end": second + 15}) + "\n")
+    common = ["--short-side", "112", "--workers", "2", "--no-progress"]
+    assert pipeline_main(["build", "--annotations", str(root / "train.jsonl"), "--videos", str(root / "videos"), "--out", str(root / "train_shards"),
+                          "--samples-per-shard", "4", *common]) == 0  # fmt: skip
+    assert pipeline_main(["build", "--videos", str(root / "videos"), "--out", str(root / "windows"), "--windows", "10:5",
+                          "--samples-per-shard", "16", *common]) == 0  # fmt: skip
+    train(parse_config(["--train-shards", str(root / "train_shards"), "--output-dir", str(root / "run"), "--model", "tiny-ViT-112",
+                        "--batch-size", "6", "--steps-per-epoch", "60", "--epochs", "1", "--max-frames", "8", "--workers", "0",
+                        "--lr", "1e-3", "--coef-lr", "1", "--sim-header", "meanP"]))  # fmt: skip
+    assert index_main(["--checkpoint", str(root / "run"), "--shards", str(root / "windows"), "--out", str(root / "index")]) == 0
+    return root, bounds

@@ -85,3 +85,41 @@ def test_a_person_searches_and_opens_a_result(search_collection, browser):
     finally:
         service.stop()
     assert Path(ARTIFACTS / "search_results.png").stat().st_size > 10_000
+
+
+def test_a_person_finds_a_moment_plays_it_and_asks_for_more_like_it(moments_collection, browser):
+    """The moments index in Chromium: the hit for the middle scene shows its time range, its player starts
+    at that second (the browser fetches the source by range requests), and "more like this" lists other videos."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    root, bounds = moments_collection
+    ARTIFACTS.mkdir(exist_ok=True)
+    service = Service(root / "index", "--videos", str(root / "videos"))
+    try:
+        browser.get(f"http://127.0.0.1:{service.port}/")
+        box = browser.find_element(By.NAME, "q")
+        box.send_keys("a blue square moves from bottom to top", Keys.ENTER)
+        wait = WebDriverWait(browser, 60)
+        wait.until(expected_conditions.presence_of_element_located((By.ID, "results")))
+        first = browser.find_elements(By.CSS_SELECTOR, "#results tr.hit")[0]
+        shown = first.find_element(By.CSS_SELECTOR, "div.range").text  # "moment: 95-105 s of long.mp4"
+        start, end = (float(x) for x in shown.split("moment: ")[1].split(" s of ")[0].split("-"))
+        assert bounds[1][0] <= start < end <= bounds[1][1] and shown.endswith("long.mp4")
+        position = ("const v = document.querySelector('video.moment'); "
+                    "return v.readyState >= 1 ? [v.currentTime, v.duration, v.error ? v.error.code : 0] : null")  # fmt: skip
+        current, duration, error = wait.until(lambda d: d.execute_script(position))
+        assert error == 0 and abs(current - start) < 0.5 and abs(duration - 180.0) < 1.0  # the media fragment's start, of the 3-minute file
+        first.find_element(By.CSS_SELECTOR, "details.moments summary").click()
+        assert "s of long.mp4" in first.find_element(By.CSS_SELECTOR, "details.moments li").text
+        browser.save_screenshot(str(ARTIFACTS / "search_moment.png"))
+        first.find_element(By.CSS_SELECTOR, "a.like").click()
+        wait.until(expected_conditions.presence_of_element_located((By.ID, "query-note")))
+        assert "coarse video vectors" in browser.find_element(By.ID, "query-note").text
+        keys = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "#results a.key")]
+        assert keys == ["short"]  # more like a window of long.mp4: the other videos, not its own windows
+    finally:
+        service.stop()
+    assert (service.process.returncode is not None) and (ARTIFACTS / "search_moment.png").stat().st_size > 10_000

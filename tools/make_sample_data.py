@@ -15,6 +15,7 @@ Writes ``videos/``, ``annotations.jsonl`` (all), ``train.jsonl`` and ``test.json
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -78,9 +79,9 @@ def is_test_clip(index: int) -> bool:
     return index % 4 == (3 + index // combos) % 4
 
 
-def render_frames(spec: ClipSpec, rng: np.random.Generator) -> np.ndarray:
+def render_frames(spec: ClipSpec, rng: np.random.Generator, fps: float = SOURCE_FPS) -> np.ndarray:
     """uint8 frames (T, H, W, 3): a textured still background and one moving shape."""
-    count = int(round(spec.duration_s * SOURCE_FPS))
+    count = int(round(spec.duration_s * fps))
     background = rng.integers(60, 140, size=(spec.height // 8 + 1, spec.width // 8 + 1, 3), dtype=np.uint8)
     background = np.kron(background, np.ones((8, 8, 1), dtype=np.uint8))[: spec.height, : spec.width]
     start, end, _, _ = DIRECTIONS[spec.direction]
@@ -102,14 +103,26 @@ def render_frames(spec: ClipSpec, rng: np.random.Generator) -> np.ndarray:
     return frames
 
 
-def encode_mp4(frames: np.ndarray, path: str) -> None:
+def encode_mp4(frames: np.ndarray, path: str, fps: float = SOURCE_FPS) -> None:
     height, width = frames.shape[1:3]
     args = (
-        ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", r=SOURCE_FPS)
+        ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", r=fps)
         .output(path, vcodec="libx264", pix_fmt="yuv420p", preset="ultrafast", crf=20)
         .compile(cmd=ffmpeg_executable(), overwrite_output=True)
     )
     subprocess.run([args[0], "-nostdin", "-loglevel", "error", *args[1:]], input=frames.tobytes(), check=True, timeout=300)
+
+
+def write_scenes_video(path: str, scenes: list[ClipSpec], fps: float = 6.0, seed: int = 0) -> list[tuple[float, float]]:
+    """One long video made of several generated scenes in a row (all of the first scene's size), for
+    finding a moment inside a long video; returns each scene's (start, end) seconds. A low frame rate
+    keeps minutes of video small to make and to decode."""
+    rng = np.random.default_rng(seed)
+    width, height = scenes[0].width, scenes[0].height
+    frames = np.concatenate([render_frames(dataclasses.replace(s, width=width, height=height), rng, fps) for s in scenes])
+    encode_mp4(frames, path, fps)
+    bounds = np.cumsum([0.0] + [s.duration_s for s in scenes])
+    return [(float(a), float(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def write_broken_inputs(videos: str, donor_mp4: str) -> list[dict]:
