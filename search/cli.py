@@ -20,6 +20,7 @@ from search.index_format import IndexFormatError
 from search.media_query import search_media_file
 from search.moments import Hit, time_range
 from search.query import QueryError, check_query
+from search.query_encoder import QUERY_ENCODERS
 from search.searcher import DEFAULT_RERANK_TOPK, SEARCH_MODES, Searcher, SearchResult, open_searcher
 from shards.storage import StorageError
 
@@ -34,6 +35,9 @@ def add_searcher_arguments(parser: argparse.ArgumentParser) -> None:
                         help="clusters the approximate index visits per query (default: what the index was built for, index.json's ann.nprobe)")
     parser.add_argument("--checkpoint", help="the model's checkpoint, if it moved since indexing (its weights are checked)")
     parser.add_argument("--base-weights", help="where the frozen base of a PEFT checkpoint is now, if it moved")
+    parser.add_argument("--query-encoder", choices=QUERY_ENCODERS, default="auto",
+                        help="the query's text encoder on a CPU: fp32 (exact: the evaluator's scores), int8 (dynamic int8 text transformer), "
+                             "auto: int8 where it ranks the index's own captions as fp32 does, else fp32")  # fmt: skip
     parser.add_argument("--ungrouped", action="store_true",
                         help="one hit per indexed row, even where rows are windows of one video (default: one per video, its best moment first)")
 
@@ -51,7 +55,7 @@ def search_device() -> torch.device:
 def searcher_from_arguments(args: argparse.Namespace) -> Searcher:
     """The index's searcher, as the command line's options describe it."""
     return open_searcher(args.index, args.checkpoint, args.base_weights, args.mode, args.rerank_topk, args.nprobe, search_device(),
-                         not args.ungrouped)  # fmt: skip
+                         not args.ungrouped, args.query_encoder)  # fmt: skip
 
 
 def hit_json(hit: Hit) -> dict:

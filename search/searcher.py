@@ -16,6 +16,7 @@ weights is refused (its query vectors would not live in the same space).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +30,7 @@ from search.ann import LEGACY_NPROBE, ApproximateSearch
 from search.index_format import ANN_FILE, IndexFormatError, VideoIndex
 from search.moments import CANDIDATES_PER_RESULT, Hit, group_hits, group_key
 from search.query import check_query
+from search.query_encoder import CHECK_CAPTIONS, MIN_CHECK_CAPTIONS, MIN_COSINE, MIN_SAME_TOP10, QUERY_ENCODERS, QueryEncoder
 
 SEARCH_MODES = ("auto", "exact", "approximate")
 DEFAULT_RERANK_TOPK = 50  # as python -m eval's --rerank-topk
@@ -55,7 +57,8 @@ VIDEO_QUERY_NOTE = ("a video or vector query is scored with the index's coarse v
 
 class Searcher:
     def __init__(self, index: VideoIndex, trained: TrainedModel, device: torch.device | None = None, mode: str = "auto",
-                 rerank_topk: int = DEFAULT_RERANK_TOPK, nprobe: int | None = None, group: bool = True) -> None:  # fmt: skip
+                 rerank_topk: int = DEFAULT_RERANK_TOPK, nprobe: int | None = None, group: bool = True,
+                 query_encoder: str = "auto") -> None:  # fmt: skip
         if mode not in SEARCH_MODES:
             raise ValueError(f"search mode {mode!r}: one of {SEARCH_MODES}")
         self.index, self.device = index, device or torch.device("cpu")
@@ -81,6 +84,43 @@ class Searcher:
         self.vectors = None if self.ann is not None else torch.from_numpy(index.video_vectors()).to(self.device)
         # an index of windows (or annotated segments) answers one hit per source video (search/moments.py)
         self.grouped = group and index.manifest.get("segment_rows", 0) > 0
+        self.encoder, self.encoder_check = self._choose_query_encoder(query_encoder)
+
+    def _choose_query_encoder(self, wanted: str) -> tuple[QueryEncoder, dict]:
+        """fp32, int8, or (auto) int8 where it ranks this index's own captions as fp32 does (search/query_encoder.py)."""
+        if wanted not in QUERY_ENCODERS:
+            raise ValueError(f"query encoder {wanted!r}: one of {QUERY_ENCODERS}")
+        exact = QueryEncoder(self.model, "fp32")
+        on_cpu_fp32 = self.device.type == "cpu" and next(self.model.clip.transformer.parameters()).dtype == torch.float32
+        if wanted == "fp32" or (wanted == "auto" and not on_cpu_fp32):
+            return exact, {"encoder": "fp32", "why": "asked for" if wanted == "fp32" else "int8 kernels are for a CPU with fp32 weights"}
+        if not on_cpu_fp32:
+            raise ValueError("--query-encoder int8 needs a CPU and a model with fp32 weights (not --precision fp16)")
+        fast = QueryEncoder(self.model, "int8")
+        if wanted == "int8":
+            return fast, {"encoder": "int8", "why": "asked for"}
+        captions = self._own_captions(CHECK_CAPTIONS)
+        if len(captions) < MIN_CHECK_CAPTIONS:
+            return exact, {"encoder": "fp32", "why": f"the index holds {len(captions)} captions, too few to check int8 on (needs {MIN_CHECK_CAPTIONS})"}
+        vectors = {}
+        for name, encoder in (("fp32", exact), ("int8", fast)):
+            parts = [self.model.coarse_text_vector(self._encode(captions[i : i + 32], encoder).pooled).float() for i in range(0, len(captions), 32)]
+            vectors[name] = torch.cat(parts)
+        check = agreement_in_index(vectors["fp32"], vectors["int8"], lambda v: self._coarse(v, min(10, len(self.index))))
+        kept = check["min_cosine"] >= MIN_COSINE and check["same_top10"] >= MIN_SAME_TOP10
+        check.update(encoder="int8" if kept else "fp32", why="int8 ranks this index's captions as fp32 does" if kept else
+                     f"int8 changed the ranking here (needs cosine >= {MIN_COSINE}, identical top 10 for >= {MIN_SAME_TOP10:.0%})")  # fmt: skip
+        return (fast if kept else exact), check
+
+    def _own_captions(self, count: int) -> list[str]:
+        """Up to ``count`` distinct captions of the index's rows, spread over the index."""
+        captions: list[str] = []
+        step = max(1, len(self.index) // count)
+        for row in range(0, len(self.index), step):
+            captions += [c for c in self.index.record(row)["captions"] if c not in captions]
+            if len(captions) >= count:
+                break
+        return captions[:count]
 
     def row_of(self, key: str) -> int:
         """An indexed entry's row (LookupError naming the key when there is none)."""
@@ -137,13 +177,11 @@ class Searcher:
         return "approximate" if self.ann is not None else "exact"
 
     @torch.no_grad()
-    def _encode(self, queries: list[str]) -> TextFeatures:
-        """Every query in one forward pass (tokens are padded to ``max_words``: a row's result does not
-        depend on the others in the batch, up to float rounding)."""
+    def _encode(self, queries: list[str], encoder: QueryEncoder | None = None) -> TextFeatures:
+        """Every query in one forward pass (padded to ``max_words``, or to the longest query where the encoder
+        trims: a row's result does not depend on the others in the batch, up to float rounding)."""
         tokens = self.tokenize(queries, context_length=self.max_words).to(self.device)
-        with inference_autocast(self.device):
-            features = self.model.encode_text(tokens)
-        return TextFeatures(features.pooled.float(), None if features.tokens is None else features.tokens.float(), features.mask)
+        return (encoder or self.encoder)(tokens, lambda: inference_autocast(self.device))
 
     def _coarse(self, vectors: torch.Tensor, depth: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """(rows, scores) of the top ``depth`` for each query vector, best first."""
@@ -212,6 +250,15 @@ class Searcher:
         return results
 
 
+def agreement_in_index(reference: torch.Tensor, candidate: torch.Tensor, first_stage: Callable) -> dict:
+    """``query_encoder.agreement`` over the index's own first stage (exact or approximate): the least cosine
+    between the two vectors of a caption, and the share of captions whose top 10 rows are identical."""
+    cosines = torch.nn.functional.cosine_similarity(reference, candidate, dim=1)
+    tops = [[rows.tolist() for rows, _ in first_stage(vectors)] for vectors in (reference, candidate)]
+    same = float(np.mean([a == b for a, b in zip(*tops, strict=True)]))
+    return {"captions": len(reference), "min_cosine": round(float(cosines.min()), 6), "same_top10": same}
+
+
 def check_vector(vector: object, dim: int) -> np.ndarray:
     """A query vector as float32 of the index's dimension, finite and not all zeros, or VectorQueryError saying why."""
     try:
@@ -229,16 +276,16 @@ def check_vector(vector: object, dim: int) -> np.ndarray:
 
 def open_searcher(index_url: str, checkpoint: str | None = None, base_weights: str | None = None, mode: str = "auto",
                   rerank_topk: int = DEFAULT_RERANK_TOPK, nprobe: int | None = None, device: torch.device | None = None,
-                  group: bool = True) -> Searcher:  # fmt: skip
+                  group: bool = True, query_encoder: str = "auto") -> Searcher:  # fmt: skip
     """The index and the model that made it (the checkpoint it recorded, or ``checkpoint`` if it moved)."""
-    return searcher_for(VideoIndex(index_url), checkpoint, base_weights, mode, rerank_topk, nprobe, device, group)
+    return searcher_for(VideoIndex(index_url), checkpoint, base_weights, mode, rerank_topk, nprobe, device, group, query_encoder)
 
 
 def searcher_for(index: VideoIndex, checkpoint: str | None = None, base_weights: str | None = None, mode: str = "auto",
                  rerank_topk: int = DEFAULT_RERANK_TOPK, nprobe: int | None = None, device: torch.device | None = None,
-                 group: bool = True) -> Searcher:  # fmt: skip
+                 group: bool = True, query_encoder: str = "auto") -> Searcher:  # fmt: skip
     """A searcher over an index already opened, with the model it records loaded."""
     manifest = index.manifest
     trained = load_trained_model(checkpoint or manifest["checkpoint"], manifest.get("checkpoint_format", "auto"), base_weights,
                                  manifest["max_frames"], manifest["max_words"])  # fmt: skip
-    return Searcher(index, trained, device, mode, rerank_topk, nprobe, group)
+    return Searcher(index, trained, device, mode, rerank_topk, nprobe, group, query_encoder)

@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--videos {args.videos}: not a folder")
     try:
         settings = SearchSettings(args.index, args.checkpoint, args.base_weights, args.mode, args.rerank_topk, args.nprobe, search_device(),
-                                  group=not args.ungrouped)  # fmt: skip
+                                  group=not args.ungrouped, query_encoder=args.query_encoder)  # fmt: skip
         holder = IndexHolder(settings)
         sock = listening_socket(args.host, args.port)
     except (FileNotFoundError, RuntimeError, StorageError, IndexFormatError, ValueError, OSError) as error:

@@ -39,6 +39,7 @@ class SearchSettings:
     nprobe: int | None = None  # None: the index's own (index.json ann.nprobe)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     group: bool = True  # one hit per source video for an index of windows (search/moments.py)
+    query_encoder: str = "auto"  # search/query_encoder.py
 
 
 class SampleCache:
@@ -80,10 +81,11 @@ class ServedIndex:
     def open(cls, settings: SearchSettings, previous: Searcher | None = None) -> ServedIndex:
         index = VideoIndex(settings.index_url)
         if previous is not None and index.manifest["model_sha256"] == previous.fingerprint:
-            searcher = Searcher(index, previous.trained, settings.device, settings.mode, settings.rerank_topk, settings.nprobe, settings.group)
+            searcher = Searcher(index, previous.trained, settings.device, settings.mode, settings.rerank_topk, settings.nprobe, settings.group,
+                                settings.query_encoder)  # fmt: skip
         else:
             searcher = searcher_for(index, settings.checkpoint, settings.base_weights, settings.mode, settings.rerank_topk, settings.nprobe,
-                                    settings.device, settings.group)  # fmt: skip
+                                    settings.device, settings.group, settings.query_encoder)  # fmt: skip
         rows = {key: row for row, key in enumerate(index.keys())}
         now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         return cls(searcher, rows, now)

@@ -337,7 +337,8 @@ def _api_routes(app: FastAPI, holder: IndexHolder, batcher: QueryBatcher, run_se
         manifest = served.index.manifest
         return {"status": "ok", "index": holder.settings.index_url, "videos": len(served.index), "model_sha256": manifest["model_sha256"],
                 "index_updated": manifest.get("updated"), "loaded_at": served.loaded_at, "reloads": holder.reloads,
-                "search": {"method": served.searcher.method, "rerank_topk": served.searcher.rerank_topk},
+                "search": {"method": served.searcher.method, "rerank_topk": served.searcher.rerank_topk,
+                           "grouped_by_source_video": served.searcher.grouped, "query_encoder": served.searcher.encoder_check},
                 "batches": {"queries": batcher.queries, "batches": batcher.batches}}  # fmt: skip
 
     @app.post("/api/admin/reload", summary="Load the index again (a newer one at the same place) and serve it once ready")

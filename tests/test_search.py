@@ -82,7 +82,7 @@ def test_search_scores_and_order_are_the_evaluators(collection, tmp_path, model)
     _index(collection, model, tmp_path / "index")
     trained, split = _encoded(collection, model)
     scorer = SplitScorer(trained.model, split, torch.device("cpu"))
-    searcher = open_searcher(str(tmp_path / "index"), rerank_topk=3)
+    searcher = open_searcher(str(tmp_path / "index"), rerank_topk=3, query_encoder="fp32")  # exact: the evaluator's encoder
     keys = [searcher.index.record(row)["key"] for row in range(len(searcher.index))]
     assert sorted(keys) == split.keys
     column = {key: split.keys.index(key) for key in keys}

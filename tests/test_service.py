@@ -50,7 +50,7 @@ def _same_ranking(result: dict, expected: dict) -> bool:
 
 def test_api_answers_as_the_searcher_does(search_collection, service):
     collection = search_collection
-    searcher = open_searcher(str(collection / "index"), rerank_topk=4)
+    searcher = open_searcher(str(collection / "index"), rerank_topk=4, query_encoder="fp32")
     for query in QUERIES:
         status, result = service.json(_search_path(query, 6))
         assert status == 200
