@@ -18,15 +18,16 @@ import torch
 from runtime.cli import HelpFormatter
 from search.index_format import IndexFormatError
 from search.media_query import search_media_file
-from search.moments import Hit, time_range
+from search.moments import Hit, moment_text, time_range
 from search.query import QueryError, check_query
 from search.query_encoder import QUERY_ENCODERS
 from search.searcher import DEFAULT_RERANK_TOPK, SEARCH_MODES, Searcher, SearchResult, open_searcher
 from shards.storage import StorageError
 
 
-def add_searcher_arguments(parser: argparse.ArgumentParser) -> None:
-    """How the first stage, the rerank and the model are chosen: the same for python -m search and search.serve."""
+def add_searcher_arguments(parser: argparse.ArgumentParser, query_encoder: str = "fp32") -> None:
+    """How the first stage, the rerank and the model are chosen: the same for python -m search and search.serve
+    (``query_encoder``: the default, auto for the long-running service, whose start-up check pays for itself)."""
     parser.add_argument("--mode", choices=SEARCH_MODES, default="auto",
                         help="first stage: exact scan, or the index's approximate (faiss) index; auto uses it where the index has one")
     parser.add_argument("--rerank-topk", type=int, default=DEFAULT_RERANK_TOPK,
@@ -35,7 +36,7 @@ def add_searcher_arguments(parser: argparse.ArgumentParser) -> None:
                         help="clusters the approximate index visits per query (default: what the index was built for, index.json's ann.nprobe)")
     parser.add_argument("--checkpoint", help="the model's checkpoint, if it moved since indexing (its weights are checked)")
     parser.add_argument("--base-weights", help="where the frozen base of a PEFT checkpoint is now, if it moved")
-    parser.add_argument("--query-encoder", choices=QUERY_ENCODERS, default="auto",
+    parser.add_argument("--query-encoder", choices=QUERY_ENCODERS, default=query_encoder,
                         help="the query's text encoder on a CPU: fp32 (exact: the evaluator's scores), int8 (dynamic int8 text transformer), "
                              "auto: int8 where it ranks the index's own captions as fp32 does, else fp32")  # fmt: skip
     parser.add_argument("--ungrouped", action="store_true",
@@ -92,18 +93,10 @@ def print_result(result: SearchResult) -> None:
         print(f"  ({result.note})")
     for rank, hit in enumerate(result.hits, 1):
         caption = hit.record["captions"][0] if hit.record["captions"] else ""
-        print(f"{rank:4d}  {hit.score:8.4f}  {hit.stage:6}  {hit.record['key']:24}  {range_text(hit.record)}{caption}")
+        moment = moment_text(hit.record)
+        print(f"{rank:4d}  {hit.score:8.4f}  {hit.stage:6}  {hit.record['key']:24}  {moment + '  ' if moment else ''}{caption}")
         for moment in hit.moments:
-            print(f"{'':4}  {moment.score:8.4f}  {moment.stage:6}  {'  also ' + moment.record['key']:24}  {range_text(moment.record)}")
-
-
-def range_text(record: dict) -> str:
-    """``12.0-22.0 s of FILE  `` for a moment of a longer video; nothing for a whole clip."""
-    span = time_range(record)
-    if span is None:
-        return ""
-    end = "end" if span[1] is None else f"{span[1]:.1f}"
-    return f"{span[0]:.1f}-{end} s of {record.get('source_file') or record.get('video_id')}  "
+            print(f"{'':4}  {moment.score:8.4f}  {moment.stage:6}  {'  also ' + moment.record['key']:24}  {moment_text(moment.record)}")
 
 
 def main(argv: list[str] | None = None) -> int:

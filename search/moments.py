@@ -56,3 +56,12 @@ def time_range(record: dict) -> tuple[float, float | None] | None:
     if end is None and record.get("duration_s") is not None:
         end = record["duration_s"]
     return float(segment.get("start_s") or 0.0), None if end is None else float(end)
+
+
+def moment_text(record: dict) -> str:
+    """``95-105 s of long.mp4`` for a moment of a longer video; empty for a whole clip (the CLI and the page)."""
+    span = time_range(record)
+    if span is None:
+        return ""
+    end = "end" if span[1] is None else f"{span[1]:g}"
+    return f"{span[0]:g}-{end} s of {record.get('source_file') or record.get('video_id')}"

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from urllib.parse import quote
 
 from search.cli import stages_text
-from search.moments import Hit, time_range
+from search.moments import Hit, moment_text
 from search.searcher import SearchResult
 
 PlayUrl = Callable[[dict], "str | None"]  # a row's record -> where its source video plays from, if anywhere
@@ -48,17 +48,9 @@ def search_form(query: str, k: int) -> str:
             f"placeholder='describe a video, e.g. a man is cooking pasta'><input type='hidden' name='k' value='{k}'>"
             "<button type='submit'>Search</button></form>"
             f"<form action='/search/file?k={k}' method='post' enctype='multipart/form-data' id='search-file' class='note'>"
-            "or find videos like a file: <input type='file' name='file' accept='video/*,image/*'>"
+            "or find videos like a file (a video, an image, or a vector as .npy): "
+            "<input type='file' name='file' accept='video/*,image/*,.npy'>"
             "<button type='submit'>Search by file</button></form>")  # fmt: skip
-
-
-def moment_text(record: dict) -> str:
-    """``12-22 s of long.mp4`` for a moment of a longer video; empty for a whole clip."""
-    span = time_range(record)
-    if span is None:
-        return ""
-    end = "end" if span[1] is None else f"{span[1]:g}"
-    return f"{span[0]:g}-{end} s of {record.get('source_file') or record.get('video_id')}"
 
 
 def moment(hit: Hit, play_url: PlayUrl) -> str:
@@ -89,7 +81,8 @@ def results(result: SearchResult, total_videos: int, k: int = 10, play_url: Play
             f"<tr class='hit'><td>{rank}</td><td class='score'>{hit.score:.4f}<div class='note'>{hit.stage}</div></td>"
             f"<td><a href='/video/{link}'><img class='thumb' src='/thumb/{link}' alt='{html.escape(record['key'], quote=True)}'></a></td>"
             f"<td><a class='key' href='/video/{link}'>{html.escape(record['key'])}</a>{moment(hit, play_url)}<ul>{captions}</ul>{more}"
-            f"<a class='like' href='/?like={link}&amp;k={k}'>more like this</a></td></tr>"
+            f"<a class='like' href='/?like={link}&amp;k={k}'>more like this</a> "
+            f"<a class='vector' href='/vector/{link}' title='its coarse video vector, as .npy'>vector</a></td></tr>"
         )
     note = f"<p class='note' id='query-note'>{html.escape(result.query)}: {html.escape(result.note)}</p>" if result.note else ""
     return (f"{note}<p class='note'>{len(result.hits)} of {total_videos:,} videos; {result.method} search, "

@@ -58,7 +58,7 @@ VIDEO_QUERY_NOTE = ("a video or vector query is scored with the index's coarse v
 class Searcher:
     def __init__(self, index: VideoIndex, trained: TrainedModel, device: torch.device | None = None, mode: str = "auto",
                  rerank_topk: int = DEFAULT_RERANK_TOPK, nprobe: int | None = None, group: bool = True,
-                 query_encoder: str = "auto") -> None:  # fmt: skip
+                 query_encoder: str = "fp32") -> None:  # fmt: skip
         if mode not in SEARCH_MODES:
             raise ValueError(f"search mode {mode!r}: one of {SEARCH_MODES}")
         self.index, self.device = index, device or torch.device("cpu")
@@ -169,6 +169,8 @@ class Searcher:
             deeper_rows, deeper_scores = self._coarse(vector, min(len(self.index), 4 * len(rows)))[0]
             seen = set(rows.tolist())
             new = np.array([i for i, r in enumerate(deeper_rows) if int(r) not in seen], dtype=np.int64)
+            if not len(new):  # the approximate index has nothing further to give
+                return grouped
             rows, scores = np.concatenate([rows, deeper_rows[new]]), np.concatenate([scores, deeper_scores[new]])
             stages = stages + ["coarse"] * len(new)
 
@@ -276,14 +278,14 @@ def check_vector(vector: object, dim: int) -> np.ndarray:
 
 def open_searcher(index_url: str, checkpoint: str | None = None, base_weights: str | None = None, mode: str = "auto",
                   rerank_topk: int = DEFAULT_RERANK_TOPK, nprobe: int | None = None, device: torch.device | None = None,
-                  group: bool = True, query_encoder: str = "auto") -> Searcher:  # fmt: skip
+                  group: bool = True, query_encoder: str = "fp32") -> Searcher:  # fmt: skip
     """The index and the model that made it (the checkpoint it recorded, or ``checkpoint`` if it moved)."""
     return searcher_for(VideoIndex(index_url), checkpoint, base_weights, mode, rerank_topk, nprobe, device, group, query_encoder)
 
 
 def searcher_for(index: VideoIndex, checkpoint: str | None = None, base_weights: str | None = None, mode: str = "auto",
                  rerank_topk: int = DEFAULT_RERANK_TOPK, nprobe: int | None = None, device: torch.device | None = None,
-                 group: bool = True, query_encoder: str = "auto") -> Searcher:  # fmt: skip
+                 group: bool = True, query_encoder: str = "fp32") -> Searcher:  # fmt: skip
     """A searcher over an index already opened, with the model it records loaded."""
     manifest = index.manifest
     trained = load_trained_model(checkpoint or manifest["checkpoint"], manifest.get("checkpoint_format", "auto"), base_weights,

@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                                          "moment's source video from its second (HTTP range requests)")  # fmt: skip
     parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_BYTES / (1 << 20),
                         help="largest query video or image accepted (refused from its Content-Length before it is read)")
-    add_searcher_arguments(parser)
+    add_searcher_arguments(parser, query_encoder="auto")
     args = parser.parse_args(argv)
     check_searcher_arguments(parser, args)
     if args.max_batch < 1 or args.max_upload_mb <= 0 or (args.api_key is not None and len(args.api_key) < 8):

@@ -22,6 +22,7 @@ the key so it stays out of the address bar, the history and every log line).
 from __future__ import annotations
 
 import html
+import io
 import json
 import logging
 import mimetypes
@@ -72,6 +73,14 @@ class PayloadRefused(ValueError):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+def npy_vector(data: bytes, filename: str | None) -> np.ndarray:
+    """An uploaded .npy file as a vector (no pickles: a .npy cannot run code here); checked by the searcher."""
+    try:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        raise BadRequest(f"{filename}: not a .npy array ({error})") from error
 
 
 def check_declared_length(request: Request, limit: int, what: str) -> int:
@@ -159,7 +168,11 @@ def create_app(holder: IndexHolder, api_key: str | None = None, max_batch: int =
 
     async def run_file_search(request: Request, k: int) -> SearchResult:
         data, filename = await received_file(request, max_upload_bytes)
-        return await run_in_threadpool(search_media_bytes, holder.current.searcher, data, k, filename)
+        searcher = holder.current.searcher
+        if (filename or "").lower().endswith(".npy"):  # a vector saved with numpy (the page's "vector" link gives one)
+            vector = npy_vector(data if isinstance(data, bytes) else b"".join(data), filename)
+            return await run_in_threadpool(searcher.search_vector, vector, k, f"vector {filename}")
+        return await run_in_threadpool(search_media_bytes, searcher, data, k, filename)
 
     sources = SourceVideos(videos_root)
     _api_routes(app, holder, batcher, run_search, run_file_search, api_key, sources)
@@ -224,6 +237,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(BadRequest)
     @app.exception_handler(QueryError)
+    @app.exception_handler(VectorQueryError)
     @app.exception_handler(MediaQueryError)
     async def bad_request(request: Request, error: ValueError) -> Response:
         return _error_response(request, 400, str(error))
@@ -308,10 +322,7 @@ def _api_routes(app: FastAPI, holder: IndexHolder, batcher: QueryBatcher, run_se
         k = body.get("k", 10)
         if not isinstance(k, int) or not 1 <= k <= MAX_K:
             raise BadRequest(f"k must be a whole number from 1 to {MAX_K}")
-        try:
-            result = await run_in_threadpool(holder.current.searcher.search_vector, body["vector"], k)
-        except VectorQueryError as error:
-            raise BadRequest(str(error)) from error
+        result = await run_in_threadpool(holder.current.searcher.search_vector, body["vector"], k)
         return with_vectors(result, str(body.get("include", "")))
 
     @app.post("/api/search/file", summary="The top k videos for a video or image file: the raw body, or a multipart form's 'file' field")
@@ -389,6 +400,17 @@ def _page_routes(app: FastAPI, holder: IndexHolder, run_search, run_file_search,
         record = served.index.record(served.row_of(key))
         sample = served.samples.get(record["shard"], record["key"])
         return HTMLResponse(search_page.page(record["key"], search_page.video(record, len(frame_members(sample)))))
+
+    @app.get("/vector/{key}", include_in_schema=False)
+    def vector_file(key: str) -> Response:
+        """A row's coarse video vector as a .npy file: searchable again with --vector, or the page's file form."""
+        served = holder.current
+        row = served.row_of(key)
+        buffer = io.BytesIO()
+        np.save(buffer, served.index.take("video", np.array([row]))[0].astype(np.float32))
+        name = urllib.parse.quote(f"{served.index.record(row)['key']}.npy")
+        return Response(buffer.getvalue(), media_type="application/octet-stream",
+                        headers={"Content-Disposition": f"attachment; filename*=UTF-8''{name}"})  # fmt: skip
 
     @app.get("/thumb/{key}", include_in_schema=False)
     def thumbnail(key: str) -> Response:

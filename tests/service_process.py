@@ -18,7 +18,8 @@ class Service:
     """``python -m search.serve`` in a process group of its own, on a free port of 127.0.0.1."""
 
     def __init__(self, index: Path, *extra: str, env: dict | None = None) -> None:
-        self.process = subprocess.Popen([sys.executable, "-m", "search.serve", "--index", str(index), "--port", "0", "--rerank-topk", "4", *extra],
+        self.process = subprocess.Popen([sys.executable, "-m", "search.serve", "--index", str(index), "--port", "0", "--rerank-topk", "4",
+                                         "--query-encoder", "fp32", *extra],  # exact, as the searchers the tests compare with; extra may override
                                         cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                                         env=env)  # fmt: skip
         line = self.process.stdout.readline()

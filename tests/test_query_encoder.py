@@ -67,13 +67,14 @@ def test_auto_uses_int8_only_where_it_keeps_the_indexs_ranking(search_collection
     from search.searcher import open_searcher
 
     index = str(search_collection / "index")
-    few = open_searcher(index, query_encoder="auto")
-    assert few.encoder.kind == "fp32" and "too few to check" in few.encoder_check["why"]  # 8 captions
-    monkeypatch.setattr(searcher_module, "MIN_CHECK_CAPTIONS", 4)
-    checked = open_searcher(index, query_encoder="auto")
+    checked = open_searcher(index, query_encoder="auto")  # 8 videos, 24 distinct captions
     check = checked.encoder_check
     kept = check["min_cosine"] >= 0.99 and check["same_top10"] >= 0.95
-    assert checked.encoder.kind == ("int8" if kept else "fp32") and check["captions"] == 8
+    assert checked.encoder.kind == ("int8" if kept else "fp32") and check["captions"] == 24
+    monkeypatch.setattr(searcher_module, "MIN_CHECK_CAPTIONS", 25)
+    few = open_searcher(index, query_encoder="auto")
+    assert few.encoder.kind == "fp32" and "24 captions, too few to check" in few.encoder_check["why"]
+    monkeypatch.setattr(searcher_module, "MIN_CHECK_CAPTIONS", 4)
     monkeypatch.setattr(searcher_module, "MIN_SAME_TOP10", 1.01)  # a bar int8 cannot pass
     refused = open_searcher(index, query_encoder="auto")
     assert refused.encoder.kind == "fp32" and "changed the ranking" in refused.encoder_check["why"]

@@ -60,6 +60,7 @@ def test_api_answers_as_the_searcher_does(search_collection, service):
         assert [h["stage"] for h in result["hits"]] == ["fine"] * 4 + ["coarse"] * 2
     status, health = service.json("/api/health")
     assert status == 200 and health["status"] == "ok" and health["videos"] == 8
+    assert health["search"]["query_encoder"] == {"encoder": "fp32", "why": "asked for"} and not health["search"]["grouped_by_source_video"]
     key = result["hits"][0]["key"]
     status, video = service.json(f"/api/video/{key}")
     assert status == 200 and video["key"] == key and len(video["captions"]) == 3
@@ -144,6 +145,39 @@ def test_query_by_an_uploaded_video_or_image(search_collection, sample_dataset, 
     connection.close()
     status, _, raw = service.request("POST", "/api/search/file", {"Content-Length": "0"}, body=b"")
     assert status == 400 and "empty" in json.loads(raw)["error"]
+
+
+def test_a_results_vector_downloads_as_npy_and_searches_again(search_collection, service):
+    """Vectors out on the page (each result's "vector" link) and back in through the file form (.npy)."""
+    import io
+
+    import numpy as np
+
+    index = VideoIndex(str(search_collection / "index"))
+    status, headers, body = service.request("GET", "/vector/clip003")
+    vector = np.load(io.BytesIO(body), allow_pickle=False)
+    assert status == 200 and "clip003.npy" in headers["content-disposition"]
+    assert np.array_equal(vector, index.video_vectors()[index.keys().index("clip003")])
+    form_headers, form = _multipart("clip003.npy", body)
+    status, _, raw = service.request("POST", "/api/search/file?k=2", form_headers, body=form)
+    answer = json.loads(raw)
+    assert status == 200 and answer["hits"][0]["key"] == "clip003" and answer["query"] == "vector clip003.npy", raw
+    for bad, message in ((b"not an array", "not a .npy array"), (_npy(np.zeros(3, dtype=np.float32)), "dimensions")):
+        form_headers, form = _multipart("bad.npy", bad)
+        status, _, raw = service.request("POST", "/api/search/file", form_headers, body=form)
+        assert status == 400 and message in json.loads(raw)["error"], raw
+    status, _, page = service.request("GET", "/?q=a+red+circle&k=2")
+    assert page.decode().count("class='vector' href='/vector/") == 2
+
+
+def _npy(array) -> bytes:  # noqa: ANN001
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
 
 
 def test_page_has_more_like_this_links(service):
