@@ -15,7 +15,6 @@ video or an image raise ``MediaQueryError`` with the decoder's reason.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import tempfile
 import time
@@ -32,6 +31,8 @@ from pipeline.sampling import SlicePosition
 from search.searcher import Searcher, SearchResult
 from shards.sample_format import frame_member
 
+# the build settings that change which frames a clip yields and how they look (ExtractionSettings' fields)
+FRAME_SETTINGS = ("transcode_fps", "sample_fps", "short_side", "max_frames", "slice_position", "jpeg_quality", "max_seconds")
 QUERY_DECODE_TIMEOUT_S = 120.0  # one query file's ffmpeg call; an upload is size-limited, so this is rarely reached
 DEFAULT_RULE_NOTE = "the index does not record its build's frame settings (made before they were recorded): the builder's defaults were used"
 
@@ -45,9 +46,7 @@ def query_extraction_settings(manifest: dict) -> tuple[ExtractionSettings, str |
     when the index records none). Only what changes the frames is taken: transcode rate, sampling
     rate, short side, frame count and slice rule, JPEG quality."""
     recorded = manifest.get("build_settings") or {}
-    wanted = {f.name for f in dataclasses.fields(ExtractionSettings)} & {
-        "transcode_fps", "sample_fps", "short_side", "max_frames", "slice_position", "jpeg_quality", "max_seconds"}  # fmt: skip
-    values = {name: recorded[name] for name in wanted if recorded.get(name) is not None}
+    values = {name: recorded[name] for name in FRAME_SETTINGS if recorded.get(name) is not None}
     if "slice_position" in values:
         values["slice_position"] = SlicePosition(values["slice_position"])
     settings = ExtractionSettings(**values, timeout_s=QUERY_DECODE_TIMEOUT_S, allow_partial=False)

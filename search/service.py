@@ -45,7 +45,7 @@ from search.moments import time_range
 from search.query import QueryError, check_query
 from search.query_batcher import DEFAULT_MAX_BATCH, QueryBatcher
 from search.searcher import SearchResult, VectorQueryError
-from search.served_index import IndexHolder
+from search.served_index import IndexHolder, ServedIndex
 from shards.sample_format import frame_members
 
 logger = logging.getLogger("search.service")
@@ -363,20 +363,25 @@ def _api_routes(app: FastAPI, holder: IndexHolder, batcher: QueryBatcher, run_se
 def _page_routes(app: FastAPI, holder: IndexHolder, run_search, run_file_search, sources: SourceVideos) -> None:  # noqa: ANN001
     """The page, a video's frames, thumbnails and frames, source videos (not in the schema)."""
 
-    def answer_page(top: str, result: SearchResult, k: int, shown_query: str = "") -> HTMLResponse:
-        body = top + search_page.search_form(shown_query, k) + search_page.results(result, len(holder.current.index), k, sources.play_url)
+    def page_top(served: ServedIndex) -> str:
+        """The heading every search page starts with: the index's size, its model and step."""
+        manifest = served.index.manifest
+        return search_page.header(len(served.index), manifest["model"]["sim_header"], manifest["step"])
+
+    def answer_page(served: ServedIndex, result: SearchResult, k: int, shown_query: str = "") -> HTMLResponse:
+        """A search's results under the heading and the forms (of the index that answered, even during a reload)."""
+        body = page_top(served) + search_page.search_form(shown_query, k) + search_page.results(result, len(served.index), k, sources.play_url)
         return HTMLResponse(search_page.page(f"{result.query[:60]} - video search", body))
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def home(request: Request) -> HTMLResponse:
         served = holder.current
-        manifest = served.index.manifest
         parameters = raw_parameters(request)
         k = parse_k(parameters.get("k"))
-        top = search_page.header(len(served.index), manifest["model"]["sim_header"], manifest["step"])
+        top = page_top(served)
         if "like" in parameters:  # a result's "more like this" link
             key = parameters["like"].decode("utf-8", errors="replace")
-            return answer_page(top, await run_in_threadpool(served.searcher.search_like, key, k), k)
+            return answer_page(served, await run_in_threadpool(served.searcher.search_like, key, k), k)
         if "q" not in parameters:
             return HTMLResponse(search_page.page("Video search", top + search_page.search_form("", k)))
         shown = parameters["q"].decode("utf-8", errors="replace")[:200]
@@ -385,14 +390,13 @@ def _page_routes(app: FastAPI, holder: IndexHolder, run_search, run_file_search,
         except QueryError as error:
             body = top + search_page.search_form(shown, k) + f"<p class='error'>{html.escape(str(error))}</p>"
             return HTMLResponse(search_page.page("Video search", body), status_code=400)
-        return answer_page(top, result, k, result.query)
+        return answer_page(served, result, k, result.query)
 
     @app.post("/search/file", response_class=HTMLResponse, include_in_schema=False)
     async def file_page(request: Request) -> HTMLResponse:
         served = holder.current
         k = parse_k(raw_parameters(request).get("k"))
-        top = search_page.header(len(served.index), served.index.manifest["model"]["sim_header"], served.index.manifest["step"])
-        return answer_page(top, await run_file_search(request, k), k)
+        return answer_page(served, await run_file_search(request, k), k)
 
     @app.get("/video/{key}", response_class=HTMLResponse, include_in_schema=False)
     def video_page(key: str) -> HTMLResponse:
