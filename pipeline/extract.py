@@ -33,9 +33,11 @@ import collections
 import io
 import os
 import re
+import resource
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
@@ -50,7 +52,8 @@ from pipeline.ffmpeg_log import DecodedFrameLog, SourceInfo, damage_lines, parse
 from pipeline.frame_choice import StreamingFrameChooser, predicted_candidates
 from pipeline.sampling import SlicePosition, sampling_stride
 
-__all__ = ["ExtractedVideo", "ExtractionSettings", "SourceInfo", "VideoDecodeError", "extract_video", "parse_source_info"]
+__all__ = ["DecodeGuards", "DecodeLimitError", "ExtractedVideo", "ExtractionSettings", "SourceInfo", "VideoDecodeError", "extract_video",
+           "parse_source_info"]
 
 
 class VideoDecodeError(Exception):
@@ -64,7 +67,40 @@ class VideoDecodeError(Exception):
         super().__init__(f"{path}: {reason}{detail}")
 
     def __reduce__(self) -> tuple:  # crosses the worker pool; default pickling loses fields
-        return (VideoDecodeError, (self.path, self.reason, self.stderr_tail))
+        return (type(self), (self.path, self.reason, self.stderr_tail))
+
+
+class DecodeLimitError(VideoDecodeError):
+    """A decode stopped by one of its ``DecodeGuards`` (or its wall time): the file costs more than the
+    caller allows, or the caller went away. Not a fault of the file's bytes."""
+
+
+@dataclass(frozen=True)
+class DecodeGuards:
+    """Bounds on one decode made for someone else (a query file uploaded to the search service), on top of
+    the wall time in ``ExtractionSettings.timeout_s``. The builder uses none of them: its inputs are the
+    user's own videos.
+
+    - ``check_source``: called with the input banner as soon as ffmpeg has printed it, before the first
+      frame is decoded; a sentence it returns refuses the file (the child is killed at once). This is the
+      probe: duration, frame rate and size come from the header, in the same process that would decode.
+    - ``address_space_bytes``: RLIMIT_AS of the ffmpeg child; an allocation past it fails inside ffmpeg.
+    - ``cancel``: an event that kills the child the moment it is set (the client disconnected).
+    - ``single_pass``: never decode a second time. A file whose header tells no duration has its sampling
+      candidates held up to ``ExtractionSettings.max_seconds`` instead (which must then be set).
+    - ``threads``: decoder and filter threads of the child (ffmpeg's default is one per core). Bounds the
+      CPU one decode takes, and makes its address space the same on every machine, so one
+      ``address_space_bytes`` fits a laptop and a 64-core server. Frames are the same for any count
+      (threaded H.264 decoding and sliced scaling are exact).
+
+    An address-space cap is blunt: ffmpeg under it may fail an allocation (reported as the memory limit),
+    or stall; the wall time ends a stall. Set it well above what real files need (README: The search service)."""
+
+    check_source: Callable[[SourceInfo], str | None] | None = None
+    address_space_bytes: int | None = None
+    cancel: threading.Event | None = None
+    single_pass: bool = False
+    threads: int | None = None
 
 
 @dataclass(frozen=True)
@@ -145,11 +181,13 @@ def _span_length(settings: ExtractionSettings, span: Span | None) -> float | Non
     return min(limits) if limits else None
 
 
-def _input_options(path: str, settings: ExtractionSettings, span: Span | None) -> dict:
+def _input_options(path: str, settings: ExtractionSettings, span: Span | None, threads: int | None = None) -> dict:
     # a stream that changes resolution mid-way (MPEG-TS broadcasts, concatenated segments) must not
     # rebuild the filter graph: a new fps filter would start again at time 0 and repeat frames
     # (scale adapts to the new size by itself)
     options: dict = {"reinit_filter": 0}
+    if threads is not None:
+        options["threads"] = threads
     if span is not None and span[0] > 0:
         options["ss"] = f"{span[0]:.6f}"  # before -i: the demuxer seeks, then decoding is exact (accurate_seek)
     length = _span_length(settings, span)
@@ -162,14 +200,19 @@ def _input_options(path: str, settings: ExtractionSettings, span: Span | None) -
 
 
 def build_command(
-    path: str, settings: ExtractionSettings, transcode_path: str | None, frame_log_fd: int | None = None, span: Span | None = None
+    path: str,
+    settings: ExtractionSettings,
+    transcode_path: str | None,
+    frame_log_fd: int | None = None,
+    span: Span | None = None,
+    threads: int | None = None,
 ) -> list[str]:
     """The argument list (never a shell string: paths come from user annotations).
 
     ``frame_log_fd``: a pipe the child inherits; every decoded frame's timestamp is printed
     there (``DecodedFrameLog`` reads it). ``span``: decode only this segment; timestamps in the
-    filters then count from its start."""
-    video = ffmpeg.input(path, **_input_options(path, settings, span)).video
+    filters then count from its start. ``threads``: decoder and filter threads (None: one per core)."""
+    video = ffmpeg.input(path, **_input_options(path, settings, span, threads)).video
     if frame_log_fd is not None:  # print mode prints only frames carrying the key: tag them all
         video = video.filter("metadata", mode="add", key="f", value="1").filter(
             "metadata", mode="print", key="f", file=f"pipe:{frame_log_fd}"
@@ -209,7 +252,8 @@ def build_command(
     merged = ffmpeg.merge_outputs(*outputs) if len(outputs) > 1 else outputs[0]
     args = merged.compile(cmd=ffmpeg_executable(), overwrite_output=True)
     # -nostdin: a worker must never block on a terminal; -hide_banner keeps stderr small
-    return [args[0], "-nostdin", "-hide_banner", *args[1:]]
+    bounded = [] if threads is None else ["-filter_threads", str(threads)]
+    return [args[0], "-nostdin", "-hide_banner", *bounded, *args[1:]]
 
 
 def _read_ppm_frames(stream: IO[bytes], path: str, on_frame: Callable[[np.ndarray], None]) -> None:
@@ -261,12 +305,15 @@ def _run_ffmpeg(
     frame_log: DecodedFrameLog | None = None,
     frame_log_pipe: tuple[int, int] | None = None,
     on_banner: Callable[[SourceInfo], None] | None = None,
+    guards: DecodeGuards | None = None,
 ) -> FfmpegRun:
     """Runs ffmpeg with stderr (and the frame log pipe) drained on threads (a full pipe would
-    deadlock it) and a watchdog that kills it after ``timeout_s``. ``on_banner`` gets the
-    input banner before the first frame is handed over (the frame chooser needs the duration).
+    deadlock it) and a watchdog that kills it after ``timeout_s`` or when ``guards.cancel`` is set.
+    ``on_banner`` gets the input banner before the first frame is handed over (the frame chooser
+    needs the duration); ``guards.check_source`` gets it as soon as it is printed.
     ``frame_log_pipe``: (read end, write end) of the pipe ``args`` name for the frame log; both
     are closed here."""
+    guards = guards or DecodeGuards()
     try:
         process = subprocess.Popen(
             args,
@@ -275,6 +322,8 @@ def _run_ffmpeg(
             stderr=subprocess.PIPE,
             pass_fds=(frame_log_pipe[1],) if frame_log_pipe else (),
         )
+        if guards.address_space_bytes is not None:
+            _cap_address_space(process, guards.address_space_bytes)
     except BaseException:
         if frame_log_pipe:
             os.close(frame_log_pipe[0])
@@ -288,11 +337,20 @@ def _run_ffmpeg(
     damage: list[str] = []
     banner_read = threading.Event()
     banner: list[SourceInfo] = []  # set once, by the stderr thread, before banner_read
+    stopped: list[str] = []  # why the watchdog or the source check killed the child: "timeout", "cancel" or a refusal
+
+    def stop(why: str) -> None:
+        if not stopped:
+            stopped.append(why)
+        process.kill()
 
     def banner_done() -> None:
         if not banner_read.is_set():
             banner.append(parse_source_info("\n".join(header_lines)))
             banner_read.set()
+            refusal = guards.check_source(banner[0]) if guards.check_source is not None else None
+            if refusal:
+                stop(refusal)
 
     def keep(line: str) -> None:
         if not banner_read.is_set() and (line.startswith("Stream mapping:") or line.startswith("Output #0")):
@@ -324,11 +382,16 @@ def _run_ffmpeg(
                 frame_log.feed_block(block)
             frame_log.feed_block(carry)
 
-    timed_out = threading.Event()
+    finished = threading.Event()
 
-    def kill() -> None:
-        timed_out.set()
-        process.kill()
+    def watch() -> None:  # the wall-time limit and the caller's cancel, checked 20 times a second
+        deadline = time.monotonic() + timeout_s
+        while not finished.wait(0.05):
+            if guards.cancel is not None and guards.cancel.is_set():
+                return stop("cancel")
+            if time.monotonic() >= deadline:
+                return stop("timeout")
+        return None
 
     first_frame = True
 
@@ -345,7 +408,7 @@ def _run_ffmpeg(
     readers = [drainer]
     if frame_log_pipe is not None:
         readers.append(threading.Thread(target=read_frame_log, daemon=True))
-    watchdog = threading.Timer(timeout_s, kill)
+    watchdog = threading.Thread(target=watch, daemon=True)
     for reader in readers:
         reader.start()
     watchdog.start()
@@ -360,18 +423,44 @@ def _run_ffmpeg(
             process.stdout.close()
         returncode = process.wait()
     finally:
-        watchdog.cancel()
+        finished.set()
         if process.poll() is None:
             process.kill()
             process.wait()
+        watchdog.join(timeout=5)
         for reader in readers:
             reader.join(timeout=5)
-    if timed_out.is_set():  # the watchdog's kill explains whatever the reader saw
-        raise VideoDecodeError(path, f"ffmpeg timed out after {timeout_s:g} s") from read_error
+    if stopped == ["timeout"]:  # the watchdog's kill explains whatever the reader saw
+        raise DecodeLimitError(path, f"ffmpeg timed out after {timeout_s:g} s") from read_error
+    if stopped == ["cancel"]:
+        raise DecodeLimitError(path, "the decode was cancelled (its caller went away)") from read_error
+    if stopped:
+        raise DecodeLimitError(path, stopped[0]) from read_error
+    stderr_text = "\n".join(header_lines + list(tail_lines))
+    if guards.address_space_bytes is not None and returncode != 0 and _out_of_memory(returncode, stderr_text):
+        raise DecodeLimitError(path, f"decoding needed more than its memory limit of {guards.address_space_bytes / (1 << 20):,.0f} MB")
     if read_error is not None:
         raise read_error
     source = banner[0] if banner else parse_source_info("\n".join(header_lines))
-    return FfmpegRun(returncode, "\n".join(header_lines + list(tail_lines)), damage, source)
+    return FfmpegRun(returncode, stderr_text, damage, source)
+
+
+def _cap_address_space(process: subprocess.Popen, limit_bytes: int) -> None:
+    """RLIMIT_AS on the running child (prlimit), set right after it started: ffmpeg is still parsing its
+    arguments then, long before a decoder allocates frames. Not a ``preexec_fn``: that forces a fork of
+    the whole parent, which in the search service (torch loaded) doubled a query decode's time."""
+    try:
+        resource.prlimit(process.pid, resource.RLIMIT_AS, (limit_bytes, limit_bytes))
+    except (ProcessLookupError, PermissionError):  # it already exited (its returncode says how)
+        pass
+
+
+def _out_of_memory(returncode: int, stderr_text: str) -> bool:
+    """Whether a failed ffmpeg ran into its address-space cap: an allocation error in its log, or death
+    by a signal (a failed allocation in a codec can end in abort or a segmentation fault)."""
+    text = stderr_text.lower()
+    # a thread that cannot get its stack fails with EAGAIN ("Resource temporarily unavailable")
+    return returncode < 0 or any(sign in text for sign in ("cannot allocate memory", "out of memory", "resource temporarily unavailable"))
 
 
 def _report_lines(lines: list[str]) -> str:
@@ -396,13 +485,19 @@ class _Decoded:
 
 
 def _decode_once(
-    path: str, settings: ExtractionSettings, transcode_path: str | None, known_count: int | None, span: Span | None
+    path: str,
+    settings: ExtractionSettings,
+    transcode_path: str | None,
+    known_count: int | None,
+    span: Span | None,
+    guards: DecodeGuards | None = None,
 ) -> _Decoded:
     log = DecodedFrameLog(settings.mark_step)
     chooser: StreamingFrameChooser | None = None
+    bound: int | None = None  # a single pass over a file of no declared duration holds this many candidates, no more
 
     def make_chooser(banner: SourceInfo) -> None:
-        nonlocal chooser
+        nonlocal chooser, bound
         if known_count is not None:
             chooser = StreamingFrameChooser.for_known_count(settings.max_frames, settings.slice_position, known_count)
             return
@@ -410,20 +505,26 @@ def _decode_once(
         if duration is not None and span is not None:
             duration -= span[0]
         predicted = predicted_candidates(duration, settings.sample_fps, _span_length(settings, span))
+        if predicted is None and guards is not None and guards.single_pass:  # no second decode: hold every count up to the bound
+            bound = predicted_candidates(_span_length(settings, span), settings.sample_fps, None) or 1
+            chooser = StreamingFrameChooser.for_count_up_to(settings.max_frames, settings.slice_position, bound)
+            return
         chooser = StreamingFrameChooser.for_prediction(settings.max_frames, settings.slice_position, predicted)
 
     def offer(frame: np.ndarray) -> None:
         assert chooser is not None
+        if bound is not None and chooser.offered >= bound:  # stop now: the rest could only be refused after decoding it
+            raise DecodeLimitError(path, f"its frames run past the {settings.max_seconds:g} s decoded at most, which its header did not say")
         chooser.offer(frame)
 
     pipe = os.pipe()
     try:
-        args = build_command(path, settings, transcode_path, frame_log_fd=pipe[1], span=span)
+        args = build_command(path, settings, transcode_path, frame_log_fd=pipe[1], span=span, threads=guards.threads if guards else None)
     except BaseException:
         os.close(pipe[0])
         os.close(pipe[1])
         raise
-    run = _run_ffmpeg(args, path, settings.timeout_s, offer, log, pipe, make_chooser)
+    run = _run_ffmpeg(args, path, settings.timeout_s, offer, log, pipe, make_chooser, guards)
     source = run.source
     if chooser is None:  # no frame came out
         return _Decoded([], 0, log, run, source)
@@ -448,24 +549,29 @@ def _truncation(decoded: _Decoded, settings: ExtractionSettings, span: Span | No
     return None
 
 
-def extract_video(path: str, settings: ExtractionSettings, span: Span | None = None, name: str | None = None) -> ExtractedVideo:
+def extract_video(
+    path: str, settings: ExtractionSettings, span: Span | None = None, name: str | None = None, guards: DecodeGuards | None = None
+) -> ExtractedVideo:
     """Decodes ``path`` (a file or an http(s) URL) once and returns the selected frames as JPEG.
 
     Raises VideoDecodeError for anything without at least one decodable frame (a clip of
     zeros would train the model on nothing and hide the problem), and for a truncated file
     unless ``settings.allow_partial``. ``span`` decodes one segment; the timestamps returned
     are still the source's. ``name`` is what errors call the video (a signed URL must not
-    end up in a failure report).
+    end up in a failure report). ``guards``: bounds for a decode made for someone else
+    (``DecodeGuards``); a decode they stop raises ``DecodeLimitError``.
     """
+    if guards is not None and guards.single_pass and settings.max_seconds is None:
+        raise ValueError("a single-pass decode needs settings.max_seconds (the bound on a file that declares no duration)")
     try:
-        return _extract(path, settings, span)
+        return _extract(path, settings, span, guards)
     except VideoDecodeError as error:
         if name is None or name == path:
             raise
-        raise VideoDecodeError(name, error.reason.replace(path, name), error.stderr_tail.replace(path, name)) from None
+        raise type(error)(name, error.reason.replace(path, name), error.stderr_tail.replace(path, name)) from None
 
 
-def _extract(path: str, settings: ExtractionSettings, span: Span | None) -> ExtractedVideo:
+def _extract(path: str, settings: ExtractionSettings, span: Span | None, guards: DecodeGuards | None) -> ExtractedVideo:
     if span is not None and span[1] is not None and span[1] <= span[0]:
         raise VideoDecodeError(path, f"segment end {span[1]:g} s is not after its start {span[0]:g} s")
     if not path.startswith(("http://", "https://")):
@@ -475,13 +581,18 @@ def _extract(path: str, settings: ExtractionSettings, span: Span | None) -> Extr
             raise VideoDecodeError(path, "file is empty")
     with tempfile.TemporaryDirectory(prefix="pipeline-") as scratch:
         transcode_path = os.path.join(scratch, "transcode.mp4") if settings.keep_transcode else None
-        decoded = _decode_once(path, settings, transcode_path, None, span)
+        decoded = _decode_once(path, settings, transcode_path, None, span, guards)
+        if decoded.chosen is None and guards is not None and guards.single_pass:  # only past the bound: every count below it is held
+            raise DecodeLimitError(path, f"its frames run past the {settings.max_seconds:g} s decoded at most, which its header did not say")
         if decoded.chosen is None:  # the header's duration was off: decode again, count known
-            again = _decode_once(path, settings, transcode_path, decoded.candidates, span)
+            again = _decode_once(path, settings, transcode_path, decoded.candidates, span, guards)
             if again.candidates != decoded.candidates or again.chosen is None:
                 raise VideoDecodeError(path, f"ffmpeg gave {decoded.candidates} then {again.candidates} frames for the same file")
             decoded = again
         tail = _error_tail(decoded.run.stderr_text)
+        capped = guards is not None and guards.address_space_bytes is not None
+        if capped and decoded.log.frames and not decoded.candidates:  # under its cap ffmpeg can lose every frame silently
+            raise DecodeLimitError(path, f"decoding needed more than its memory limit of {guards.address_space_bytes / (1 << 20):,.0f} MB")
         if decoded.run.returncode != 0:
             reason = f"ffmpeg exited with code {decoded.run.returncode}"
             if "matches no streams" in tail or "does not contain any stream" in tail:

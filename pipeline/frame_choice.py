@@ -55,6 +55,12 @@ class StreamingFrameChooser:
         return cls(max_frames, slice_position, window)
 
     @classmethod
+    def for_count_up_to(cls, max_frames: int, slice_position: SlicePosition, bound: int) -> StreamingFrameChooser:
+        """Every count from 1 to ``bound`` served from one pass (a file with no duration in its header, decoded
+        once with a bound on its length): holds up to ``bound`` frames, so only for a small bound."""
+        return cls(max_frames, slice_position, range(1, bound + 1))
+
+    @classmethod
     def for_known_count(cls, max_frames: int, slice_position: SlicePosition, count: int) -> StreamingFrameChooser:
         return cls(max_frames, slice_position, range(count, count + 1))
 

@@ -1,4 +1,4 @@
-"""Where the search service accepts its API key, and how it keeps the key out of sight.
+r"""Where the search service accepts its API key, and how it keeps the key out of sight.
 
 - **The JSON API** (``/api/...``) takes the key in a header only: ``Authorization: Bearer KEY``
   or ``X-API-Key: KEY``. A key in its URL is refused (URLs end up in access logs, proxies and
@@ -9,8 +9,12 @@
   token derived from the key (HMAC-SHA256 of a fixed label under the key), never the key itself:
   a stolen cookie opens the page but does not give the key the API takes.
 - **Every comparison is constant-time** (``hmac.compare_digest`` on bytes).
-- **Logs**: ``redact_api_key`` replaces the value of any ``api_key=`` in a logged URL; the
-  service's access log runs every line through it (search/serve.py).
+- **Logs**: ``redact_api_key`` replaces the value of every URL parameter whose *decoded* name is
+  ``api_key`` (``api%5Fkey=`` and ``API_KEY=`` too, since the guard decodes names before it compares);
+  the service runs every log line through it and through ``KeyScrubber``, which also removes the key
+  itself wherever it appears (search/serve.py).
+- **Redirects** go to a path on this host only (``safe_local_path``): a path that begins ``//`` or
+  ``/\`` would be read by a browser as another host.
 """
 
 from __future__ import annotations
@@ -27,14 +31,49 @@ from starlette.responses import Response
 KEY_PARAMETER = "api_key"
 PAGE_COOKIE = "search_session"
 _TOKEN_LABEL = b"clip4clip-stream search page cookie v1"
-_KEY_IN_URL = re.compile(r"((?:^|[?&;])api_key=)[^&;\s\"]*", re.IGNORECASE)
+_PARAMETER = re.compile(r"((?:^|[?&;\s\"'])([^=&;?\s\"']+)=)([^&;\s\"']*)")
 REDACTED = "[redacted]"
 HEADER_HINT = "header 'Authorization: Bearer KEY' or 'X-API-Key: KEY'"
 
 
+def _decoded_name(name: str) -> str:
+    """A parameter's name as a server would read it, however many times it was percent-encoded."""
+    for _ in range(4):
+        decoded = urllib.parse.unquote_plus(name)
+        if decoded == name:
+            break
+        name = decoded
+    return name.lower()
+
+
 def redact_api_key(text: str) -> str:
-    """``text`` with the value of every ``api_key=`` parameter replaced by ``[redacted]``."""
-    return _KEY_IN_URL.sub(lambda match: match.group(1) + REDACTED, text)
+    """``text`` with the value of every parameter whose decoded name is ``api_key`` replaced by ``[redacted]``."""
+    if "=" not in text:
+        return text
+
+    def replace(match: re.Match) -> str:
+        return match.group(1) + REDACTED if _decoded_name(match.group(2)) == KEY_PARAMETER else match.group(0)
+
+    return _PARAMETER.sub(replace, text)
+
+
+class KeyScrubber:
+    """Removes one secret from text: the key as given, and percent-encoded as a URL would carry it."""
+
+    def __init__(self, secret: str) -> None:
+        forms = {secret, urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret, safe="")}
+        self._pattern = re.compile("|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True)), re.IGNORECASE)
+
+    def __call__(self, text: str) -> str:
+        return self._pattern.sub(REDACTED, text)
+
+
+def safe_local_path(raw_path: str) -> str:
+    """A path to redirect to that a browser can only read as a path on this host: every character a URL
+    path may not hold bare is percent-encoded (a backslash, which browsers read as ``/``, tabs and
+    newlines, which they drop, included; escapes already there are kept), and leading slashes are one."""
+    quoted = urllib.parse.quote(raw_path, safe="/%:@!$&'()*+,;=-._~")
+    return "/" + quoted.lstrip("/")
 
 
 def page_token(api_key: str) -> str:
@@ -97,5 +136,4 @@ def _without_key(path: str, parameters: Mapping[str, bytes]) -> str:
     """The request's own path and parameters, less ``api_key`` (a relative URL: never another host)."""
     kept = [(name, value) for name, value in parameters.items() if name != KEY_PARAMETER]
     query = urllib.parse.urlencode([(name, value.decode("latin-1")) for name, value in kept], encoding="latin-1")
-    safe_path = "/" + path.lstrip("/")  # '//host' would be read as another host
-    return safe_path + (f"?{query}" if query else "")
+    return safe_local_path(path) + (f"?{query}" if query else "")

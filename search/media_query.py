@@ -16,8 +16,8 @@ video or an image raise ``MediaQueryError`` with the decoder's reason.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ import torch
 from eval.encode import inference_autocast
 from model.clip_decode import decode_clip
 from model.frame_rule import FrameRule
-from pipeline.extract import ExtractionSettings, VideoDecodeError, extract_video
+from pipeline.extract import DecodeGuards, DecodeLimitError, ExtractionSettings, SourceInfo, VideoDecodeError, extract_video
 from pipeline.records import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from pipeline.sampling import SlicePosition
 from search.searcher import Searcher, SearchResult
@@ -38,18 +38,73 @@ DEFAULT_RULE_NOTE = "the index does not record its build's frame settings (made 
 
 
 class MediaQueryError(ValueError):
-    """A query file that cannot be used: the decoder's reason (a 400 on the service)."""
+    """A query file that cannot be used: the decoder's reason (a 400 on the service), or the limit it
+    would pass (``status`` 413: it costs more to decode than the service allows)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
 
 
-def query_extraction_settings(manifest: dict) -> tuple[ExtractionSettings, str | None]:
+def default_concurrent_decodes() -> int:
+    """Half the cores (at least one): decodes never take every core from the text queries."""
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+@dataclass(frozen=True)
+class QueryDecodeLimits:
+    """Every bound on decoding query files, each with the ``python -m search.serve`` flag that sets it."""
+
+    concurrent: int = default_concurrent_decodes()  # --max-query-decodes
+    queue: int = 4  # --query-decode-queue: requests that may wait for a decode (and upload meanwhile)
+    max_seconds: float = 180.0  # --max-query-seconds: by the header; a file that declares no duration is decoded up to here
+    max_pixels: int = 3840 * 2160  # --max-query-pixels: width x height of a frame (4K)
+    max_frames: int = 180 * 60  # --max-query-frames: duration x frame rate, as the header declares them
+    wall_s: float = 30.0  # --query-decode-timeout-s: one ffmpeg run
+    memory_mb: int = 2048  # --query-decode-memory-mb: RLIMIT_AS of the ffmpeg child (~750 MB is its floor here)
+    retry_after_s: int = 5  # Retry-After of a 503
+
+    def __post_init__(self) -> None:
+        if self.concurrent < 1 or self.queue < 0 or self.max_seconds <= 0 or self.max_pixels < 1 or self.max_frames < 1:
+            raise ValueError("query decode limits: at least one concurrent decode, a queue of 0 or more, and positive bounds")
+        if self.wall_s <= 0 or self.memory_mb < 256:
+            raise ValueError("query decode limits: a positive wall time and at least 256 MB of memory for ffmpeg")
+
+    def check_source(self, source: SourceInfo) -> str | None:
+        """Why a file whose header says this costs too much to decode (one sentence), or None."""
+        if source.duration_s is not None and source.duration_s > self.max_seconds:
+            return f"the file lasts {_clock(source.duration_s)}; this service decodes query files of at most {self.max_seconds:g} s (--max-query-seconds)"
+        if source.width and source.height and source.width * source.height > self.max_pixels:
+            return (f"its frames are {source.width}x{source.height} ({source.width * source.height:,} pixels); this service decodes at most "
+                    f"{self.max_pixels:,} pixels a frame (--max-query-pixels)")  # fmt: skip
+        if source.duration_s is not None and source.fps and source.duration_s * source.fps > self.max_frames:
+            frames = source.duration_s * source.fps
+            return f"it declares {frames:,.0f} frames; this service decodes at most {self.max_frames:,} (--max-query-frames)"
+        return None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _clock(seconds: float) -> str:
+    whole = int(seconds)
+    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+
+
+def query_extraction_settings(manifest: dict, limits: QueryDecodeLimits | None = None) -> tuple[ExtractionSettings, str | None]:
     """The build's frame settings the index records, as decode settings for one query file (and a note
     when the index records none). Only what changes the frames is taken: transcode rate, sampling
-    rate, short side, frame count and slice rule, JPEG quality."""
+    rate, short side, frame count and slice rule, JPEG quality. ``limits``: a decode for someone else
+    (the service) stops at their length and wall time; a file within them yields the same frames."""
     recorded = manifest.get("build_settings") or {}
     values = {name: recorded[name] for name in FRAME_SETTINGS if recorded.get(name) is not None}
     if "slice_position" in values:
         values["slice_position"] = SlicePosition(values["slice_position"])
-    settings = ExtractionSettings(**values, timeout_s=QUERY_DECODE_TIMEOUT_S, allow_partial=False)
+    timeout_s = QUERY_DECODE_TIMEOUT_S
+    if limits is not None:
+        values["max_seconds"] = min(values.get("max_seconds") or limits.max_seconds, limits.max_seconds)
+        timeout_s = limits.wall_s
+    settings = ExtractionSettings(**values, timeout_s=timeout_s, allow_partial=False)
     return settings, None if recorded else DEFAULT_RULE_NOTE
 
 
@@ -60,13 +115,18 @@ def media_suffix(filename: str | None) -> str:
 
 
 @torch.no_grad()
-def encode_media_file(searcher: Searcher, path: str, name: str | None = None) -> tuple[np.ndarray, dict]:
-    """(the file's coarse video vector, facts: frames used, seconds spent decoding and encoding, a note)."""
+def encode_media_file(searcher: Searcher, path: str, name: str | None = None, guards: DecodeGuards | None = None,
+                      limits: QueryDecodeLimits | None = None) -> tuple[np.ndarray, dict]:  # fmt: skip
+    """(the file's coarse video vector, facts: frames used, seconds spent decoding and encoding, a note).
+    ``guards`` and ``limits``: the service's bounds on a decode (search/decode_gate.py); a file past them
+    raises MediaQueryError with status 413."""
     manifest = searcher.index.manifest
-    settings, note = query_extraction_settings(manifest)
+    settings, note = query_extraction_settings(manifest, limits)
     started = time.perf_counter()
     try:
-        extracted = extract_video(path, settings, name=name)
+        extracted = extract_video(path, settings, name=name, guards=guards)
+    except DecodeLimitError as error:
+        raise MediaQueryError(f"{name or path}: not decoded: {error.reason}", status=413) from None
     except VideoDecodeError as error:
         detail = error.stderr_tail.strip().splitlines()[-1] if error.stderr_tail.strip() else ""
         raise MediaQueryError(f"{name or path}: not a video or image ffmpeg can decode ({error.reason}{': ' + detail if detail else ''})") from None
@@ -84,23 +144,12 @@ def encode_media_file(searcher: Searcher, path: str, name: str | None = None) ->
     return vector, facts
 
 
-def search_media_file(searcher: Searcher, path: str, k: int = 10, name: str | None = None) -> SearchResult:
-    """The top ``k`` for a video or image file (MediaQueryError for bytes ffmpeg cannot decode)."""
-    vector, facts = encode_media_file(searcher, path, name)
+def search_media_file(searcher: Searcher, path: str, k: int = 10, name: str | None = None, guards: DecodeGuards | None = None,
+                      limits: QueryDecodeLimits | None = None) -> SearchResult:  # fmt: skip
+    """The top ``k`` for a video or image file (MediaQueryError for bytes ffmpeg cannot decode, or past ``limits``)."""
+    vector, facts = encode_media_file(searcher, path, name, guards, limits)
     result = searcher.search_vector(vector, k, f"file {name or os.path.basename(path)}")
     result.milliseconds = {"decode": facts["decode_ms"], "encode": facts["encode_ms"], "coarse": result.milliseconds["coarse"],
                            "fine": 0.0, "total": facts["decode_ms"] + facts["encode_ms"] + result.milliseconds["total"]}  # fmt: skip
     result.note = f"{result.note}; {facts['frames']} frame(s) of the file encoded" + (f"; {facts['note']}" if facts["note"] else "")
     return result
-
-
-def search_media_bytes(searcher: Searcher, chunks: list[bytes] | bytes, k: int = 10, filename: str | None = None) -> SearchResult:
-    """``search_media_file`` for bytes received (an upload): written to a temporary file ffmpeg reads, then removed."""
-    with tempfile.TemporaryDirectory(prefix="search-query-") as scratch:
-        path = os.path.join(scratch, "query" + media_suffix(filename))
-        with open(path, "wb") as handle:
-            for chunk in [chunks] if isinstance(chunks, bytes) else chunks:
-                handle.write(chunk)
-        if os.path.getsize(path) == 0:
-            raise MediaQueryError(f"{filename or 'the upload'}: the file is empty")
-        return search_media_file(searcher, path, k, name=filename or "upload")

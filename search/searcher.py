@@ -262,15 +262,30 @@ def agreement_in_index(reference: torch.Tensor, candidate: torch.Tensor, first_s
 
 
 def check_vector(vector: object, dim: int) -> np.ndarray:
-    """A query vector as float32 of the index's dimension, finite and not all zeros, or VectorQueryError saying why."""
+    """A query vector as float32 of the index's dimension, finite and not all zeros, or VectorQueryError saying why.
+
+    Checked before anything is converted: a flat list of ``dim`` JSON numbers (not strings, booleans or
+    nested lists) or a 1-D real-valued array; an integer too large for a float is "not finite"."""
+    if isinstance(vector, np.ndarray):
+        if vector.dtype.kind not in "fiu":
+            raise VectorQueryError(f"the vector holds {vector.dtype.name} values; a query vector is real numbers")
+    elif isinstance(vector, list | tuple):
+        if len(vector) != dim:
+            raise VectorQueryError(f"the vector has {len(vector)} values; this index's vectors have {dim} dimensions")
+        if not all(type(value) in (int, float) for value in vector):
+            wrong = next(value for value in vector if type(value) not in (int, float))
+            raise VectorQueryError(f"the vector holds a {type(wrong).__name__}; a query vector is a flat list of numbers")
+    else:
+        raise VectorQueryError(f"the vector is a {type(vector).__name__}; send a list of {dim} numbers")
     try:
-        array = np.asarray(vector, dtype=np.float32)
-    except (TypeError, ValueError) as error:
-        raise VectorQueryError(f"the vector is not a list of numbers ({error})") from error
+        with np.errstate(over="ignore"):  # past float32's range is infinite, refused below
+            array = np.asarray(vector, dtype=np.float64).astype(np.float32)
+    except OverflowError:
+        raise VectorQueryError("the vector holds a number too large for a float") from None
     if array.ndim != 1 or array.shape[0] != dim:
         raise VectorQueryError(f"the vector has shape {list(array.shape)}; this index's vectors have {dim} dimensions")
     if not np.isfinite(array).all():
-        raise VectorQueryError("the vector holds NaN or infinite values")
+        raise VectorQueryError("the vector holds NaN or infinite values (or a number too large for a float)")
     if not np.any(array):
         raise VectorQueryError("the vector is all zeros")
     return array

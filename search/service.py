@@ -12,7 +12,9 @@ and as a page elsewhere: a query that is empty, over 1,000 characters, not UTF-8
 control characters (checked on the raw bytes of the URL, before anything decodes them), ``k``
 outside 1..100 or not a number, an unknown key or frame, a path that names nothing (``..`` and
 its encodings included: no route reads a file by a name from the URL), a method a route does not
-take (405 with ``Allow``). Anything else is a 500 naming the error; the trace goes to the log.
+take (405 with ``Allow``). Anything else is a 500 that says only that the server failed; the error
+and its trace go to the log. Bodies are bounded by the bytes received (search/body_limits.py) and
+query files are decoded as a bounded resource (search/decode_gate.py).
 With ``api_key`` set every route, the page and the schema included, wants it (search/api_key.py
 says how: a header on the JSON API; on the page also a cookie holding a token derived from the key,
 set by opening ``?api_key=KEY`` once, which is answered with a redirect to the same URL without
@@ -27,7 +29,10 @@ import json
 import logging
 import mimetypes
 import os
+import shutil
+import tempfile
 import urllib.parse
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 
 import numpy as np
@@ -35,23 +40,31 @@ from fastapi import FastAPI, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from search import search_page
 from search.api_key import KeyGuard
+from search.body_limits import NO_BODY, BodyLimits, BodyRule, PayloadRefused
 from search.cli import result_json
-from search.media_query import MediaQueryError, search_media_bytes
+from search.decode_gate import ClientGone, DecodeGate, ServiceBusy
+from search.media_query import MediaQueryError, QueryDecodeLimits, media_suffix, search_media_file
 from search.moments import time_range
 from search.query import QueryError, check_query
 from search.query_batcher import DEFAULT_MAX_BATCH, QueryBatcher
 from search.searcher import SearchResult, VectorQueryError
 from search.served_index import IndexHolder, ServedIndex
+from search.vector_input import vector_from_npy
 from shards.sample_format import frame_members
 
 logger = logging.getLogger("search.service")
 MAX_K = 100
-MAX_VECTOR_BODY_BYTES = 1 << 20  # a 1,024-dim vector as JSON is ~25 KB; anything far larger is refused before it is read
+MAX_JSON_BODY_BYTES = 256 << 10  # a 4,096-dim vector as JSON with full float precision is ~100 KB
 DEFAULT_MAX_UPLOAD_BYTES = 64 << 20  # a query video or image (python -m search.serve --max-upload-mb)
+DEFAULT_UPLOAD_TIMEOUT_S = 60.0  # a body must arrive within this (python -m search.serve --upload-timeout-s)
+FILE_ROUTES = ("/api/search/file", "/search/file")
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'",
@@ -67,50 +80,56 @@ class _Forbidden(PermissionError):
     """A route this service was not started to allow (403)."""
 
 
-class PayloadRefused(ValueError):
-    """A body refused from its headers, before it is read: too large (413) or of no declared length (411)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def npy_vector(data: bytes, filename: str | None) -> np.ndarray:
-    """An uploaded .npy file as a vector (no pickles: a .npy cannot run code here); checked by the searcher."""
-    try:
-        return np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as error:
-        raise BadRequest(f"{filename}: not a .npy array ({error})") from error
-
-
-def check_declared_length(request: Request, limit: int, what: str) -> int:
-    """The body's declared length, or PayloadRefused when it is missing or over ``limit``: nothing is read
-    before this says yes (and uvicorn's h11 stops a body that runs past its Content-Length)."""
-    declared = request.headers.get("content-length")
-    if declared is None or not declared.isdigit():
-        raise PayloadRefused(411, f"send the {what} with a Content-Length header (at most {limit:,} bytes)")
-    if int(declared) > limit:
-        raise PayloadRefused(413, f"the {what} is {int(declared):,} bytes; this service takes at most {limit:,}")
-    return int(declared)
-
-
-async def received_file(request: Request, limit: int) -> tuple[list[bytes] | bytes, str | None]:
-    """An uploaded query file, size-checked from its headers first: a multipart form's ``file`` field (the
-    page, ``curl -F file=@clip.mp4``) or the raw body (``curl --data-binary @clip.mp4``); and its file name."""
-    check_declared_length(request, limit, "file")
+async def received_file(request: Request, folder: str) -> tuple[str, str | None]:
+    """An uploaded query file written to ``folder`` as it arrives (memory does not grow with its size), and
+    its name: a multipart form's ``file`` field (the page, ``curl -F file=@clip.mp4``) or the raw body
+    (``curl --data-binary @clip.mp4``, its name in ``?filename=``). BodyLimits has bounded the bytes."""
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         form = await request.form(max_files=1, max_fields=4)
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
             raise BadRequest("the form has no file field named 'file'")
-        return await upload.read(), upload.filename
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadRefused(413, f"the file is over this service's limit of {limit:,} bytes")
-        chunks.append(chunk)
-    return chunks, request.query_params.get("filename")
+        filename = upload.filename
+        path = os.path.join(folder, "query" + media_suffix(filename))
+        with open(path, "wb") as handle:
+            await run_in_threadpool(shutil.copyfileobj, upload.file, handle)
+        await upload.close()
+    else:
+        filename = request.query_params.get("filename")
+        path = os.path.join(folder, "query" + media_suffix(filename))
+        with open(path, "wb") as handle:
+            async for chunk in request.stream():
+                handle.write(chunk)  # a page-cache write of at most 64 KB: not worth a thread hop
+    if os.path.getsize(path) == 0:
+        raise BadRequest(f"{filename or 'the upload'}: the file is empty")
+    return path, filename
+
+
+async def received_json(request: Request) -> object:
+    """The body as JSON, parsed on a worker thread (a large body must not hold the event loop); BodyLimits has
+    bounded its size. Too deep a nesting is a 400 like any other malformed JSON."""
+    body = await request.body()
+    try:
+        return await run_in_threadpool(json.loads, body)
+    except RecursionError:
+        raise BadRequest("the body is JSON nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as error:
+        raise BadRequest(f"the body is not JSON ({str(error)[:120]})") from None
+
+
+def body_rule(max_upload_bytes: int) -> Callable[[str, str], BodyRule]:
+    """What each route takes as a body (search/body_limits.py): a query file, a JSON vector, or nothing."""
+    upload = BodyRule(max_upload_bytes, "file", needs_length=True)
+    vector = BodyRule(MAX_JSON_BODY_BYTES, "JSON body")
+
+    def rule_for(method: str, path: str) -> BodyRule:
+        if method == "POST" and path in FILE_ROUTES:
+            return upload
+        if method == "POST" and path == "/api/search":
+            return vector
+        return NO_BODY
+
+    return rule_for
 
 
 def raw_parameters(request: Request) -> dict[str, bytes]:
@@ -141,38 +160,54 @@ def _error_response(request: Request, status: int, message: str, headers: dict |
     if _wants_json(request):
         return JSONResponse({"error": message}, status_code=status, headers=headers)
     phrase = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-              411: "Length Required", 413: "Content Too Large"}.get(status, "Error")  # fmt: skip
+              408: "Request Timeout", 411: "Length Required", 413: "Content Too Large", 503: "Service Unavailable"}.get(status, "Error")  # fmt: skip
     return HTMLResponse(search_page.page(f"{status} {phrase}", search_page.error(status, phrase, message)), status_code=status, headers=headers)
 
 
 def create_app(holder: IndexHolder, api_key: str | None = None, max_batch: int = DEFAULT_MAX_BATCH,
-               max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, videos_root: str | None = None) -> FastAPI:  # fmt: skip
-    """The service over ``holder``'s index (the caller owns loading it; the app owns the batcher). ``videos_root``:
-    the folder the indexed videos were built from (the build's --videos), to play a moment's source video."""
+               max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, videos_root: str | None = None,
+               decode_limits: QueryDecodeLimits | None = None, upload_timeout_s: float = DEFAULT_UPLOAD_TIMEOUT_S) -> FastAPI:  # fmt: skip
+    """The service over ``holder``'s index (the caller owns loading it; the app owns the batcher and the decode
+    gate). ``videos_root``: the folder the indexed videos were built from (the build's --videos), to play a
+    moment's source video. ``decode_limits`` bound query files (search/decode_gate.py); ``max_upload_bytes`` and
+    ``upload_timeout_s`` every body (search/body_limits.py)."""
     batcher = QueryBatcher(lambda: holder.current.searcher, max_batch)
+    gate = DecodeGate(decode_limits or QueryDecodeLimits())
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):  # noqa: ANN202
         yield
         batcher.close()
+        gate.close()
 
     app = FastAPI(title="clip4clip-stream video search", version="1", docs_url=None, redoc_url=None, lifespan=lifespan,
                   description="Text-to-video search over an index made by python -m search.index (README: Searching a collection).")  # fmt: skip
-    app.state.holder, app.state.batcher = holder, batcher
+    app.state.holder, app.state.batcher, app.state.gate = holder, batcher, gate
+    app.state.uploads = {"max_upload_bytes": max_upload_bytes, "max_json_bytes": MAX_JSON_BODY_BYTES, "upload_timeout_s": upload_timeout_s}
     _install_guard(app, api_key)
     _install_error_handlers(app)
+
+    async def refuse(scope: dict, refusal: PayloadRefused) -> Response:
+        return _error_response(Request(scope), refusal.status, str(refusal), {"Connection": "close"})
+
+    app.add_middleware(BodyLimits, rule_for=body_rule(max_upload_bytes), refuse=refuse, read_timeout_s=upload_timeout_s)  # outermost
 
     async def run_search(parameters: dict[str, bytes]) -> SearchResult:
         query, k = _query(parameters), parse_k(parameters.get("k"))
         return await batcher.search(query, k)
 
     async def run_file_search(request: Request, k: int) -> SearchResult:
-        data, filename = await received_file(request, max_upload_bytes)
-        searcher = holder.current.searcher
-        if (filename or "").lower().endswith(".npy"):  # a vector saved with numpy (the page's "vector" link gives one)
-            vector = npy_vector(data if isinstance(data, bytes) else b"".join(data), filename)
-            return await run_in_threadpool(searcher.search_vector, vector, k, f"vector {filename}")
-        return await run_in_threadpool(search_media_bytes, searcher, data, k, filename)
+        async with gate.admission():  # a place before the upload is read: buffered uploads are bounded too
+            with tempfile.TemporaryDirectory(prefix="search-query-") as scratch:
+                path, filename = await received_file(request, scratch)
+                searcher = holder.current.searcher
+                if (filename or "").lower().endswith(".npy"):  # a vector saved with numpy (the page's "vector" link gives one)
+                    with open(path, "rb") as handle:
+                        data = handle.read(MAX_JSON_BODY_BYTES)  # a vector's file is far smaller; a longer one fails the size check
+                    vector = vector_from_npy(data, searcher.index.manifest["dim"], filename)
+                    return await run_in_threadpool(searcher.search_vector, vector, k, f"vector {filename}")
+                name = filename or "upload"
+                return await gate.run(request, lambda guards: search_media_file(searcher, path, k, name, guards, gate.limits))
 
     sources = SourceVideos(videos_root)
     _api_routes(app, holder, batcher, run_search, run_file_search, api_key, sources)
@@ -212,24 +247,44 @@ class SourceVideos:
 
 def _install_guard(app: FastAPI, api_key: str | None) -> None:
     """The API key on every route (when set), security headers and caching rules on every answer."""
-    keys = KeyGuard(api_key) if api_key is not None else None
+    app.add_middleware(Guard, keys=KeyGuard(api_key) if api_key is not None else None)
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):  # noqa: ANN001, ANN202
-        if keys is not None:
-            raw_path = request.scope.get("raw_path", b"").decode("latin-1") or None
-            check = keys.check(request.method, request.url.path, request.headers, request.cookies, raw_parameters(request), raw_path)
+
+class Guard:
+    """The key check and the answer's headers as a plain ASGI middleware. Not Starlette's BaseHTTPMiddleware:
+    that runs ``receive`` in a task group of its own, which turns a body refused while it arrives
+    (search/body_limits.py) into an ExceptionGroup, a 500, instead of its 408/413."""
+
+    def __init__(self, app: ASGIApp, keys: KeyGuard | None) -> None:
+        self.app, self.keys = app, keys
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        if self.keys is not None:
+            raw_path = scope.get("raw_path", b"").decode("latin-1") or None
+            check = self.keys.check(request.method, request.url.path, request.headers, request.cookies, raw_parameters(request), raw_path)
             if not check.allowed:
-                return _error_response(request, 401, check.refusal, {"WWW-Authenticate": "Bearer"})
+                await _error_response(request, 401, check.refusal, {"WWW-Authenticate": "Bearer"})(scope, receive, send)
+                return
             if check.redirect_to is not None:  # the key came in the URL: drop it from there, remember it as a token
                 response = Response(status_code=303, headers={"Location": check.redirect_to, "Cache-Control": "no-store", **SECURITY_HEADERS})
-                keys.set_cookie(response)
-                return response
-        response = await call_next(request)
-        response.headers.update(SECURITY_HEADERS)
-        if _wants_json(request) or request.url.path == "/" or request.url.path.startswith("/video/"):
-            response.headers.setdefault("Cache-Control", "no-store")
-        return response
+                self.keys.set_cookie(response)
+                await response(scope, receive, send)
+                return
+        no_store = _wants_json(request) or request.url.path == "/" or request.url.path.startswith("/video/")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers.update(SECURITY_HEADERS)
+                if no_store and "cache-control" not in headers:
+                    headers["Cache-Control"] = "no-store"
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -238,9 +293,21 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BadRequest)
     @app.exception_handler(QueryError)
     @app.exception_handler(VectorQueryError)
-    @app.exception_handler(MediaQueryError)
     async def bad_request(request: Request, error: ValueError) -> Response:
         return _error_response(request, 400, str(error))
+
+    @app.exception_handler(MediaQueryError)
+    async def bad_file(request: Request, error: MediaQueryError) -> Response:
+        return _error_response(request, error.status, str(error))
+
+    @app.exception_handler(ServiceBusy)
+    async def busy(request: Request, error: ServiceBusy) -> Response:
+        return _error_response(request, 503, str(error), {"Retry-After": str(error.retry_after_s), "Connection": "close"})
+
+    @app.exception_handler(ClientGone)
+    @app.exception_handler(ClientDisconnect)
+    async def gone(request: Request, error: Exception) -> Response:  # nobody reads it: the access log shows nginx's 499
+        return Response(status_code=499)
 
     @app.exception_handler(LookupError)
     @app.exception_handler(FileNotFoundError)
@@ -260,9 +327,9 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def failure(request: Request, error: Exception) -> Response:
-        logger.exception("%s %s failed", request.method, request.url.path)
-        message = f"the server failed on this request ({type(error).__name__}: {error})"
-        return _error_response(request, 500, message)
+        logger.exception("%s %s failed", request.method, request.url.path[:200])
+        # never the exception's text: it can carry paths, data or a hint for the next attack; the log has it
+        return _error_response(request, 500, "the server failed on this request; its log says why")
 
     @app.exception_handler(PayloadRefused)
     async def refused(request: Request, error: PayloadRefused) -> Response:
@@ -310,20 +377,17 @@ def _api_routes(app: FastAPI, holder: IndexHolder, batcher: QueryBatcher, run_se
 
     @app.post("/api/search", summary="The top k videos for a vector in the index's coarse space: {\"vector\": [...], \"k\": 10}")
     async def api_search_vector(request: Request) -> dict:
-        declared = request.headers.get("content-length")
-        if declared is None or not declared.isdigit() or int(declared) > MAX_VECTOR_BODY_BYTES:
-            raise BadRequest(f"send the vector as a JSON body with a Content-Length of at most {MAX_VECTOR_BODY_BYTES:,} bytes")
-        try:
-            body = json.loads(await request.body())
-        except (ValueError, UnicodeDecodeError) as error:
-            raise BadRequest(f"the body is not JSON ({error})") from error
+        body = await received_json(request)
         if not isinstance(body, dict) or "vector" not in body:
             raise BadRequest('the body must be a JSON object with a "vector" (and optionally "k")')
         k = body.get("k", 10)
-        if not isinstance(k, int) or not 1 <= k <= MAX_K:
+        if type(k) is not int or not 1 <= k <= MAX_K:
             raise BadRequest(f"k must be a whole number from 1 to {MAX_K}")
+        include = body.get("include", "")
+        if not isinstance(include, str):
+            raise BadRequest("include must be a string ('vectors')")
         result = await run_in_threadpool(holder.current.searcher.search_vector, body["vector"], k)
-        return with_vectors(result, str(body.get("include", "")))
+        return with_vectors(result, include)
 
     @app.post("/api/search/file", summary="The top k videos for a video or image file: the raw body, or a multipart form's 'file' field")
     async def api_search_file(request: Request, k: int = Query(10, ge=1, le=MAX_K, description="how many results"),
@@ -350,13 +414,19 @@ def _api_routes(app: FastAPI, holder: IndexHolder, batcher: QueryBatcher, run_se
                 "index_updated": manifest.get("updated"), "loaded_at": served.loaded_at, "reloads": holder.reloads,
                 "search": {"method": served.searcher.method, "rerank_topk": served.searcher.rerank_topk,
                            "grouped_by_source_video": served.searcher.grouped, "query_encoder": served.searcher.encoder_check},
-                "batches": {"queries": batcher.queries, "batches": batcher.batches}}  # fmt: skip
+                "batches": {"queries": batcher.queries, "batches": batcher.batches},
+                "uploads": app.state.uploads, "query_decodes": app.state.gate.to_json()}  # fmt: skip
 
     @app.post("/api/admin/reload", summary="Load the index again (a newer one at the same place) and serve it once ready")
-    async def api_reload() -> dict:
+    async def api_reload(request: Request) -> dict:
         if api_key is None:
             raise _Forbidden("reloading over HTTP needs the service started with --api-key (or send SIGHUP to its process)")
-        await run_in_threadpool(holder.reload)
+        try:
+            await run_in_threadpool(holder.reload)
+        except Exception as error:  # noqa: BLE001 - the operator (who holds the key) is told why; the old index still serves
+            logger.exception("reload of %s failed", holder.settings.index_url)
+            reason = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
+            return _error_response(request, 500, f"the index could not be loaded again, the previous one still serves: {reason}")
         return await api_health()
 
 

@@ -108,7 +108,7 @@ def test_more_like_an_entry_and_query_by_vector(search_collection, service):
         status, _, raw = service.request("POST", "/api/search", {"Content-Length": str(len(bad))}, body=bad)
         assert status == 400 and message in json.loads(raw)["error"], raw
     status, _, raw = service.request("POST", "/api/search", {"Content-Length": str(10 << 20)}, body=b"{}")  # refused before reading
-    assert status == 400 and "at most" in json.loads(raw)["error"]
+    assert status == 413 and "at most" in json.loads(raw)["error"]
     assert service.json("/api/search?like=no-such-key")[0] == 404
 
 
