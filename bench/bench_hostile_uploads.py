@@ -52,7 +52,7 @@ def make_collection(root: Path, model: str) -> Path:
 
     make_sample_data(str(root / "data"), num_videos=8, seed=0, broken=False)
     records = load_annotations(str(root / "data" / "annotations.jsonl"))
-    build_shards(records, str(root / "data" / "videos"), Store(str(root / "shards")), ExtractionSettings(short_side=112),
+    build_shards(records, str(root / "data" / "videos"), Store(str(root / "shards")), ExtractionSettings(),
                  BuildOptions(samples_per_shard=2, workers=2, show_progress=False))  # fmt: skip
     train(parse_config(["--train-shards", str(root / "shards"), "--output-dir", str(root / "run"), "--model", model, "--batch-size", "4",
                         "--steps-per-epoch", "2", "--epochs", "1", "--max-frames", "8", "--workers", "0", "--sim-header", "meanP"]))  # fmt: skip

@@ -36,7 +36,7 @@ from shards.storage import StorageError, Store
 
 
 def run(args: argparse.Namespace) -> dict:
-    logger = setup_logging(int(os.environ.get("RANK", "0")))
+    logger = setup_logging(int(os.environ.get("RANK", "0")), "stderr" if args.json else "stdout")  # --json: stdout is the answer alone
     probe_location(args.shards, must_exist=True)
     probe_location(args.checkpoint, must_exist=True)
     if args.out:
@@ -161,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
                         "query bank of --post's normalisations, reported beside the test-bank numbers")
     parser.add_argument("--report-queries", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0, help="which report queries are sampled")
-    parser.add_argument("--json", action="store_true", help="print the metrics as one JSON line instead of the table (for scripts)")
+    parser.add_argument("--json", action="store_true", help="print the metrics as one JSON document on stdout instead of the table, "
+                                                            "everything else on stderr (for scripts)")
     args = parser.parse_args(argv)
     try:
         result = run(args)

@@ -15,22 +15,30 @@ from contextlib import contextmanager
 LOGGER_NAME = "clip4clip"
 
 
-class _CurrentStdout(logging.StreamHandler):
-    """Writes to whatever ``sys.stdout`` is at the time (pytest and tqdm swap it)."""
+class _CurrentStream(logging.StreamHandler):
+    """Writes to whatever ``sys.stdout`` (or ``sys.stderr``) is at the time (pytest and tqdm swap them)."""
+
+    def __init__(self, name: str = "stdout") -> None:
+        self.name_of_stream = name
+        super().__init__()
 
     @property
     def stream(self):  # noqa: D102
-        return sys.stdout
+        return getattr(sys, self.name_of_stream)
 
     @stream.setter
     def stream(self, _value) -> None:
         pass
 
 
-def setup_logging(rank: int = 0) -> logging.Logger:
+def setup_logging(rank: int = 0, stream: str = "stdout") -> logging.Logger:
+    """The project's logger for this rank. ``stream="stderr"`` when stdout carries a machine-readable answer
+    (``--json``): a script piping stdout into a JSON parser then sees only that."""
+    if stream not in ("stdout", "stderr"):
+        raise ValueError(f"stream is stdout or stderr, not {stream!r}")
     logger = logging.getLogger(LOGGER_NAME)
     logger.handlers.clear()
-    handler = _CurrentStdout()
+    handler = _CurrentStream(stream)
     handler.setFormatter(logging.Formatter("%(message)s" if rank == 0 else f"[rank {rank}] %(message)s"))
     logger.addHandler(handler)
     logger.setLevel(logging.INFO if rank == 0 else logging.WARNING)
