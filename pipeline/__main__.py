@@ -17,7 +17,7 @@ from pipeline.sampling import SlicePosition
 from pipeline.windows import Windows, folder_records
 from runtime.cli import HelpFormatter
 from runtime.ray_cluster import RayOptions, RayUnavailableError, task_location
-from shards.manifest import MANIFEST_NAME, BuildStateError, merge_manifest, read_manifest
+from shards.manifest import FAILURES_NAME, MANIFEST_NAME, BuildStateError, failure_kind, merge_manifest, read_manifest
 from shards.storage import StorageError, Store
 
 
@@ -95,6 +95,9 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--retry-failures", action="store_true",
                        help="attempt again only the videos in the build's failures.jsonl (after an outage or a fixed file): what succeeds "
                             "goes into new shards of the same build, existing shards stay as they are (same annotations and options as the build)")  # fmt: skip
+    build.add_argument("--max-failure-fraction", type=_fraction, default=DEFAULT_MAX_FAILURE_FRACTION,
+                       help="exit with status 1 when more than this share of the build's videos failed (a build that wrote no "
+                            "sample always does): `build && train` stops here, not later in the trainer")  # fmt: skip
     build.add_argument("--no-progress", action="store_true")
     build.add_argument(
         "--distributor", default="local", choices=["local", "ray"],
@@ -121,6 +124,43 @@ def _parser() -> argparse.ArgumentParser:
 
 
 MOSTLY_MISSING = 0.5  # above this share of annotated videos without a file, a build says --ignore-missing exists
+DEFAULT_MAX_FAILURE_FRACTION = 0.5  # past this share of failed videos a build exits 1 (--max-failure-fraction)
+SHOWN_FAILURE_IDS = 3
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a fraction from 0 to 1")
+    return value
+
+
+def failure_summary(store: Store, manifest: dict) -> list[str]:
+    """The build's standing failures by reason, as video2dataset's stats give them: each kind with its count,
+    its first ids and one reason, most frequent first, and where the full list is."""
+    if not manifest["num_failures"] or not store.exists(FAILURES_NAME):
+        return []
+    failures = [json.loads(line) for line in store.read_bytes(FAILURES_NAME).decode("utf-8").splitlines() if line.strip()]
+    by_kind: dict[str, list[dict]] = {}
+    for failure in failures:
+        by_kind.setdefault(failure.get("kind") or failure_kind(failure["error"]), []).append(failure)
+    lines = [f"{len(failures)} video(s) failed, by reason (every one, with ffmpeg's words, in {store.url_of(FAILURES_NAME)}):"]
+    for kind, group in sorted(by_kind.items(), key=lambda item: (-len(item[1]), item[0])):
+        ids = ", ".join(str(f["video_id"]) for f in group[:SHOWN_FAILURE_IDS]) + (", ..." if len(group) > SHOWN_FAILURE_IDS else "")
+        reason = group[0]["error"].splitlines()[0][:160]
+        lines.append(f"  {kind}: {len(group)} ({ids}), e.g. {reason}")
+    return lines
+
+
+def build_verdict(manifest: dict, max_failure_fraction: float) -> str | None:
+    """Why the build should exit non-zero (nothing built, or too much failed), or None."""
+    samples, failed = manifest["num_samples"], manifest["num_failures"]
+    if samples == 0:
+        return f"error: nothing was built: all {failed} video(s) failed" if failed else "error: nothing was built: the annotations name no video"
+    if failed > max_failure_fraction * (samples + failed):
+        return (f"error: {failed} of {samples + failed} videos failed ({failed / (samples + failed):.0%}), more than "
+                f"--max-failure-fraction {max_failure_fraction:g}: the shards are written, but look at the failures before training")  # fmt: skip
+    return None
 
 
 def print_build_summary(report: BuildReport, num_jobs: int, job_index: int, out: str, annotations: str) -> None:
@@ -229,6 +269,14 @@ def main(argv: list[str] | None = None) -> int:
     if retry_round is not None and report.units_built:
         print(f"retry round {retry_round}: {report.samples_written} of the {prepared.total_videos} retried video(s) now built, "
               f"{report.failures} still fail (failures.jsonl)")  # fmt: skip
+    if report.manifest is None:  # a job of a split build: the merge of all jobs holds the whole picture
+        return 0
+    for line in failure_summary(Store(out), report.manifest):
+        print(line, file=sys.stderr)
+    verdict = build_verdict(report.manifest, args.max_failure_fraction)
+    if verdict is not None:
+        print(verdict, file=sys.stderr)
+        return 1
     return 0
 
 

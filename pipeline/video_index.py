@@ -144,7 +144,9 @@ class VideoIndex:
                 matches = table.get(_nfc(reference))
                 if matches:
                     return self._one(reference, matches, what)
-            return None, f"no video file named {reference!r} or {reference!r}.* under {self.root}", True
+            if os.path.splitext(reference)[1]:  # a name with its extension: the stems were looked at too, nothing more to say
+                return None, f"no video file named {reference!r} under {self.root}", True
+            return None, f"no video file named {reference!r} (with any extension) under {self.root}", True
         return None, f"video file not found: {reference!r}", True
 
     def _one(self, reference: str, matches: list[str], what: str) -> tuple[str | None, str | None, bool]:
