@@ -126,7 +126,16 @@ def card_contents(run: str) -> dict:
         "world_size": started.get("world_size"), "steps": train[-1]["step"] if train else 0,
         "shards": {**_training_sources(started), "validation": (config.get("val_shards"), _manifest_totals(config.get("val_shards")))},
         "plots": _plots(train, evals) if train else {},
+        "fit_only": started.get("validation_held_out") is False,  # validated on training shards (the trainer decides and records it)
     }  # fmt: skip
+
+
+FIT_NOTE = "fit, not held-out: the validation shards are also training shards (pipeline build --val-fraction F holds out a split)"
+
+
+def shown_value(value: object, origin: str) -> str:
+    """An option's value as the card shows it: a default the run resolved says so (``default -> masked``)."""
+    return f"default -> {value}" if origin == "resolved" else str(value)
 
 
 def _metric_row(label: str, result: dict | None) -> list[str]:
@@ -143,6 +152,7 @@ def render_markdown(card: dict) -> str:
               f"- precision: {card['precision']}; padding rule: {card['padding_rule']}; world size: {card['world_size']}",
               f"- hardware: {', '.join(f'{k} {v}' for k, v in card['hardware'].items())}", ""]  # fmt: skip
     lines += ["## Numbers", "", f"Published ({recipe.get('name', 'no recipe')}): {recipe.get('published') or 'none'}", ""]
+    lines += [f"**This run's numbers: {FIT_NOTE}.**", ""] if card["fit_only"] else []
     header = ["", *(f"{d} {m}" for d in ("t2v", "v2t") for m in METRICS)]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     best_label = f"best {best['metric']} (step {best['step']})" if best else "best (no --keep-best)"
@@ -154,7 +164,7 @@ def render_markdown(card: dict) -> str:
         lines.append(f"- {role}: {location or 'none'}" + (f" ({', '.join(f'{k} {v}' for k, v in totals.items())})" if totals else ""))
     lines += ["", "## Curves", ""] + [f"![{name}](card/{name}.png)" for name in card["plots"]]
     lines += ["", "## Options", "", "| option | value | from |", "|---|---|---|"]
-    lines += [f"| --{name.replace('_', '-')} | {value} | {origin} |" for name, value, origin in card["options"]]
+    lines += [f"| --{name.replace('_', '-')} | {shown_value(value, origin)} | {origin} |" for name, value, origin in card["options"]]
     return "\n".join(lines) + "\n"
 
 
@@ -169,6 +179,8 @@ def render_html(card: dict) -> str:
              *(("hardware: " + k, v) for k, v in card["hardware"].items())]  # fmt: skip
     markdown_free.append("<table class='facts'>" + "".join(f"<tr><th>{esc(str(k))}</th><td>{esc(str(v))}</td></tr>" for k, v in facts) + "</table>")
     markdown_free.append(f"<h2>Numbers</h2><p id='published'>Published: {esc(recipe.get('published') or 'none')}</p>")
+    if card["fit_only"]:
+        markdown_free.append(f"<p id='fit-only' class='warning'><b>This run's numbers: {esc(FIT_NOTE)}.</b></p>")
     header = "".join(f"<th>{d} {m}</th>" for d in ("t2v", "v2t") for m in METRICS)
     best_label = f"best {best['metric']} (step {best['step']})" if best else "best (no --keep-best)"
     rows = [_metric_row(f"last (step {card['last_eval']['step']})" if card["last_eval"] else "last", card["last_eval"]), _metric_row(best_label, card["best_eval"])]
@@ -180,11 +192,12 @@ def render_html(card: dict) -> str:
     markdown_free.append("<h2>Curves</h2><div id='plots'>" + "".join(
         f"<img alt='{name}' src='data:image/png;base64,{base64.b64encode(png).decode('ascii')}'>" for name, png in card["plots"].items()) + "</div>")  # fmt: skip
     markdown_free.append("<h2>Options</h2><table id='options'><tr><th>option</th><th>value</th><th>from</th></tr>" + "".join(
-        f"<tr class='{origin}'><td>--{esc(name.replace('_', '-'))}</td><td>{esc(str(value))}</td><td>{origin}</td></tr>"
+        f"<tr class='{origin}'><td>--{esc(name.replace('_', '-'))}</td><td>{esc(shown_value(value, origin))}</td><td>{origin}</td></tr>"
         for name, value, origin in card["options"]) + "</table>")  # fmt: skip
     style = ("body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1300px} table{border-collapse:collapse;margin:8px 0}"
              "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left} img{margin:4px;border:1px solid #eee}"
-             ".run{color:#555} tr.recipe td{background:#eef6ff} tr.flag td{background:#fff4e0}")  # fmt: skip
+             ".run{color:#555} tr.recipe td{background:#eef6ff} tr.flag td{background:#fff4e0}"
+             ".warning{background:#fff0f0;border:1px solid #e99;padding:6px 10px}")  # fmt: skip
     return ("<!doctype html><html><head><meta charset='utf-8'><title>Results card</title><style>" + style + "</style></head><body>"
             + "".join(markdown_free) + "</body></html>")  # fmt: skip
 

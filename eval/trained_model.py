@@ -59,7 +59,9 @@ def describe_choice(path: str, which: str) -> str:
         return f"{chosen} ({'the latest checkpoint of the run' if chosen != path else 'as given'})"
     folder = chosen.rsplit("/", 1)[0]
     record = best_record(folder) or {}
-    return f"{chosen} (best {record.get('metric')} = {record.get('value')}, from step {record.get('step')}, epoch {record.get('epoch')})"
+    value = record.get("value")
+    shown = f"{value:.4g}" if isinstance(value, float) else value  # MnR 1.4615384615384617 reads as 1.462
+    return f"{chosen} (best {record.get('metric')} = {shown}, from step {record.get('step')}, epoch {record.get('epoch')})"
 
 
 def load_trained_model(path: str, checkpoint_format: str = "auto", base_weights: str | None = None,

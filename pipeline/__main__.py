@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 
 from pipeline.annotations import FORMATS, AnnotationError, Columns, load_annotations
 from pipeline.build import BuildOptions, BuildReport, build_shards, prepare_build
 from pipeline.cluster import job_share
 from pipeline.dry_run import plan_summary
 from pipeline.extract import ExtractionSettings
-from pipeline.resample import ResampleError, resample
+from pipeline.holdout import holdout_record, split_records
 from pipeline.retry import prepare_retry, retry_token
 from pipeline.sampling import SlicePosition
 from pipeline.windows import Windows, folder_records
@@ -95,6 +96,9 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--retry-failures", action="store_true",
                        help="attempt again only the videos in the build's failures.jsonl (after an outage or a fixed file): what succeeds "
                             "goes into new shards of the same build, existing shards stay as they are (same annotations and options as the build)")  # fmt: skip
+    build.add_argument("--val-fraction", type=float, default=None,
+                       help="hold out this share of the videos for validation: builds OUT/train and OUT/val, video-disjoint and "
+                            "deterministic (by a hash of each video's reference; each manifest records the rule)")  # fmt: skip
     build.add_argument("--max-failure-fraction", type=_fraction, default=DEFAULT_MAX_FAILURE_FRACTION,
                        help="exit with status 1 when more than this share of the build's videos failed (a build that wrote no "
                             "sample always does): `build && train` stops here, not later in the trainer")  # fmt: skip
@@ -197,7 +201,13 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({k: v for k, v in manifest.items() if k != "shards"} | {"num_shards": len(manifest["shards"])}, indent=1))
             return 0
         if args.command == "resample":
-            manifest = resample(args.shards, args.out, args.max_frames, args.sample_fps, SlicePosition(args.slice) if args.slice else None)
+            from pipeline.resample import ResampleError, resample  # reads shards with webdataset (and so torch): only here
+
+            try:
+                manifest = resample(args.shards, args.out, args.max_frames, args.sample_fps, SlicePosition(args.slice) if args.slice else None)
+            except ResampleError as error:
+                print(f"error: {error}", file=sys.stderr)
+                return 2
             print(f"resampled: {manifest['num_samples']} samples in {len(manifest['shards'])} shards, {manifest['num_failures']} failures")
             return 0
         if args.distributor == "ray" and (args.num_jobs is not None or args.job_index is not None):
@@ -233,7 +243,27 @@ def main(argv: list[str] | None = None) -> int:
             records = folder_records(args.videos)
         else:
             raise ValueError("--annotations is required (only a --windows build for search can take every video under --videos)")
-        videos, out = (task_location(args.videos), task_location(args.out)) if args.distributor == "ray" else (args.videos, args.out)
+        if args.val_fraction is None:
+            return run_build(args, records, args.out, settings, options, num_jobs, job_index)
+        parts = split_records(records, args.val_fraction)
+    except (AnnotationError, BuildStateError, StorageError, RayUnavailableError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    codes = []
+    for part, chosen in parts.items():  # OUT/train, then OUT/val: each an ordinary build, its manifest naming the split
+        where = f"{args.out.rstrip('/')}/{part}"
+        print(f"{part}: {len({record.reference for record in chosen})} videos -> {where} (--val-fraction {args.val_fraction:g}, by a hash of "
+              "each video's reference)")  # fmt: skip
+        codes.append(run_build(args, chosen, where, settings, replace(options, holdout=holdout_record(args.val_fraction, part, chosen)),
+                               num_jobs, job_index))  # fmt: skip
+    return max(codes)
+
+
+def run_build(args: argparse.Namespace, records: list, out_url: str, settings: ExtractionSettings, options: BuildOptions, num_jobs: int,
+              job_index: int) -> int:  # fmt: skip
+    """One build into ``out_url`` (a retry round, a dry run, on Ray or here), its summary and its exit status."""
+    try:
+        videos, out = (task_location(args.videos), task_location(out_url)) if args.distributor == "ray" else (args.videos, out_url)
         prepared, retry_round = None, None
         if args.retry_failures:
             token = retry_token() if num_jobs > 1 else None  # the tasks of one split job share a round
@@ -241,11 +271,11 @@ def main(argv: list[str] | None = None) -> int:
             if retry is None:
                 manifest = read_manifest(Store(out)) if Store(out).exists(MANIFEST_NAME) else None
                 held = f": {manifest['num_samples']} samples in {len(manifest['shards'])} shards" if manifest else ""
-                print(f"nothing to retry: no failure stands in {args.out}{held}")
+                print(f"nothing to retry: no failure stands in {out_url}{held}")
                 return 0
             prepared, retry_round = retry
         if args.dry_run:
-            prepared = prepared or prepare_build(records, args.videos, Store(args.out), settings, options, write_plan=False)
+            prepared = prepared or prepare_build(records, args.videos, Store(out_url), settings, options, write_plan=False)
             print(json.dumps(plan_summary(prepared)))
             return 0
         if retry_round is not None:
@@ -257,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
             report = build_shards_on_ray(records, videos, Store(out), settings, options, ray_options, prepared)
         else:
             report = build_shards(records, videos, Store(out), settings, options, prepared)
-    except (AnnotationError, BuildStateError, ResampleError, StorageError, RayUnavailableError, ValueError) as error:
+    except (AnnotationError, BuildStateError, StorageError, RayUnavailableError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if report.failed_units:
@@ -265,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: unit {unit} not built: {reason}", file=sys.stderr)
         print(f"{len(report.failed_units)} unit(s) failed after their retries; rerun the same command to build them", file=sys.stderr)
         return 1
-    print_build_summary(report, num_jobs, job_index, args.out, args.annotations or args.videos)
+    print_build_summary(report, num_jobs, job_index, out_url, args.annotations or args.videos)
     if retry_round is not None and report.units_built:
         print(f"retry round {retry_round}: {report.samples_written} of the {prepared.total_videos} retried video(s) now built, "
               f"{report.failures} still fail (failures.jsonl)")  # fmt: skip

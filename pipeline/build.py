@@ -55,6 +55,7 @@ class BuildOptions:
     show_progress: bool = True
     ignore_missing: bool = False  # drop annotations whose file is absent (a partial download)
     windows: Windows | None = None  # cut videos without a segment into overlapping windows (pipeline/windows.py)
+    holdout: dict | None = None  # this build is one part of a --val-fraction split (pipeline/holdout.py)
 
     def __post_init__(self) -> None:
         if self.samples_per_shard < 1:
@@ -115,6 +116,7 @@ def build_plan_document(units: list[list[PlannedVideo]], settings: ExtractionSet
     ]
     return {
         **({"windows": options.windows.to_json()} if options.windows else {}),
+        **({"holdout": options.holdout} if options.holdout else {}),
         "format": FORMAT_VERSION,
         "prefix": options.prefix,
         "samples_per_shard": options.samples_per_shard,

@@ -2,7 +2,7 @@
 
 One row per indexed video (or segment): its key, its coarse video vector (the one the first stage of a search
 compares with a query; float32), the source video, the time range (segments and windows; the whole clip
-otherwise: ``start_s`` None, ``end_s`` its duration) and its captions (``caption``: the first). ``FILE`` ending
+otherwise: ``start_s`` 0, ``end_s`` its duration, the decoded length where the header gave none) and its captions (``caption``: the first). ``FILE`` ending
 in ``.parquet`` is written with pyarrow, a row group per ``--chunk-rows``; ending in ``.npy``, the vectors go to
 it and the rest to a ``.jsonl`` beside it, one line per row in the same order. Either way the index is read
 part by part and ``--chunk-rows`` at a time (a memory-mapped slice, or one byte-range read from a bucket), so
@@ -39,7 +39,7 @@ def _row(record: dict) -> dict:
     segment = record.get("segment") or {}
     captions = record.get("captions") or []
     return {"key": record["key"], "video": record.get("video_id"), "source_file": record.get("source_file"),
-            "start_s": segment.get("start_s"), "end_s": segment.get("end_s", record.get("duration_s")),
+            "start_s": segment.get("start_s", 0.0), "end_s": segment.get("end_s", record.get("duration_s")),
             "caption": captions[0] if captions else None, "captions": captions}  # fmt: skip
 
 

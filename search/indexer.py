@@ -239,11 +239,16 @@ class ShareIndexer:
         return self.stats
 
 
+def _duration(source: dict) -> float | None:
+    """The source's duration: its header's, or where its decoded frames ended when the header gave none (a GIF)."""
+    return source.get("duration_s") if source.get("duration_s") is not None else source.get("decoded_s")
+
+
 def _row_record(sample: dict, metadata: dict, url: str, frames: int) -> dict:
     """What a search result shows and links to (rows.bin): enough to find the sample again."""
     record = {"key": sample["__key__"], "shard": url, "video_id": metadata.get("video_id"), "captions": metadata.get("captions") or [],
               "frames": frames, "source_file": (metadata.get("source") or {}).get("file"),
-              "duration_s": (metadata.get("source") or {}).get("duration_s")}  # fmt: skip
+              "duration_s": _duration(metadata.get("source") or {})}  # fmt: skip
     if "segment" in metadata:
         record["segment"] = metadata["segment"]
     if "source_video" in metadata:  # a --windows build's window: the video it was cut from

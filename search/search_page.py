@@ -53,6 +53,9 @@ def search_form(query: str, k: int) -> str:
             "<button type='submit'>Search by file</button></form>")  # fmt: skip
 
 
+IMAGE_SOURCES = (".gif", ".webp", ".png", ".jpg", ".jpeg", ".apng")  # sources a browser shows as an image, not as a video
+
+
 def moment(hit: Hit, play_url: PlayUrl) -> str:
     """A moment's time range, a player that starts at it (where the service reaches the source video),
     and the video's other moments, collapsed."""
@@ -60,8 +63,12 @@ def moment(hit: Hit, play_url: PlayUrl) -> str:
     if not text:
         return ""
     url = play_url(hit.record)
-    player = (f"<video class='moment' controls preload='metadata' src='{html.escape(url, quote=True)}' width='320'></video>"
-              if url else "")  # fmt: skip
+    player = ""
+    if url and (hit.record.get("source_file") or "").lower().endswith(IMAGE_SOURCES):  # no browser's <video> plays a GIF: an image does
+        still = html.escape(url.split("#", 1)[0], quote=True)
+        player = f"<img class='moment' src='{still}' width='320' alt='the source, from its start'><div class='note'>(plays from its start)</div>"
+    elif url:
+        player = f"<video class='moment' controls preload='metadata' src='{html.escape(url, quote=True)}' width='320'></video>"
     others = "".join(
         f"<li><a href='/video/{key_path(m.record['key'])}'>{html.escape(moment_text(m.record))}</a> <span class='note'>{m.score:.4f}</span></li>"
         for m in hit.moments
@@ -70,7 +77,7 @@ def moment(hit: Hit, play_url: PlayUrl) -> str:
     return f"<div class='range'>moment: {html.escape(text)}</div>{player}{more}"
 
 
-def results(result: SearchResult, total_videos: int, k: int = 10, play_url: PlayUrl = lambda _: None) -> str:
+def results(result: SearchResult, total_videos: int, k: int = 10, play_url: PlayUrl = lambda _: None, grouped: bool = False) -> str:
     timing = ", ".join(f"{name} {value:.1f} ms" for name, value in result.milliseconds.items())
     rows = []
     for rank, hit in enumerate(result.hits, 1):
@@ -85,7 +92,10 @@ def results(result: SearchResult, total_videos: int, k: int = 10, play_url: Play
             f"<a class='vector' href='/vector/{link}' title='its coarse video vector, as .npy'>vector</a></td></tr>"
         )
     note = f"<p class='note' id='query-note'>{html.escape(result.query)}: {html.escape(result.note)}</p>" if result.note else ""
-    return (f"{note}<p class='note'>{len(result.hits)} of {total_videos:,} videos; {result.method} search, "
+    # an index of windows holds more entries than videos: a grouped answer counts videos, among the indexed entries
+    shown = (f"{len(result.hits)} video{'s' if len(result.hits) != 1 else ''} found among {total_videos:,} indexed windows and clips"
+             if grouped else f"{len(result.hits)} of {total_videos:,} videos")  # fmt: skip
+    return (f"{note}<p class='note'>{shown}; {result.method} search, "
             f"{stages_text(result)}; {html.escape(timing)}</p><table id='results'>{''.join(rows)}</table>")  # fmt: skip
 
 

@@ -51,8 +51,9 @@ class VectorQueryError(ValueError):
     """A query vector that cannot be searched with: the reason, for a 400 or the command's error."""
 
 
-VIDEO_QUERY_NOTE = ("a video or vector query is scored with the index's coarse video vectors (cosine); a fine similarity "
-                    "(tightTransf's cross encoder, WTI, EMCL, EERCF's fine stage) needs a caption and is not used")  # fmt: skip
+VIDEO_QUERY_NOTE = "a video or vector query is scored with the index's coarse video vectors (cosine)"
+FINE_STAGE_UNUSED = ("; this index's fine similarity (tightTransf's cross encoder, WTI, EMCL, EERCF's fine stage) needs a caption "
+                     "and is not used")  # fmt: skip
 
 
 class Searcher:
@@ -72,6 +73,7 @@ class Searcher:
         self.tokenize = backbone.tokenizer_for(trained.config.model)
         self.max_words = trained.config.max_words
         similarity = self.model.similarity
+        self.has_fine_stage = similarity.has_fine_stage
         self.rerank_topk = rerank_topk if similarity.has_fine_stage else 0
         self.fine_arrays = [a for a in index.manifest["arrays"] if a != "video"]
         ann = index.manifest.get("ann")
@@ -142,7 +144,8 @@ class Searcher:
         excluded = None if exclude_row is None else (group_key(self.index.record(exclude_row)) if self.grouped else exclude_row)
         hits = self._ranked_hits(query, rows, scores, ["coarse"] * len(rows), k, excluded)
         milliseconds = {"encode": 0.0, "coarse": 1e3 * (time.perf_counter() - start), "fine": 0.0, "total": 1e3 * (time.perf_counter() - start)}
-        return SearchResult(label, hits, self.method, 0, milliseconds, 1, VIDEO_QUERY_NOTE)
+        note = VIDEO_QUERY_NOTE + (FINE_STAGE_UNUSED if self.has_fine_stage else "")  # a meanP index has no fine stage to leave out
+        return SearchResult(label, hits, self.method, 0, milliseconds, 1, note)
 
     def search_like(self, key: str, k: int = 10) -> SearchResult:
         """More like an indexed entry: its coarse video vector as the query, the entry itself left out."""

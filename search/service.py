@@ -440,7 +440,8 @@ def _page_routes(app: FastAPI, holder: IndexHolder, run_search, run_file_search,
 
     def answer_page(served: ServedIndex, result: SearchResult, k: int, shown_query: str = "") -> HTMLResponse:
         """A search's results under the heading and the forms (of the index that answered, even during a reload)."""
-        body = page_top(served) + search_page.search_form(shown_query, k) + search_page.results(result, len(served.index), k, sources.play_url)
+        listed = search_page.results(result, len(served.index), k, sources.play_url, served.searcher.grouped)
+        body = page_top(served) + search_page.search_form(shown_query, k) + listed
         return HTMLResponse(search_page.page(f"{result.query[:60]} - video search", body))
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)

@@ -260,6 +260,8 @@ def merge_manifest(store: Store) -> dict:
         "totals": build_totals(unit_stats),
         "nodes": [nodes[key] | {"videos_per_s": _rate(nodes[key])} for key in sorted(nodes)],
     }
+    if plan.get("holdout"):  # one part of a --val-fraction split: the rule, the part and its videos
+        manifest["holdout"] = plan["holdout"]
     if rounds:
         manifest["retries"] = _retry_figures(rounds, records, plan["num_units"])
         # what stands now, by kind (the per-shard figures keep what happened while each shard was built)

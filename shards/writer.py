@@ -11,8 +11,6 @@ import os
 from contextlib import ExitStack
 from types import TracebackType
 
-import webdataset as wds
-
 from shards.storage import Store
 
 
@@ -24,6 +22,10 @@ class AtomicShardWriter:
         self._stack = ExitStack()
         local_path = self._stack.enter_context(store.staged(name))
         self._handle = self._stack.enter_context(open(local_path, "wb"))
+        # imported here, when the first shard opens: webdataset imports torch (~1.5 s), which a build's
+        # planning, its --help and its first decodes never need
+        import webdataset as wds
+
         # fixed mtime: rerunning a build gives byte-identical shards
         self._tar = wds.TarWriter(self._handle, encoder=False, mtime=0.0)
         self._local_path = local_path

@@ -50,6 +50,10 @@ def test_the_run_writes_its_card_with_origins_numbers_and_plots(run):
     assert "Recipe: **recipe**" in markdown and "t2v R@1 99.9 (made up for the test)" in markdown
     assert "| --lr | 0.002 | recipe |" in markdown and "| --batch-size | 4 | flag |" in markdown and "| --seed | 42 | default |" in markdown
     assert "| --sim-header | seqTransf | recipe |" in markdown and "padding rule: masked" in markdown and "precision: fp32" in markdown
+    # origins read from the command line (issue 41): an omitted default the run resolved says so, not "flag"
+    assert "| --padding-rule | default -> masked | resolved |" in markdown and "| --max-frames | 3 | flag |" in markdown
+    # trained and validated on the same shards: the numbers are marked as fit, in both renderings
+    assert "fit, not held-out" in markdown and "id='fit-only'" in (run / "card.html").read_text()
     evals = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "eval"]
     best = json.loads((run / "checkpoints" / "best.json").read_text())
     last_row = next(line for line in markdown.splitlines() if line.startswith("| last (step 3)"))

@@ -65,3 +65,19 @@ def test_every_option_of_every_command_shows_its_default(command, monkeypatch):
     assert options or command == ["eval.card"]  # the card takes a run folder and nothing else
     for action in options:
         assert "default" in formatter._format_action(action).lower(), f"{' '.join(command)} {action.option_strings[0]}"
+
+
+# commands whose --help (and, for a build, everything before its first shard is written) needs neither torch nor
+# webdataset; the others read their options from dataclasses that live beside torch code (README: Measured)
+LIGHT_COMMANDS = [["pipeline"], ["pipeline", "build"], ["pipeline", "resample"], ["pipeline", "merge-manifest"], ["search.export"],
+                  ["tools.make_sample_data"], ["bench.bench_startup"]]  # fmt: skip
+
+
+@pytest.mark.parametrize("command", LIGHT_COMMANDS, ids=" ".join)
+def test_help_of_a_light_command_imports_no_torch(command):
+    """``python -X importtime`` names every module imported: torch (~1.5 s here) and webdataset must not be among them."""
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", *command, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert "pipeline" in imported or command[0] != "pipeline"
+    assert not imported & {"torch", "webdataset", "open_clip"}, sorted(imported & {"torch", "webdataset", "open_clip"})

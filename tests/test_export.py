@@ -28,7 +28,7 @@ def test_parquet_and_npy_exports_hold_the_index_rows(search_collection, tmp_path
     first = index.record(0)
     row = table.slice(0, 1).to_pylist()[0]
     assert row["captions"] == first["captions"] and row["caption"] == first["captions"][0] and row["video"] == first["video_id"]
-    assert row["end_s"] == pytest.approx(first["duration_s"]) and row["start_s"] is None
+    assert row["end_s"] == pytest.approx(first["duration_s"]) and row["start_s"] == 0.0  # a whole clip: from 0 to its end
     assert export_main(["--index", index_url, "--out", str(tmp_path / "vectors.npy"), "--chunk-rows", "5"]) == 0
     np.testing.assert_array_equal(np.load(tmp_path / "vectors.npy"), expected)
     lines = [json.loads(line) for line in (tmp_path / "vectors.jsonl").read_text().splitlines()]

@@ -50,8 +50,10 @@ def test_the_best_checkpoint_is_kept_through_a_resume_and_evaluated_by_name(shar
     capsys.readouterr()
     assert eval_main(["--checkpoint", str(run), "--shards", str(shards), "--which", "best", "--json"]) == 0
     captured = capsys.readouterr()
-    assert "best.pt (best t2v/MnR" in captured.out and f"from step {best['step']}" in captured.out
-    assert json.loads(captured.out.strip().splitlines()[-1])["raw"]["t2v"]["MnR"] == pytest.approx(best["t2v"]["MnR"])
+    # --json: the checkpoint line goes to stderr, the metrics alone to stdout; the value is shown rounded (1.462, not 1.4615384615384617)
+    assert "best.pt (best t2v/MnR" in captured.err and f"from step {best['step']}" in captured.err
+    assert f"= {best['t2v']['MnR']:.4g}," in captured.err
+    assert json.loads(captured.out)["raw"]["t2v"]["MnR"] == pytest.approx(best["t2v"]["MnR"])
 
 
 def test_evaluation_every_n_epochs_and_at_the_end(shards, tmp_path):

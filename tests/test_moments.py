@@ -80,6 +80,8 @@ def test_a_query_naming_a_scene_finds_the_long_video_inside_that_scene(moments_c
         assert [h.record["key"] for h in result.hits] == ["long_" + top.record["key"].split("_", 1)[1], "short"]  # one hit per video
         assert 1 <= len(top.moments) <= 5 and all(m.record["source_file"] == "long.mp4" for m in top.moments)
         assert all(m.score <= top.score for m in top.moments)
+    like = searcher.search_like("short", 2)  # a meanP index has no fine stage: its note does not speak of one (issue 41)
+    assert "coarse video vectors" in like.note and "fine similarity" not in like.note
     ungrouped = open_searcher(str(root / "index"), group=False).search("a blue square moves from bottom to top", 5)
     assert [h.record["source_file"] for h in ungrouped.hits].count("long.mp4") >= 4  # without grouping, windows crowd the list
 
@@ -111,6 +113,7 @@ def test_the_service_answers_moments_and_plays_the_source_from_its_second(moment
         text = page.decode()
         assert status == 200 and "moment: " in text and " s of long.mp4" in text and "<video class='moment'" in text
         assert "more moment(s) of this video" in text
+        assert "2 videos found among 36 indexed windows and clips" in text  # not "2 of 36 videos" (issue 41)
     finally:
         service.stop()
     service = Service(root / "index")  # no --videos: nothing to play, and the route says why

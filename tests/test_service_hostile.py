@@ -23,7 +23,7 @@ from tests.test_upload_limits import make_video
 pytestmark = pytest.mark.integration
 KEY = "hostile-test-key-0123"
 AUTH = {"X-API-Key": KEY}
-DECODE_TIMEOUT_S = 8
+DECODE_TIMEOUT_S = 5
 UPLOAD_TIMEOUT_S = 3
 MAX_UPLOAD = 2 << 20
 # the bound each memory check holds the service to: far below the probes' sizes (40-100 MB bodies, ~1.6 GB decodes)

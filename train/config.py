@@ -89,8 +89,9 @@ def parse_config(argv: list[str] | None = None) -> TrainConfig:
             parser.add_argument(name, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
             continue
         is_required = f.default is MISSING
+        shown = None if choices is None else [choice for choice in choices if choice is not None]  # None is "unset", not a choice to list
         parser.add_argument(name, type=_argument_type(str(f.type)), default=None if is_required else f.default, required=is_required,
-                            choices=choices, help=help_text)  # fmt: skip
+                            choices=shown or None, help=help_text)  # fmt: skip
     recipe_name = _recipe_argument(argv)
     recipe = None
     if recipe_name:
@@ -101,6 +102,7 @@ def parse_config(argv: list[str] | None = None) -> TrainConfig:
         parser.set_defaults(**recipe.options)
     args = parser.parse_args(argv)
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    config.command_line_options = given_on_command_line(parser, argv)  # not a field: where each value came from, for the records
     if recipe is not None:
         missing = [name for name in recipe.requires if not getattr(config, name)]
         if missing:
@@ -111,6 +113,22 @@ def parse_config(argv: list[str] | None = None) -> TrainConfig:
     if problem:
         parser.error(problem)
     return config
+
+
+def given_on_command_line(parser: argparse.ArgumentParser, argv: list[str] | None) -> frozenset[str]:
+    """The options the command line itself gave, whatever their values (``--max-frames 12`` too): the same
+    arguments parsed again with every default, the recipe's included, taken away."""
+    saved_defaults, saved_parser_defaults = [action.default for action in parser._actions], dict(parser._defaults)
+    try:
+        for action in parser._actions:
+            action.default = argparse.SUPPRESS
+        parser._defaults.clear()
+        given = vars(parser.parse_args(argv))
+    finally:
+        for action, default in zip(parser._actions, saved_defaults, strict=True):
+            action.default = default
+        parser._defaults.update(saved_parser_defaults)
+    return frozenset(given) - {"help"}
 
 
 def _recipe_argument(argv: list[str] | None) -> str | None:

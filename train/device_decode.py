@@ -118,3 +118,15 @@ def training_batches(config: StreamConfig, tokenize, rank: int, world_size: int,
     if config.decode_on == "device":
         return DeviceDecodedBatches(batches, config.batch_size, config.max_frames, config.image_size, device)
     return batches
+
+
+def stop_batch_workers(batches: Iterator) -> None:
+    """Ends the loader's worker processes now, at the end of a run, while the run still owns them. Left to
+    the interpreter's exit, multiprocessing's exit hook terminates them (they leave with 143, their own
+    SIGTERM exit: train/data.py) and DataLoader's SIGCHLD handler then raises inside that hook: an
+    "Exception ignored in atexit callback ... exited unexpectedly with exit code 143" after a run that
+    succeeded."""
+    source = batches.batches if isinstance(batches, DeviceDecodedBatches) else batches
+    shutdown = getattr(source, "_shutdown_workers", None)  # DataLoader's own orderly stop (a loader without workers has none)
+    if shutdown is not None:
+        shutdown()

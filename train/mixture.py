@@ -12,6 +12,7 @@ refused before any step, naming it.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from shards.manifest import MANIFEST_NAME, read_manifest
@@ -81,3 +82,16 @@ def epoch_items(sources: list[Source], caption_mode: str) -> int | None:
     """Samples (or captions, with --caption-mode expand) the sources hold together; None when one has no manifest."""
     counts = [s.captions if caption_mode == "expand" else s.samples for s in sources]
     return None if any(count is None for count in counts) else sum(counts)
+
+
+def _normalised(location: str) -> str:
+    location = location.strip().rstrip("/")
+    return location if "://" in location else os.path.realpath(location)
+
+
+def validation_is_held_out(val_shards: str | None, train_locations: list[str]) -> bool | None:
+    """Whether the validation shards are none of the training sources (None without validation). The same
+    shards for both measure how well the model fits them, not held-out retrieval: the run warns and the card says so."""
+    if not val_shards:
+        return None
+    return _normalised(val_shards) not in {_normalised(location) for location in train_locations}

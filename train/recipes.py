@@ -98,23 +98,30 @@ def accumulation_lines(global_batch: int) -> list[str]:
 
 
 def option_origins(config, recipe_options: dict) -> list[list]:  # noqa: ANN001 - a TrainConfig
-    """[option, value, origin] for every option: ``recipe`` when the recipe set that value; ``flag`` when the
-    command line gave it (a value unlike the recipe's, or unlike the built-in default); ``default`` otherwise.
+    """[option, value, origin] for every option. ``flag``: the command line gave it (whatever its value, the
+    default's included); ``recipe``: the recipe set it; ``default``: neither did; ``resolved``: neither did and
+    the run resolved an unset default (``--padding-rule``'s None became the method's rule). What the command line
+    gave is read from the parse itself (``TrainConfig.command_line_options``, set by ``parse_config``); a config
+    built in code has no such record, and there a value unlike the built-in default counts as a flag.
     The run's log prints the non-default ones, the run log records all of them, the results card shows them."""
+    given = getattr(config, "command_line_options", None)
     rows = []
     for f in fields(config):
         value = getattr(config, f.name)
-        if f.name in recipe_options:
+        at_default = f.default is not MISSING and value == f.default
+        if given is not None:
+            origin = ("flag" if f.name in given else "recipe" if f.name in recipe_options
+                      else "default" if at_default or f.default is MISSING else "resolved")  # fmt: skip
+        elif f.name in recipe_options:
             origin = "recipe" if recipe_options[f.name] == value else "flag"
-        elif f.default is not MISSING and value == f.default:
-            origin = "default"
         else:
-            origin = "flag"
+            origin = "default" if at_default else "flag"
         rows.append([f.name, value, origin])
     return rows
 
 
 def effective_options(config, recipe_options: dict) -> list[str]:  # noqa: ANN001 - a TrainConfig
-    """Each option that differs from the built-in default, as ``--flag value (where it came from)``."""
-    return [f"--{name.replace('_', '-')} {value} ({'recipe' if origin == 'recipe' else 'command line'})"
+    """Each option the command line or the recipe gave, or the run resolved, as ``--flag value (where it came from)``."""
+    said = {"recipe": "recipe", "flag": "command line", "resolved": "default, resolved"}
+    return [f"--{name.replace('_', '-')} {value} ({said[origin]})"
             for name, value, origin in option_origins(config, recipe_options) if origin != "default"]  # fmt: skip

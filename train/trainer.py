@@ -34,9 +34,9 @@ from shards.probe import probe_location
 from shards.reader import ReadPolicy, shard_urls
 from train.config import TrainConfig, recipe_of, step_batch_size
 from train.data import StreamConfig
-from train.device_decode import training_batches
+from train.device_decode import stop_batch_workers, training_batches
 from train.loss_watch import NonFiniteWatch
-from train.mixture import MixtureError, Source, epoch_items, resolve_sources, split_sources
+from train.mixture import MixtureError, Source, epoch_items, resolve_sources, split_sources, validation_is_held_out
 from train.optim import clip_rate_note
 from train.recipes import accumulation_lines, effective_options, option_origins
 from train.resume import agreed_resume_state
@@ -144,6 +144,10 @@ def train(config: TrainConfig) -> dict:
         sources = resolve_sources(config.train_shards, config.train_weights)
     except MixtureError as error:
         raise TrainingSetupError(str(error)) from error
+    held_out = validation_is_held_out(config.val_shards, [source.location for source in sources])
+    if held_out is False:
+        logger.warning("warning: --val-shards %s is also a training source: its numbers measure fit, not held-out retrieval "
+                       "(pipeline build --val-fraction F holds out a split of your own data)", config.val_shards)  # fmt: skip
     info = init_distributed(config.dist_timeout)
     if config.batch_size % info.world_size:
         raise TrainingSetupError(f"global batch {config.batch_size} is not divisible by world size {info.world_size}")
@@ -214,6 +218,7 @@ def train(config: TrainConfig) -> dict:
             precision=trainer.precision.mode,
             option_origins=option_origins(config, recipe.options if recipe else {}),
             train_sources=[[source.location, source.weight] for source in sources],
+            validation_held_out=held_out,
         )
 
     def checkpoint_state() -> dict:
@@ -253,6 +258,7 @@ def train(config: TrainConfig) -> dict:
         if bar is not None:
             bar.close()
         board.close()
+        stop_batch_workers(batches)
 
     # one loop over steps: with resampled shards an epoch is a step count (train/data.py)
     while step < total_steps:
