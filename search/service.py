@@ -184,13 +184,13 @@ def create_app(holder: IndexHolder, api_key: str | None = None, max_batch: int =
                   description="Text-to-video search over an index made by python -m search.index (README: Searching a collection).")  # fmt: skip
     app.state.holder, app.state.batcher, app.state.gate = holder, batcher, gate
     app.state.uploads = {"max_upload_bytes": max_upload_bytes, "max_json_bytes": MAX_JSON_BODY_BYTES, "upload_timeout_s": upload_timeout_s}
-    _install_guard(app, api_key)
     _install_error_handlers(app)
 
     async def refuse(scope: dict, refusal: PayloadRefused) -> Response:
         return _error_response(Request(scope), refusal.status, str(refusal), {"Connection": "close"})
 
-    app.add_middleware(BodyLimits, rule_for=body_rule(max_upload_bytes), refuse=refuse, read_timeout_s=upload_timeout_s)  # outermost
+    app.add_middleware(BodyLimits, rule_for=body_rule(max_upload_bytes), refuse=refuse, read_timeout_s=upload_timeout_s)
+    _install_guard(app, api_key)  # added last, so outermost: the key is checked first, and every answer, a refusal too, gets the headers
 
     async def run_search(parameters: dict[str, bytes]) -> SearchResult:
         query, k = _query(parameters), parse_k(parameters.get("k"))

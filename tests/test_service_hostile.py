@@ -134,6 +134,7 @@ def test_both_length_headers_are_refused_before_the_body_is_read(hostile, route)
                                  "Transfer-Encoding: chunked\r\nContent-Type: application/octet-stream\r\n\r\n")  # fmt: skip
     status, headers, body = read_response(sock)  # answered from the head alone
     assert status == 400 and "both Content-Length and Transfer-Encoding" in error_of(body) and headers["connection"] == "close"
+    assert headers["x-content-type-options"] == "nosniff"  # a refusal carries the security headers like any answer
     assert closed_by_the_service(sock)  # the 100 MB that would follow is never read
     assert no_ffmpeg_left(hostile)
     assert text_query_answers(hostile)
