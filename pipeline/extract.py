@@ -448,7 +448,8 @@ def _run_ffmpeg(
 def _cap_address_space(process: subprocess.Popen, limit_bytes: int) -> None:
     """RLIMIT_AS on the running child (prlimit), set right after it started: ffmpeg is still parsing its
     arguments then, long before a decoder allocates frames. Not a ``preexec_fn``: that forces a fork of
-    the whole parent, which in the search service (torch loaded) doubled a query decode's time."""
+    the whole parent for every decode, a cost that grows with the parent's memory (the search service
+    holds torch and a model)."""
     try:
         resource.prlimit(process.pid, resource.RLIMIT_AS, (limit_bytes, limit_bytes))
     except (ProcessLookupError, PermissionError):  # it already exited (its returncode says how)
