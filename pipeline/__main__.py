@@ -18,7 +18,7 @@ from pipeline.sampling import SlicePosition
 from pipeline.windows import Windows, folder_records
 from runtime.cli import HelpFormatter
 from runtime.ray_cluster import RayOptions, RayUnavailableError, task_location
-from shards.manifest import FAILURES_NAME, MANIFEST_NAME, BuildStateError, failure_kind, merge_manifest, read_manifest
+from shards.manifest import FAILURES_NAME, MANIFEST_NAME, BuildStateError, kind_of, merge_manifest, read_failures, read_manifest
 from shards.storage import StorageError, Store
 
 
@@ -142,12 +142,12 @@ def _fraction(text: str) -> float:
 def failure_summary(store: Store, manifest: dict) -> list[str]:
     """The build's standing failures by reason, as video2dataset's stats give them: each kind with its count,
     its first ids and one reason, most frequent first, and where the full list is."""
-    if not manifest["num_failures"] or not store.exists(FAILURES_NAME):
+    failures = read_failures(store) if manifest["num_failures"] else []
+    if not failures:
         return []
-    failures = [json.loads(line) for line in store.read_bytes(FAILURES_NAME).decode("utf-8").splitlines() if line.strip()]
     by_kind: dict[str, list[dict]] = {}
     for failure in failures:
-        by_kind.setdefault(failure.get("kind") or failure_kind(failure["error"]), []).append(failure)
+        by_kind.setdefault(kind_of(failure), []).append(failure)
     lines = [f"{len(failures)} video(s) failed, by reason (every one, with ffmpeg's words, in {store.url_of(FAILURES_NAME)}):"]
     for kind, group in sorted(by_kind.items(), key=lambda item: (-len(item[1]), item[0])):
         ids = ", ".join(str(f["video_id"]) for f in group[:SHOWN_FAILURE_IDS]) + (", ..." if len(group) > SHOWN_FAILURE_IDS else "")

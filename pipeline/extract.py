@@ -438,7 +438,7 @@ def _run_ffmpeg(
         raise DecodeLimitError(path, stopped[0]) from read_error
     stderr_text = "\n".join(header_lines + list(tail_lines))
     if guards.address_space_bytes is not None and returncode != 0 and _out_of_memory(returncode, stderr_text):
-        raise DecodeLimitError(path, f"decoding needed more than its memory limit of {guards.address_space_bytes / (1 << 20):,.0f} MB")
+        raise _over_memory(path, guards.address_space_bytes)
     if read_error is not None:
         raise read_error
     source = banner[0] if banner else parse_source_info("\n".join(header_lines))
@@ -454,6 +454,10 @@ def _cap_address_space(process: subprocess.Popen, limit_bytes: int) -> None:
         resource.prlimit(process.pid, resource.RLIMIT_AS, (limit_bytes, limit_bytes))
     except (ProcessLookupError, PermissionError):  # it already exited (its returncode says how)
         pass
+
+
+def _over_memory(path: str, limit_bytes: int) -> DecodeLimitError:
+    return DecodeLimitError(path, f"decoding needed more than its memory limit of {limit_bytes / (1 << 20):,.0f} MB")
 
 
 def _out_of_memory(returncode: int, stderr_text: str) -> bool:
@@ -583,8 +587,9 @@ def _extract(path: str, settings: ExtractionSettings, span: Span | None, guards:
     with tempfile.TemporaryDirectory(prefix="pipeline-") as scratch:
         transcode_path = os.path.join(scratch, "transcode.mp4") if settings.keep_transcode else None
         decoded = _decode_once(path, settings, transcode_path, None, span, guards)
-        if decoded.chosen is None and guards is not None and guards.single_pass:  # only past the bound: every count below it is held
-            raise DecodeLimitError(path, f"its frames run past the {settings.max_seconds:g} s decoded at most, which its header did not say")
+        if decoded.chosen is None and guards is not None and guards.single_pass:  # a header whose duration is wrong: no second decode
+            raise DecodeLimitError(path, f"its header's duration is wrong ({decoded.candidates} sampling marks decoded), and a second "
+                                         "decode to count them is not made for it")
         if decoded.chosen is None:  # the header's duration was off: decode again, count known
             again = _decode_once(path, settings, transcode_path, decoded.candidates, span, guards)
             if again.candidates != decoded.candidates or again.chosen is None:
@@ -593,7 +598,7 @@ def _extract(path: str, settings: ExtractionSettings, span: Span | None, guards:
         tail = _error_tail(decoded.run.stderr_text)
         capped = guards is not None and guards.address_space_bytes is not None
         if capped and decoded.log.frames and not decoded.candidates:  # under its cap ffmpeg can lose every frame silently
-            raise DecodeLimitError(path, f"decoding needed more than its memory limit of {guards.address_space_bytes / (1 << 20):,.0f} MB")
+            raise _over_memory(path, guards.address_space_bytes)
         if decoded.run.returncode != 0:
             reason = f"ffmpeg exited with code {decoded.run.returncode}"
             if "matches no streams" in tail or "does not contain any stream" in tail:

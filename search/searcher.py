@@ -47,6 +47,9 @@ class SearchResult:
     note: str | None = None  # how a query that is not text was scored
 
 
+REAL_KINDS = "fiu"  # numpy dtype kinds a query vector may hold: float, int, unsigned int (not bool, complex, str, object)
+
+
 class VectorQueryError(ValueError):
     """A query vector that cannot be searched with: the reason, for a 400 or the command's error."""
 
@@ -270,7 +273,7 @@ def check_vector(vector: object, dim: int) -> np.ndarray:
     Checked before anything is converted: a flat list of ``dim`` JSON numbers (not strings, booleans or
     nested lists) or a 1-D real-valued array; an integer too large for a float is "not finite"."""
     if isinstance(vector, np.ndarray):
-        if vector.dtype.kind not in "fiu":
+        if vector.dtype.kind not in REAL_KINDS:
             raise VectorQueryError(f"the vector holds {vector.dtype.name} values; a query vector is real numbers")
     elif isinstance(vector, list | tuple):
         if len(vector) != dim:

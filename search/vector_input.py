@@ -13,9 +13,7 @@ import io
 
 import numpy as np
 
-from search.searcher import VectorQueryError, check_vector
-
-REAL_KINDS = {"f": "float", "i": "int", "u": "unsigned int"}
+from search.searcher import REAL_KINDS, VectorQueryError, check_vector
 
 
 def vector_from_npy(data: bytes, dim: int, filename: str | None = None) -> np.ndarray:

@@ -265,7 +265,7 @@ def merge_manifest(store: Store) -> dict:
     if rounds:
         manifest["retries"] = _retry_figures(rounds, records, plan["num_units"])
         # what stands now, by kind (the per-shard figures keep what happened while each shard was built)
-        manifest["totals"]["failures"] = dict(sorted(Counter(f.get("kind") or failure_kind(f["error"]) for f in failures).items()))
+        manifest["totals"]["failures"] = dict(sorted(Counter(kind_of(f) for f in failures).items()))
     store.write_bytes(MANIFEST_NAME, json.dumps(manifest, indent=1, sort_keys=True).encode("utf-8"))
     return manifest
 
@@ -316,6 +316,18 @@ def _add_node_figures(nodes: dict[tuple, dict], record: UnitRecord) -> None:
 def _rate(figures: dict) -> float | None:
     """Videos per second of unit time: one unit slot's speed on that node (slots run side by side)."""
     return round(figures["videos"] / figures["unit_seconds"], 3) if figures["unit_seconds"] > 0 else None
+
+
+def read_failures(store: Store) -> list[dict]:
+    """The build's standing failures as failures.jsonl lists them (none when it has no such file)."""
+    if not store.exists(FAILURES_NAME):
+        return []
+    return [json.loads(line) for line in store.read_bytes(FAILURES_NAME).decode("utf-8").splitlines() if line.strip()]
+
+
+def kind_of(failure: dict) -> str:
+    """A failure's class: the one recorded with it, or read from its reason (records from before kinds were written)."""
+    return failure.get("kind") or failure_kind(failure["error"])
 
 
 def read_manifest(store: Store) -> dict:

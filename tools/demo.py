@@ -5,7 +5,7 @@
 1. generates the moving-shapes video set (tools.make_sample_data), with broken inputs;
 2. builds train and test shards from it (python -m pipeline build), and shards of the
    real MSR-VTT test sample that sits beside the repository (../shared/data), if present (and evaluates on it after training);
-3. inspects the shards and prints the manifest summaries and failures;
+3. inspects the shards (each build has printed its manifest summary and its failures by reason);
 4. trains a tiny CLIP4Clip (seqTransf head, random init: no weights can be downloaded) on the
    train shards for a few minutes of CPU, evaluating on the test split every 40 steps;
 5. evaluates the final checkpoint (python -m eval), which prints R@1/5/10, MdR, MnR both ways
@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from dataclasses import dataclass
@@ -93,11 +92,6 @@ def main(argv: list[str] | None = None) -> None:
     build(os.path.join(data, "train.jsonl"), os.path.join(data, "videos"), os.path.join(shards, "train"))
     step("building shards: test split")
     build(os.path.join(data, "test.jsonl"), os.path.join(data, "videos"), os.path.join(shards, "test"))
-    with open(os.path.join(shards, "train", "failures.jsonl")) as handle:
-        failures = [json.loads(line) for line in handle]
-    print(f"recorded failures ({len(failures)}):")
-    for failure in failures:
-        print(f"  {failure['video_id']}: {failure['error'].splitlines()[0]}")
 
     if os.path.isdir(MSRVTT_SAMPLE):
         step("building shards: real MSR-VTT 1k-A test clips present in ../shared/data")
