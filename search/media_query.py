@@ -61,7 +61,7 @@ class QueryDecodeLimits:
     max_pixels: int = 3840 * 2160  # --max-query-pixels: width x height of a frame (4K)
     max_frames: int = 180 * 60  # --max-query-frames: duration x frame rate, as the header declares them
     wall_s: float = 30.0  # --query-decode-timeout-s: one ffmpeg run
-    memory_mb: int = 2048  # --query-decode-memory-mb: RLIMIT_AS of the ffmpeg child (~750 MB is its floor here)
+    memory_mb: int = 2048  # --query-decode-memory-mb: RLIMIT_AS of the ffmpeg child (it reserves hundreds of MB for any file)
     retry_after_s: int = 5  # Retry-After of a 503
 
     def __post_init__(self) -> None:
