@@ -1,0 +1,44 @@
+"""Every method's numbers from a tiny run equal those pinned before its code moved
+(tests/method_pins.py): training losses, evaluation metrics and scores, search scores, the
+checkpoint's layout and the options' names, defaults and choices."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from tests.method_pins import METHOD_RUNS, PINS_FILE, config_fields, method_numbers
+
+PINNED = json.loads(PINS_FILE.read_text())
+
+
+def assert_same(found: object, pinned: object, where: str) -> None:
+    if isinstance(pinned, dict):
+        assert sorted(found) == sorted(pinned), f"{where}: keys {sorted(found)} != {sorted(pinned)}"
+        for key in pinned:
+            assert_same(found[key], pinned[key], f"{where}.{key}")
+    elif isinstance(pinned, list):
+        assert len(found) == len(pinned), where
+        for i, (a, b) in enumerate(zip(found, pinned, strict=True)):
+            assert_same(a, b, f"{where}[{i}]")
+    elif isinstance(pinned, float):
+        # CPU kernels are deterministic; the tolerance covers only another machine's float rounding
+        assert math.isclose(found, pinned, rel_tol=2e-5, abs_tol=1e-6), f"{where}: {found} != pinned {pinned}"
+    else:
+        assert found == pinned, f"{where}: {found!r} != pinned {pinned!r}"
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("pins")
+
+
+@pytest.mark.parametrize("method", list(METHOD_RUNS))
+def test_tiny_run_numbers_are_the_pinned_ones(method, workdir):
+    assert_same(method_numbers(method, workdir), PINNED[method], method)
+
+
+def test_options_are_the_pinned_ones():
+    assert_same(config_fields(), PINNED["_config_fields"], "options")
