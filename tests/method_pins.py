@@ -40,10 +40,37 @@ METHOD_RUNS: dict[str, list[str]] = {
     "peft-lora": ["--peft", "lora", "--lora-rank", "2"],
     "peft-prompts+lora": ["--peft", "prompts+lora", "--prompt-tokens", "2", "--lora-rank", "2"],
     "tempme": ["--peft", "tempme", "--lora-rank", "2", *TEMPME_FLAGS],
-    "dgl": ["--peft", "dgl", "--dgl-prompt-layers", "2", "--dgl-frame-prompts", "2", "--dgl-global-prompts", "2", "--dgl-text-prompts", "4"],
+    "dgl": [
+        "--peft",
+        "dgl",
+        "--dgl-prompt-layers",
+        "2",
+        "--dgl-frame-prompts",
+        "2",
+        "--dgl-global-prompts",
+        "2",
+        "--dgl-text-prompts",
+        "4",
+    ],
     "dgl-linear": ["--peft", "dgl", "--dgl-latent", "linear", "--dgl-prompt-layers", "1"],
-    "dual": ["--peft", "dual", "--lora-rank", "2", "--tome-r", "1", "--frame-per-seg", "2-4", "--seg-num", "2-1", "--seg-layer", "0-1",
-             "--sel-layer", "0", "--dgl-global-prompts", "2"],  # fmt: skip
+    "dual": [
+        "--peft",
+        "dual",
+        "--lora-rank",
+        "2",
+        "--tome-r",
+        "1",
+        "--frame-per-seg",
+        "2-4",
+        "--seg-num",
+        "2-1",
+        "--seg-layer",
+        "0-1",
+        "--sel-layer",
+        "0",
+        "--dgl-global-prompts",
+        "2",
+    ],  # fmt: skip
 }
 
 
@@ -83,8 +110,8 @@ def digest(tensor: torch.Tensor) -> list[float]:
 def method_numbers(name: str, workdir: Path) -> dict:
     """The pinned numbers of one method's tiny run (deterministic on CPU)."""
     from eval.encode import EncodedSplit
-    from eval.scoring import SplitScorer, fine_blocks
     from eval.metrics import summarize, t2v_ranks, v2t_ranks
+    from eval.scoring import SplitScorer, fine_blocks
     from model import backbone
     from model.factory import assemble_model
     from train.config import parse_config
