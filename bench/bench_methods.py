@@ -30,11 +30,12 @@ import open_clip
 import torch
 
 from eval.__main__ import main as eval_main
-from model.checkpoint import latest_checkpoint, load_checkpoint
+from model.checkpoint import load_checkpoint
 from pipeline.annotations import load_annotations
 from pipeline.build import BuildOptions, build_shards
 from pipeline.extract import ExtractionSettings
 from runtime.cli import HelpFormatter
+from runtime.run_folder import latest_checkpoint
 from shards.storage import Store
 from tools.make_sample_data import make_sample_data
 from train.config import parse_config

@@ -69,9 +69,10 @@ def make_index(run: Path, out: Path, videos: int) -> None:
     from PIL import Image
 
     from bench.bench_search import synthetic
-    from eval.trained_model import load_trained_model
+    from model.trained_model import load_trained_model
     from search.index_format import PartWriter
-    from search.indexer import IndexSettings, describe_model, write_index_manifest
+    from search.indexer import describe_model, write_index_manifest
+    from search.options import IndexSettings
     from shards.storage import Store
 
     settings = IndexSettings(ann="never")

@@ -18,9 +18,8 @@ import json
 import statistics
 import sys
 
-from model.checkpoint import best_record
 from runtime.cli import HelpFormatter
-from runtime.run_records import METRICS_NAME, last_per_step
+from runtime.run_folder import METRICS_NAME, best_record, checkpoints_of, last_per_step
 from shards.manifest import MANIFEST_NAME, read_manifest
 from shards.storage import Store
 
@@ -115,7 +114,7 @@ def card_contents(run: str) -> dict:
     config, recipe = started["config"], started.get("recipe") or {}
     train = last_per_step([r for r in records if r["kind"] == "train"])
     evals = last_per_step([r for r in records if r["kind"] == "eval"])
-    best = best_record(f"{run.rstrip('/')}/checkpoints")
+    best = best_record(checkpoints_of(run))
     rates = [r["clips_per_s"] for r in train[1:]] or [r["clips_per_s"] for r in train]
     return {
         "run": run, "config": config, "recipe": recipe, "options": [tuple(row) for row in started.get("option_origins", [])],

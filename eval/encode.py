@@ -10,7 +10,6 @@ evaluated on rank 0 only and let the others time out).
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +18,7 @@ from tqdm import tqdm
 
 from model.clip_decode import decode_clip
 from model.frame_rule import FrameRule
+from model.trained_model import inference_autocast
 from runtime.distributed import is_distributed
 from runtime.logs import progress_enabled
 from shards.reader import ReadErrors, ReadPolicy, iter_samples
@@ -41,11 +41,6 @@ class EncodedSplit:
     # the frame features for ViT-B/32, halved), only for similarities that read them
     video_clip_frames: torch.Tensor | None = None  # (N, T, D)
     video_patches: torch.Tensor | None = None  # (N, T, P, D) float16
-
-
-def inference_autocast(device: torch.device):
-    """bf16 autocast on GPUs (features leave as float32 or float16 either way), nothing on CPU."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
 @torch.no_grad()

@@ -16,8 +16,8 @@ import torch
 
 from eval.encode import EncodedSplit
 from eval.metrics import ScoreBlock
-from eval.thumbnails import frame_strip_jpeg
 from shards.reader import ReadErrors, iter_samples
+from shards.thumbnails import frame_strip_jpeg
 
 
 def pick_queries(num_captions: int, count: int, seed: int) -> list[int]:

@@ -20,6 +20,7 @@ from torch import nn
 from model import vit_blocks
 from model.features import TextFeatures
 from model.half_precision import clip_dtype
+from model.options import ACTIVATIONS
 from model.padding import reference_pixels
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_configs")
@@ -64,9 +65,6 @@ def _read_local_weights(path: str) -> tuple[dict[str, torch.Tensor], bool]:
     if not isinstance(loaded, dict) or not loaded:
         raise BackboneLoadError(f"{path}: no state dict inside")
     return {k.removeprefix("module."): v for k, v in loaded.items()}, False
-
-
-ACTIVATIONS = ("auto", "quickgelu", "gelu")
 
 
 def openai_architecture(state: dict[str, torch.Tensor]) -> dict[str, int]:

@@ -13,18 +13,13 @@ from __future__ import annotations
 import io
 import json
 import random
-import re
 
 import fsspec
 import numpy as np
 import torch
 
+from runtime.run_folder import BEST, BEST_RECORD, LATEST, checkpoint_name, stale_checkpoints
 from shards.storage import Store
-
-LATEST = "latest"
-BEST = "best.pt"  # --keep-best: the best validation checkpoint, beside the latest
-BEST_RECORD = "best.json"  # which metric, its value, the step and epoch it came from
-_CHECKPOINT = re.compile(r"^step_(\d{8})\.pt$")
 
 
 def rng_state() -> dict:
@@ -73,26 +68,13 @@ def save_checkpoint(directory: str, state: dict, step: int, keep: int = 2) -> st
     """Writes ``step_N.pt`` under ``directory`` (a folder or any fsspec URL), then points
     ``latest`` at it; each becomes visible only when complete (shards/storage.py Store)."""
     store = Store(directory)
-    name = f"step_{step:08d}.pt"
+    name = checkpoint_name(step)
     with store.staged(name) as local:
         torch.save(state, local)
     store.write_bytes(LATEST, (name + "\n").encode())
-    older = sorted(n for n in store.listdir("") if _CHECKPOINT.match(n) and n != name)
-    for stale in older[: max(0, len(older) - (keep - 1))]:
+    for stale in stale_checkpoints(store.listdir(""), name, keep):
         store.remove(stale)
     return store.url_of(name)
-
-
-def better(metric: str, value: float, than: float | None) -> bool:
-    """Recalls (R1, R5, R10) are maximised, ranks (MdR, MnR) minimised."""
-    if than is None:
-        return True
-    return value < than if metric.split("/")[-1] in ("MdR", "MnR") else value > than
-
-
-def best_record(directory: str) -> dict | None:
-    store = Store(directory)
-    return json.loads(store.read_bytes(BEST_RECORD)) if store.exists(BEST_RECORD) else None
 
 
 def save_best(directory: str, state: dict, record: dict) -> str:
@@ -103,31 +85,6 @@ def save_best(directory: str, state: dict, record: dict) -> str:
         torch.save(state, local)
     store.write_bytes(BEST_RECORD, json.dumps({**record, "checkpoint": BEST}, indent=1).encode("utf-8"))
     return store.url_of(BEST)
-
-
-def best_checkpoint(directory: str) -> tuple[str, dict] | None:
-    """``best.pt`` and its record, None when the run kept none."""
-    record = best_record(directory)
-    if record is None:
-        return None
-    store = Store(directory)
-    if not store.exists(BEST):
-        raise RuntimeError(f"{store.url_of(BEST_RECORD)}: names {BEST}, which does not exist")
-    return store.url_of(BEST), record
-
-
-def latest_checkpoint(directory: str) -> str | None:
-    """The checkpoint ``latest`` names (a path or URL), None when there is none yet."""
-    store = Store(directory)
-    if not store.exists(LATEST):
-        return None
-    name = store.read_bytes(LATEST).decode("utf-8", "replace").strip()
-    pointer = store.url_of(LATEST)
-    if not _CHECKPOINT.match(name):
-        raise RuntimeError(f"{pointer}: does not name a checkpoint ({name!r})")
-    if not store.exists(name):
-        raise RuntimeError(f"{pointer}: names {name}, which does not exist")
-    return store.url_of(name)
 
 
 def torch_load(path: str) -> object:

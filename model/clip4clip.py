@@ -5,15 +5,10 @@ similarity (``model.similarity``, model/similarity.py) on their outputs, because
 all-gathers the halves across ranks before scoring and evaluation encodes each side once and
 scores in blocks.
 
-The similarity is one object chosen by options, so that every method shares the data stream,
-trainer and evaluator (``build_similarity``):
-
-- ``PooledCosine`` of pooled vectors (CLIP4Clip's loose heads);
-- ``EMCLNet`` (model/emcl.py): EMCL-Net's text-conditioned frame pooling, EM over channels and
-  reconstruction, per block of captions x videos;
-- ``TokenInteraction`` wti / ti (model/interaction.py, DRL): caption tokens against the head's
-  per-frame features;
-- ``CrossEncoderScore`` (model/heads.py): the tightTransf cross encoder (``head="tightTransf"``).
+The similarity is one object, brought by the active method (model/methods/; ``build_similarity``),
+so that every method shares the data stream, trainer and evaluator: ``PooledCosine`` of pooled
+vectors when none brings one (CLIP4Clip's loose heads), DRL's token interaction, EMCL-Net's,
+EERCF's or the tightTransf cross encoder otherwise.
 
 ``coarse_similarity`` is the cheap video-level cosine EERCF ranks every video with before the
 fine similarity rescores the top candidates (eval/rerank.py).
@@ -27,13 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model import backbone, vit_blocks
-from model.config import method_problem
-from model.eercf import EERCFSimilarity, EERCFWeights
-from model.emcl import EMCLNet
+from model import backbone
+from model.config import ModelConfig
 from model.features import TextFeatures, VideoFeatures
-from model.heads import CrossEncoderScore, build_video_pooling, masked_mean_pool
-from model.interaction import TokenInteraction
+from model.heads import build_video_pooling, masked_mean_pool
+from model.options import LOOSE_HEADS
 from model.padding import encoder_mask, is_reference
 from model.similarity import PooledCosine, Similarity
 
@@ -42,23 +35,13 @@ MAX_LOGIT_SCALE = math.log(100.0)
 LEGACY_SIMILARITY_PREFIXES = ("interaction.", "emcl.", "cross.")
 
 
-def build_similarity(head: str, clip: nn.Module, width: int, max_frames: int, interaction: str, emcl: dict | None,
-                     eercf: EERCFWeights | None = None, padding_rule: str = "masked") -> Similarity:  # fmt: skip
-    """The one place that maps options to a similarity (refusing, with the CLI's own rule,
-    combinations that cannot work: model/config.py ``method_problem``)."""
-    problem = method_problem(head, interaction, emcl is not None, eercf is not None)
-    if problem:
-        raise ValueError(problem)
-    if eercf is not None:
-        vit_blocks.check_plain_vit(clip.visual, "EERCF's patch tokens")  # read after ln_post, as the class token is
-        return EERCFSimilarity(width, max_frames, eercf, padding_rule)
-    if head == "tightTransf":
-        return CrossEncoderScore(clip, width, max_frames)
-    if emcl is not None:
-        return EMCLNet(**emcl, padding_rule=padding_rule)
-    if interaction == "cosine":
-        return PooledCosine()
-    return TokenInteraction(width, weighted=interaction == "wti", padding_rule=padding_rule)
+def build_similarity(clip: nn.Module, width: int, config: ModelConfig) -> Similarity:
+    """The similarity of the one active method that brings its own (model/methods/), else the
+    pooled cosine. The methods' rules keep a second one out; it is refused here too."""
+    built = [(m.name, s) for m in config.active_methods() if (s := m.similarity(config, clip, width)) is not None]
+    if len(built) > 1:
+        raise ValueError(f"two methods bring a similarity: {', '.join(name for name, _ in built)}; use one of them")
+    return built[0][1] if built else PooledCosine()
 
 
 def migrate_legacy_keys(state: dict) -> dict:
@@ -71,18 +54,23 @@ def migrate_legacy_keys(state: dict) -> dict:
 
 
 class CLIP4Clip(nn.Module):
-    def __init__(self, clip: nn.Module, head: str = "meanP", max_frames: int = 12, interaction: str = "cosine", emcl: dict | None = None,
-                 eercf: EERCFWeights | None = None, padding_rule: str = "masked") -> None:  # fmt: skip
+    """Built from a ``ModelConfig`` (model/factory.py adds the PEFT parts): the head is the core's,
+    the similarity the active method's (``build_similarity``)."""
+
+    def __init__(self, clip: nn.Module, config: ModelConfig) -> None:
         super().__init__()
+        problem = config.problem()
+        if problem:
+            raise ValueError(problem)
         self.clip = clip
-        self.head = head
-        is_reference(padding_rule)  # an unknown rule is refused here, not at the first short clip
-        self.padding_rule = padding_rule  # model/padding.py
+        self.head = config.sim_header
+        self.padding_rule = config.resolved_padding_rule()  # model/padding.py
+        is_reference(self.padding_rule)  # an unknown rule is refused here, not at the first short clip
         width = clip.text_projection.shape[1] if isinstance(clip.text_projection, torch.Tensor) else clip.text_projection.out_features
-        # tightTransf has no video head: its cross encoder reads CLIP's frame features directly
-        self.pool = None if head == "tightTransf" else build_video_pooling(head, clip, width, max_frames)
-        self.similarity = build_similarity(head, clip, width, max_frames, interaction, emcl, eercf, padding_rule)
-        # TempMe / DGL / the dual-attention seed: how the frozen CLIP is run (model/adapters.py)
+        # a head a method adds (tightTransf's cross encoder) scores pairs itself and reads CLIP's frame features directly
+        self.pool = build_video_pooling(self.head, clip, width, config.max_frames) if self.head in LOOSE_HEADS else None
+        self.similarity = build_similarity(clip, width, config)
+        # TempMe / DGL / the dual-attention seed: how the frozen CLIP is run (``Method.adapter``, model/methods/registry.py)
         self.adapter: nn.Module | None = None
         if not self.similarity.uses_logit_scale:
             # the score is the logit: the temperature takes no part, and a parameter without a

@@ -33,8 +33,6 @@ from model import vit_blocks
 from model.features import TextFeatures
 from model.tempme import dgl_prompt_init, patch_size
 
-DGL_LATENTS = ("linear", "transformer")
-
 
 class LinearPromptGenerator(nn.Module):
     """DGL's ``shared_latent_space linear``."""
@@ -61,10 +59,18 @@ class TransformerPromptGenerator(nn.Module):
 
     def __init__(self, vision_width: int, text_width: int, layers: int, frame_prompts: int, text_prompts: int, frames: int) -> None:
         super().__init__()
-        self.layers, self.frame_prompts, self.text_prompts, self.width, self.frames = layers, frame_prompts, text_prompts, vision_width, frames
+        self.layers, self.frame_prompts, self.text_prompts, self.width, self.frames = (
+            layers,
+            frame_prompts,
+            text_prompts,
+            vision_width,
+            frames,
+        )
         self.unified_prompt_embedding = nn.Embedding(text_prompts + frame_prompts * frames, layers * vision_width)
         self.prompt_block = ResidualAttentionBlock(vision_width, max(1, vision_width // 64), act_layer=QuickGELU, batch_first=True)
-        self.unified_prompt_mlp = nn.Sequential(nn.Linear(vision_width, 2 * vision_width), QuickGELU(), nn.Linear(2 * vision_width, text_width))
+        self.unified_prompt_mlp = nn.Sequential(
+            nn.Linear(vision_width, 2 * vision_width), QuickGELU(), nn.Linear(2 * vision_width, text_width)
+        )
 
     def forward(self, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
         if frames != self.frames:
@@ -98,7 +104,7 @@ class DGLEncoder(nn.Module):
         elif latent == "transformer":
             self.generator = TransformerPromptGenerator(vision_width, text_width, prompt_layers, frame_prompts, text_prompts, max_frames)
         else:
-            raise ValueError(f"--dgl-latent must be one of {DGL_LATENTS}, not {latent!r}")
+            raise ValueError(f"--dgl-latent must be linear or transformer (model/methods/dgl.py DGL_LATENTS), not {latent!r}")
         self.global_prompts = dgl_prompt_init(global_prompts, vision_width, patch_size(visual))
 
     def encode_video(self, clip: nn.Module, pixels: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

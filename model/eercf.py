@@ -76,7 +76,7 @@ def masked_softmax(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def pearson_decorrelation(text: torch.Tensor, video: torch.Tensor, alpha_diagonal: float = PEARSON_ALPHA_DIAGONAL,
                           alpha_off: float = PEARSON_ALPHA_OFF) -> torch.Tensor:  # fmt: skip
     """EERCF's intra-feature Pearson constraint between (B, D) text and video vectors of positive
-    pairs. Not DRL's CDCR (train/cdcr.py): that one correlates matched token pairs with weights.
+    pairs. Not DRL's CDCR (model/cdcr.py): that one correlates matched token pairs with weights.
     A channel constant over the batch (std 0: EERCF divides by it and gets NaN; seen with bf16 and
     small batches) is left at z = 0 by a 1e-8 floor on the std, which changes nothing else."""
     z_text = (text - text.mean(0)) / text.std(0).clamp(min=1e-8)

@@ -10,8 +10,10 @@ DRL with uniform TI, or of EMCL) cannot be told apart by its keys: ``--checkpoin
 which. Every key must find its place and every place a key, or the load is refused with the
 unmatched keys listed; nothing is silently left at its initial value.
 
-The renaming table below is the one place that knows both layouts; it maps both ways (the
-tests write reference-layout files from this model's weights with :func:`to_reference_layout`).
+The rows every codebase shares are below; each format's own rows, the keys that mark its files
+and the options its keys imply are its method's (``CheckpointFormat``, model/methods/). The table
+maps both ways (the tests write reference-layout files from this model's weights with
+:func:`to_reference_layout`).
 """
 
 from __future__ import annotations
@@ -21,46 +23,32 @@ from dataclasses import replace
 import torch
 
 from model.config import ModelConfig
+from model.methods import registry
 
-FORMATS = ("clip4clip", "drl", "emcl", "eercf")
+# the released formats: each method's own (``Method.checkpoint_format``, model/methods/), in registration order
+FORMATS = tuple(registry.checkpoint_formats())
+DEFAULT_FORMAT = "clip4clip"  # CLIP4Clip's own code trains a model no method claims
 
-# (this project's key prefix, the reference's key prefix). DRL and EMCL-Net inherit CLIP4Clip's
-# names for CLIP and the frame aggregation, so those rows are shared.
-_SHARED = (
+# (this project's key prefix, the reference's key prefix) of what every CLIP4Clip-derived codebase
+# names alike: CLIP and the frame aggregation. A format's own rows follow these.
+SHARED_ROWS = (
     ("clip.", "clip."),
     ("pool.frame_position.weight", "frame_position_embeddings.weight"),
     ("pool.blocks.", "transformerClip.resblocks."),
     ("pool.lstm.", "lstm_visual."),
 )
-KEY_TABLE: dict[str, tuple[tuple[str, str], ...]] = {
-    "clip4clip": (
-        *_SHARED,
-        ("similarity.position.weight", "cross.embeddings.position_embeddings.weight"),
-        ("similarity.blocks.", "cross.transformer.resblocks."),
-        ("similarity.pool_norm.", "cross.pooler.ln_pool."),
-        ("similarity.pool_dense.", "cross.pooler.dense."),
-        ("similarity.score.", "similarity_dense."),
-    ),
-    "drl": (
-        *_SHARED,
-        ("similarity.text_weights.mlp.", "text_weight_fc."),
-        ("similarity.frame_weights.mlp.", "video_weight_fc."),
-    ),
-    "emcl": _SHARED,
-    # EERCF (modules/modeling_fineclip_patches_cdcl.py): CLIP4Clip's seqTransf plus its two learned matrices
-    "eercf": (
-        *_SHARED,
-        ("similarity.global_mat_weight", "global_mat_weight"),
-        ("similarity.frame_logit_weight", "frame_logit_weight"),
-    ),
-}
 # CLIP4Clip/DRL/EMCL create a frame position table for seqLSTM too but never read it
-UNUSED_FOR_HEAD = {"seqLSTM": ("frame_position_embeddings.weight",), "meanP": (), "seqTransf": (), "tightTransf": ()}
-# running state a reference keeps outside its state dict (EMCL-Net's bases are a plain tensor
-# attribute): a loaded model starts it afresh, exactly as the reference does after loading
-NOT_SAVED_BY_REFERENCE = {"clip4clip": (), "drl": (), "emcl": ("similarity.mu",), "eercf": ()}
-# keys only EERCF's model has: they tell its checkpoints apart
-_EERCF_MARKERS = ("global_mat_weight", "frame_logit_weight")
+UNUSED_FOR_HEAD = {"seqLSTM": ("frame_position_embeddings.weight",)}
+
+
+def key_table(checkpoint_format: str) -> tuple[tuple[str, str], ...]:
+    return (*SHARED_ROWS, *registry.checkpoint_formats()[checkpoint_format].rows)
+
+
+def not_saved(checkpoint_format: str) -> tuple[str, ...]:
+    """Running state a reference keeps outside its state dict (EMCL-Net's bases are a plain tensor
+    attribute): a loaded model starts it afresh, exactly as the reference does after loading."""
+    return registry.checkpoint_formats()[checkpoint_format].not_saved
 
 
 class ForeignCheckpointError(RuntimeError):
@@ -72,8 +60,7 @@ def is_project_checkpoint(state: object) -> bool:
 
 
 def detect_head(keys: set[str]) -> str:
-    if any(k.startswith(("cross.", "similarity_dense.")) for k in keys):
-        return "tightTransf"
+    """CLIP4Clip's loose head the keys hold (a method's own head is among the options its format implies)."""
     if any(k.startswith("transformerClip.") for k in keys):
         return "seqTransf"
     if any(k.startswith("lstm_visual.") for k in keys):
@@ -83,12 +70,11 @@ def detect_head(keys: set[str]) -> str:
 
 def detect_format(keys: set[str], path: str) -> str:
     """The reference that wrote these keys, when the keys alone say so."""
-    if any(k in keys for k in _EERCF_MARKERS):
-        return "eercf"
-    if any(k.startswith(("text_weight_fc.", "video_weight_fc.")) for k in keys):
-        return "drl"
-    if detect_head(keys) == "tightTransf":
-        return "clip4clip"
+    marked = [name for name, found in registry.checkpoint_formats().items() if found.has_markers(keys)]
+    if len(marked) == 1:
+        return marked[0]
+    if marked:
+        raise ForeignCheckpointError(f"{path}: its keys carry the marks of {', '.join(marked)} at once; name one with --checkpoint-format")
     raise ForeignCheckpointError(
         f"{path}: these keys fit CLIP4Clip, DRL (uniform TI) and EMCL-Net alike; say which codebase wrote it "
         f"with --checkpoint-format {{{','.join(FORMATS)}}}"
@@ -105,24 +91,21 @@ def _rename(key: str, table: tuple[tuple[str, str], ...], reverse: bool) -> str 
 
 def reference_format(config: ModelConfig) -> str:
     """Which reference codebase trains a model of these options (its parameter names and recipe)."""
-    if config.eercf:
-        return "eercf"
-    if config.emcl:
-        return "emcl"
-    return "drl" if config.interaction != "cosine" else "clip4clip"
+    named = [name for method in config.active_methods() if (name := method.reference_format(config))]
+    return named[0] if named else DEFAULT_FORMAT
 
 
 def reference_key(key: str, checkpoint_format: str) -> str | None:
     """This model's parameter name as the reference names it (None: it has no counterpart there)."""
-    return _rename(key, KEY_TABLE[checkpoint_format], reverse=False)
+    return _rename(key, key_table(checkpoint_format), reverse=False)
 
 
 def to_reference_layout(state: dict[str, torch.Tensor], checkpoint_format: str) -> dict[str, torch.Tensor]:
     """This model's state dict renamed to the reference's keys (the inverse of the load)."""
-    table = KEY_TABLE[checkpoint_format]
+    table, kept_fresh = key_table(checkpoint_format), not_saved(checkpoint_format)
     out = {}
     for key, value in state.items():
-        if NOT_SAVED_BY_REFERENCE[checkpoint_format] and key.startswith(NOT_SAVED_BY_REFERENCE[checkpoint_format]):
+        if kept_fresh and key.startswith(kept_fresh):
             continue
         name = _rename(key, table, reverse=False)
         if name is None:
@@ -132,29 +115,26 @@ def to_reference_layout(state: dict[str, torch.Tensor], checkpoint_format: str) 
 
 
 def reference_config(keys: set[str], checkpoint_format: str, base: ModelConfig) -> ModelConfig:
-    """The options that rebuild the reference's model: head and similarity from the keys, the
-    rest (frames, words) from ``base``; its padding rule is its code's (model/padding.py) unless
-    ``base`` names one."""
-    head = detect_head(keys)
-    interaction = "cosine"
-    if checkpoint_format == "drl":
-        weighted = any(k.startswith("text_weight_fc.") for k in keys)
-        if weighted and any(k.startswith("text_weight_fc.4.") for k in keys) or "text_weight_fc.weight" in keys:
-            raise ForeignCheckpointError("DRL checkpoint with wti_arch 1 or 3; only DRL's default wti_arch 2 is built here")
-        interaction = "wti" if weighted else "ti"
-    return replace(base, model=None, pretrained=None, activation="auto", sim_header=head, interaction=interaction,
-                   emcl=checkpoint_format == "emcl", eercf=checkpoint_format == "eercf", peft="none",
-                   padding_rule=base.padding_rule or "reference")  # fmt: skip
+    """The options that rebuild the reference's model: the head from the keys, the method's options
+    as its format reads them off the keys, the rest (frames, words) from ``base``; its padding rule
+    is its code's (model/padding.py) unless ``base`` names one."""
+    try:
+        implied = registry.checkpoint_formats()[checkpoint_format].options(keys)
+    except ValueError as error:
+        raise ForeignCheckpointError(str(error)) from error
+    options = {"sim_header": detect_head(keys), **implied}
+    return replace(base, model=None, pretrained=None, activation="auto", peft="none", padding_rule=base.padding_rule or "reference",
+                   **options)  # fmt: skip
 
 
 def convert_reference_state(
     state: dict[str, torch.Tensor], checkpoint_format: str, expected_keys: set[str], head: str, path: str
 ) -> dict[str, torch.Tensor]:
     """Reference keys -> this model's, refusing anything unmatched in either direction."""
-    table = KEY_TABLE[checkpoint_format]
+    table = key_table(checkpoint_format)
     mapped, unmatched = {}, []
     for key, value in state.items():
-        if key in UNUSED_FOR_HEAD[head]:
+        if key in UNUSED_FOR_HEAD.get(head, ()):
             continue
         name = _rename(key, table, reverse=True)
         if name is None or name not in expected_keys:
@@ -224,7 +204,7 @@ def load_any_checkpoint(path: str, checkpoint_format: str = "auto", max_frames: 
         raise ForeignCheckpointError(f"{path}: trained with CLIP4Clip's --linear_patch 3d, which this model does not build")
     clip = build_model_from_openai_state_dict(clip_state, quick_gelu=True, cast_dtype=None).float()
     model = assemble_model(clip, config)
-    kept_fresh = NOT_SAVED_BY_REFERENCE[chosen]
+    kept_fresh = not_saved(chosen)
     expected = {k for k in model.state_dict() if not k.startswith(kept_fresh or ("\0",))}
     mapped = convert_reference_state(state, chosen, expected, config.sim_header, path)
     mapped.update({k: v for k, v in model.state_dict().items() if k not in expected})

@@ -17,10 +17,8 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from model.features import TextFeatures, VideoFeatures
+from model.options import LOOSE_HEADS
 from model.similarity import DEFAULT_CHUNKS, PairScorer, ScoringChunks, Similarity, TrainingScores
-
-LOOSE_HEADS = ("meanP", "seqLSTM", "seqTransf")
-HEADS = (*LOOSE_HEADS, "tightTransf")
 
 
 def masked_mean_pool(frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -252,4 +250,4 @@ def build_video_pooling(head: str, clip: nn.Module, width: int, max_frames: int)
         return LSTMPooling(width)
     if head == "seqTransf":
         return TransformerPooling(clip, width, max_frames)
-    raise ValueError(f"unknown loose head {head!r}; choose from {HEADS}")
+    raise ValueError(f"unknown loose head {head!r}; choose from {LOOSE_HEADS}")

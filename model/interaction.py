@@ -22,8 +22,6 @@ from model.features import TextFeatures, TokenSet, VideoFeatures
 from model.padding import is_reference
 from model.similarity import DEFAULT_CHUNKS, PairScorer, ScoringChunks, Similarity, TrainingScores
 
-INTERACTIONS = ("cosine", "wti", "ti")
-
 
 def masked_softmax(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Softmax over the last dimension that gives padded positions exactly zero weight."""

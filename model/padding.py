@@ -28,8 +28,7 @@ from __future__ import annotations
 
 import torch
 
-PADDING_RULES = ("masked", "reference")
-DEFAULT_PADDING_RULE = "masked"  # new runs; imports of the references' checkpoints and published recipes choose reference
+from model.options import PADDING_RULES
 
 
 def is_reference(rule: str) -> bool:

@@ -23,9 +23,6 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-PEFT_MODES = ("none", "prompts", "lora", "prompts+lora", "tempme", "dgl", "dual")
-# TempMe's LoRA (``TVPt_LoRA_a/b``): q/k/v only, no scale (the update is B @ A), both towers
-MERGING_MODES = ("tempme", "dual")
 TRAINABLE_MARKERS = ("visual_prompts", "lora_")
 
 
@@ -68,23 +65,27 @@ def _add_lora(clip: nn.Module, rank: int, alpha: float, output_projection: bool 
             parametrize.register_parametrization(module.out_proj, "weight", LowRankDelta(width, width, rank, alpha))
 
 
-def apply_peft(clip: nn.Module, mode: str, prompt_tokens: int = 8, lora_rank: int = 8, lora_alpha: float = 16.0) -> None:
-    """Freeze every CLIP weight, then add the trainable modules ``mode`` asks for inside CLIP
-    (TempMe's, DGL's and the seed's own modules live outside it: model/adapters.py)."""
-    if mode not in PEFT_MODES:
-        raise ValueError(f"unknown --peft {mode!r}; choose from {PEFT_MODES}")
-    if mode == "none":
-        return
+def freeze_clip(clip: nn.Module) -> None:
+    """Every CLIP weight frozen (``--peft`` other than none); the methods then add what trains."""
     for parameter in clip.parameters():
         parameter.requires_grad_(False)
-    if "prompts" in mode:
-        if not hasattr(clip.visual, "ln_pre") or not hasattr(clip.visual, "class_embedding"):
-            raise ValueError("visual prompts need a ViT vision tower (ln_pre + class token)")
-        clip.visual.ln_pre = PromptedPreNorm(clip.visual.ln_pre, clip.visual.class_embedding.shape[-1], prompt_tokens)
-    if "lora" in mode:
-        _add_lora(clip, lora_rank, lora_alpha)
-    if mode in MERGING_MODES:
-        _add_lora(clip, lora_rank, float(lora_rank), output_projection=False)
+
+
+def add_visual_prompts(clip: nn.Module, tokens: int) -> None:
+    """Shallow visual prompts joined to every frame's patch tokens before the vision transformer."""
+    if not hasattr(clip.visual, "ln_pre") or not hasattr(clip.visual, "class_embedding"):
+        raise ValueError("visual prompts need a ViT vision tower (ln_pre + class token)")
+    clip.visual.ln_pre = PromptedPreNorm(clip.visual.ln_pre, clip.visual.class_embedding.shape[-1], tokens)
+
+
+def add_lora(clip: nn.Module, rank: int, alpha: float) -> None:
+    """LoRA on q/k/v and the output projection of every attention of both towers, scaled alpha / rank."""
+    _add_lora(clip, rank, alpha)
+
+
+def add_tempme_lora(clip: nn.Module, rank: int) -> None:
+    """TempMe's LoRA (``TVPt_LoRA_a/b``): q/k/v only, no scale (the update is B @ A), both towers."""
+    _add_lora(clip, rank, float(rank), output_projection=False)
 
 
 def is_trainable_backbone_name(name: str) -> bool:

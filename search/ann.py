@@ -23,9 +23,6 @@ import math
 
 import numpy as np
 
-# the exact scan is linear in N: 9 ms per query at 100k and 147 ms at 1M on 2 cores (BENCHMARKS.md),
-# so from about 200k on it costs more than encoding the query (31 ms, ViT-B/32's text tower)
-ANN_MIN_VIDEOS = 200_000
 LISTS_PER_SQRT_N = 4
 DEFAULT_NPROBE = 32  # of 4 sqrt(N) lists (the module docstring: measured recall and time)
 LEGACY_NPROBE = 128  # of sqrt(N) lists: indexes whose index.json records no nprobe

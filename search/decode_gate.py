@@ -32,7 +32,7 @@ from typing import TypeVar
 from starlette.requests import Request
 
 from pipeline.extract import DecodeGuards
-from search.media_query import QueryDecodeLimits
+from search.decode_limits import QueryDecodeLimits
 
 T = TypeVar("T")
 DECODE_THREADS = 1  # ffmpeg threads per query decode: one decode costs about one core, and the same address space everywhere

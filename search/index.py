@@ -14,31 +14,22 @@ import json
 import os
 import sys
 
-import torch.distributed as dist
-
-from eval.trained_model import CHOICES, describe_choice, resolve_checkpoint
-from model.foreign_checkpoints import FORMATS
+from model.methods import registry
+from model.options import CHECKPOINT_CHOICES
 from runtime.cli import HelpFormatter
-from runtime.distributed import init_distributed
 from runtime.logs import setup_logging
-from runtime.ray_cluster import RayOptions, task_location
-from search.ann import ANN_MIN_VIDEOS
-from search.index_format import IndexFormatError
-from search.indexer import IndexSettings, index_shards
-from search.ray_index import ModelSource, RayIndexOptions, index_shards_on_ray
-from shards.manifest import BuildStateError
-from shards.probe import probe_location
-from shards.reader import ReadPolicy, ShardReadError
-from shards.storage import StorageError
+from runtime.ray_cluster import RayOptions
+from search.options import ANN_MIN_VIDEOS, IndexSettings, RayIndexOptions
+from shards.read_policy import ReadPolicy
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m search.index", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="checkpoint file, or a run folder (uses checkpoints/latest, or --which best)")
-    parser.add_argument("--which", default="latest", choices=CHOICES, help="a run folder's latest checkpoint, or the one --keep-best kept")
+    parser.add_argument("--which", default="latest", choices=CHECKPOINT_CHOICES, help="a run folder's latest checkpoint, or the one --keep-best kept")
     parser.add_argument("--shards", required=True, help="build folder / s3:// prefix with manifest, or brace pattern")
     parser.add_argument("--out", required=True, help="index folder (local or any fsspec URL); an existing index is appended to")
-    parser.add_argument("--checkpoint-format", default="auto", choices=["auto", "project", *FORMATS])
+    parser.add_argument("--checkpoint-format", default="auto", choices=["auto", "project", *registry.checkpoint_formats()])
     parser.add_argument("--base-weights", help="where the frozen base of a PEFT checkpoint is now, if it moved")
     parser.add_argument("--max-frames", type=int, help="frames per video (default: the checkpoint's)")
     parser.add_argument("--max-words", type=int, help="tokens per query (default: the checkpoint's)")
@@ -67,6 +58,20 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("batch_size", "part_videos", "thumbnail_frames", "thumbnail_height"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    # the options are usable: now torch, the model and the shards (``--help`` and a bad option never wait for them)
+    import torch.distributed as dist
+
+    from model.trained_model import describe_choice, resolve_checkpoint
+    from runtime.distributed import init_distributed
+    from runtime.ray_cluster import task_location
+    from search.index_format import IndexFormatError
+    from search.indexer import index_shards
+    from search.ray_index import ModelSource, index_shards_on_ray
+    from shards.manifest import BuildStateError
+    from shards.probe import probe_location
+    from shards.reader import ShardReadError
+    from shards.storage import StorageError
+
     setup_logging(int(os.environ.get("RANK", "0")))
     try:
         probe_location(args.shards, must_exist=True)

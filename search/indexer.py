@@ -25,15 +25,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from eval.encode import inference_autocast
-from eval.thumbnails import frame_strip_jpeg
-from eval.trained_model import TrainedModel, model_fingerprint
 from model import backbone
 from model.clip_decode import decode_clip
 from model.features import VideoFeatures
 from model.frame_rule import build_settings, frame_rule_for
+from model.trained_model import TrainedModel, inference_autocast, model_fingerprint
 from runtime.distributed import DistInfo, barrier, is_distributed
-from search.ann import ANN_MIN_VIDEOS, DEFAULT_NPROBE, build_ann
+from search.ann import DEFAULT_NPROBE, build_ann
 from search.index_format import (
     ANN_FILE,
     INDEX_FILE,
@@ -48,9 +46,11 @@ from search.index_format import (
     read_json,
     remove_staging_leftovers,
 )
-from shards.reader import ReadErrors, ReadPolicy, iter_samples, shard_urls
+from search.options import ANN_MIN_VIDEOS, IndexSettings
+from shards.reader import ReadErrors, iter_samples, shard_urls
 from shards.sample_format import complete_metadata
 from shards.storage import Store
+from shards.thumbnails import frame_strip_jpeg
 
 logger = logging.getLogger(__name__)
 _PART_NAME = re.compile(r"^run(\d+)-rank(\d+)-(\d+)$")
@@ -59,16 +59,6 @@ IDENTITY_FIELDS = ("model_sha256", "max_frames", "max_words", "image_size", "arr
 # why a sample of a readable shard is not indexed (each named by key in its part.json); a key the
 # index already holds (the same shards again from another folder, say) would only repeat results
 SKIP_REASONS = ("incomplete", "undecodable", "duplicate_key")
-
-
-@dataclass
-class IndexSettings:
-    batch_size: int = 32
-    part_videos: int = 5000  # rows per committed part: what a killed run may have to redo
-    thumbnail_frames: int = 4
-    thumbnail_height: int = 96
-    ann: str = "auto"  # auto: from ANN_MIN_VIDEOS on; always; never
-    read_policy: ReadPolicy | None = None
 
 
 def _feature_arrays(model: torch.nn.Module, video: VideoFeatures, mask: torch.Tensor, names: list[str]) -> dict[str, np.ndarray]:
@@ -103,8 +93,7 @@ def describe_index(trained: TrainedModel, fingerprint: str, image_size: int, arr
         "checkpoint_format": trained.checkpoint_format,
         "step": trained.step,
         "model_sha256": fingerprint,
-        "model": {"name": config.model, "sim_header": config.sim_header, "interaction": config.interaction, "emcl": config.emcl,
-                  "eercf": config.eercf, "peft": config.peft},  # fmt: skip
+        "model": {"name": config.model, **config.architecture(), "peft": config.peft},
         "max_frames": config.max_frames,
         "max_words": config.max_words,
         "image_size": image_size,

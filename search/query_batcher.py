@@ -21,10 +21,10 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 
+from search.options import DEFAULT_MAX_BATCH
 from search.searcher import Searcher, SearchResult
 
 logger = logging.getLogger(__name__)
-DEFAULT_MAX_BATCH = 32
 
 
 class QueryBatcher:

@@ -35,7 +35,6 @@ from torch import nn
 from model.features import TextFeatures
 
 logger = logging.getLogger(__name__)
-QUERY_ENCODERS = ("auto", "fp32", "int8")
 CHECK_CAPTIONS = 200
 MIN_CHECK_CAPTIONS = 20
 MIN_COSINE = 0.99

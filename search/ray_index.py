@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from eval.trained_model import TrainedModel, load_trained_model, model_fingerprint
+from model.trained_model import TrainedModel, load_trained_model, model_fingerprint
 from runtime.distributed import DistInfo
 from runtime.ray_cluster import RayOptions, describe_error, ray_session
 from search.index_format import IndexFormatError, committed_parts
@@ -45,6 +45,7 @@ from search.indexer import (
     summarize,
     write_index_manifest,
 )
+from search.options import RayIndexOptions
 from shards.storage import StorageError, Store
 
 logger = logging.getLogger(__name__)
@@ -64,13 +65,6 @@ class ModelSource:
 
     def load(self) -> TrainedModel:
         return load_trained_model(self.checkpoint, self.checkpoint_format, self.base_weights, self.max_frames, self.max_words)
-
-
-@dataclass(frozen=True)
-class RayIndexOptions:
-    shards_per_task: int = 16
-    cpus_per_task: float = 1.0
-    gpus_per_task: float | None = None  # None: 1 when the cluster has GPUs, else 0
 
 
 _loaded: dict[tuple, tuple[TrainedModel, str]] = {}  # this worker process's model: (source, device) -> (model, fingerprint)

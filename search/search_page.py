@@ -12,7 +12,7 @@ import html
 from collections.abc import Callable
 from urllib.parse import quote
 
-from search.cli import stages_text
+from search.answers import stages_text
 from search.moments import Hit, moment_text
 from search.searcher import SearchResult
 

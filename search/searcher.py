@@ -22,18 +22,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from eval.encode import inference_autocast
-from eval.trained_model import TrainedModel, load_trained_model, model_fingerprint
 from model import backbone
 from model.features import TextFeatures, VideoFeatures
+from model.trained_model import TrainedModel, inference_autocast, load_trained_model, model_fingerprint
 from search.ann import LEGACY_NPROBE, ApproximateSearch
 from search.index_format import ANN_FILE, IndexFormatError, VideoIndex
 from search.moments import CANDIDATES_PER_RESULT, Hit, group_hits, group_key
+from search.options import DEFAULT_RERANK_TOPK, QUERY_ENCODERS, SEARCH_MODES
 from search.query import check_query
-from search.query_encoder import CHECK_CAPTIONS, MIN_CHECK_CAPTIONS, MIN_COSINE, MIN_SAME_TOP10, QUERY_ENCODERS, QueryEncoder
-
-SEARCH_MODES = ("auto", "exact", "approximate")
-DEFAULT_RERANK_TOPK = 50  # as python -m eval's --rerank-topk
+from search.query_encoder import CHECK_CAPTIONS, MIN_CHECK_CAPTIONS, MIN_COSINE, MIN_SAME_TOP10, QueryEncoder
 
 
 @dataclass

@@ -24,18 +24,20 @@ import signal
 import socket
 import sys
 import threading
-
-import uvicorn
+from typing import TYPE_CHECKING
 
 from runtime.cli import HelpFormatter
-from search.api_key import KeyScrubber, redact_api_key
-from search.cli import add_searcher_arguments, check_searcher_arguments, search_device
-from search.index_format import IndexFormatError
-from search.media_query import QueryDecodeLimits
-from search.query_batcher import DEFAULT_MAX_BATCH
-from search.served_index import IndexHolder, SearchSettings
-from search.service import DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_UPLOAD_TIMEOUT_S, create_app
-from shards.storage import StorageError
+from search.decode_limits import QueryDecodeLimits
+from search.options import (
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_UPLOAD_BYTES,
+    DEFAULT_UPLOAD_TIMEOUT_S,
+    add_searcher_arguments,
+    check_searcher_arguments,
+)
+
+if TYPE_CHECKING:
+    from search.served_index import IndexHolder
 
 logger = logging.getLogger("search.serve")
 # uvicorn reads a request head up to this size: a 10 MB query then gets the service's own 400
@@ -74,6 +76,8 @@ class SafeLogLines(logging.Filter):
     of log."""
 
     def __init__(self, shorten_paths: bool = False, secret: str | None = None) -> None:
+        from search.api_key import KeyScrubber, redact_api_key
+
         super().__init__()
         self.shorten_paths = shorten_paths
         scrub = KeyScrubber(secret) if secret else None
@@ -152,6 +156,15 @@ def main(argv: list[str] | None = None) -> int:
               f"{'' if args.api_key else ' (no --api-key set)'}", file=sys.stderr)  # fmt: skip
     if args.videos is not None and not os.path.isdir(args.videos):
         parser.error(f"--videos {args.videos}: not a folder")
+    # the options are usable: now the service's modules, torch and the model (``--help`` never waits for them)
+    import uvicorn
+
+    from search.answers import search_device
+    from search.index_format import IndexFormatError
+    from search.served_index import IndexHolder, SearchSettings
+    from search.service import create_app
+    from shards.storage import StorageError
+
     try:
         settings = SearchSettings(args.index, args.checkpoint, args.base_weights, args.mode, args.rerank_topk, args.nprobe, search_device(),
                                   group=not args.ungrouped, query_encoder=args.query_encoder)  # fmt: skip

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 import torch
 
 from search.index_format import VideoIndex
-from search.searcher import DEFAULT_RERANK_TOPK, Searcher, searcher_for
+from search.options import DEFAULT_RERANK_TOPK
+from search.searcher import Searcher, searcher_for
 from shards.reader import ReadErrors, iter_samples
 
 logger = logging.getLogger(__name__)

@@ -46,14 +46,16 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from search import search_page
+from search.answers import result_json
 from search.api_key import KeyGuard
 from search.body_limits import NO_BODY, BodyLimits, BodyRule, PayloadRefused
-from search.cli import result_json
 from search.decode_gate import ClientGone, DecodeGate, ServiceBusy
-from search.media_query import MediaQueryError, QueryDecodeLimits, media_suffix, search_media_file
+from search.decode_limits import QueryDecodeLimits
+from search.media_query import MediaQueryError, media_suffix, search_media_file
 from search.moments import time_range
+from search.options import DEFAULT_MAX_BATCH, DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_UPLOAD_TIMEOUT_S
 from search.query import QueryError, check_query
-from search.query_batcher import DEFAULT_MAX_BATCH, QueryBatcher
+from search.query_batcher import QueryBatcher
 from search.searcher import SearchResult, VectorQueryError
 from search.served_index import IndexHolder, ServedIndex
 from search.vector_input import vector_from_npy
@@ -62,8 +64,6 @@ from shards.sample_format import frame_members
 logger = logging.getLogger("search.service")
 MAX_K = 100
 MAX_JSON_BODY_BYTES = 256 << 10  # a 4,096-dim vector as JSON with full float precision is ~100 KB
-DEFAULT_MAX_UPLOAD_BYTES = 64 << 20  # a query video or image (python -m search.serve --max-upload-mb)
-DEFAULT_UPLOAD_TIMEOUT_S = 60.0  # a body must arrive within this (python -m search.serve --upload-timeout-s)
 FILE_ROUTES = ("/api/search/file", "/search/file")
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",

@@ -26,6 +26,7 @@ import fsspec
 from webdataset import tariterators
 
 from shards.manifest import MANIFEST_NAME, read_manifest
+from shards.read_policy import ReadPolicy
 from shards.storage import Store
 
 
@@ -61,13 +62,6 @@ class ReadErrors:
     def handler(self, error: ShardReadError) -> bool:
         self.errors.append((error.url, error.reason))
         return True
-
-
-@dataclass(frozen=True)
-class ReadPolicy:
-    retries: int = 5  # further attempts after the first failure, per read
-    backoff_s: float = 1.0  # first wait; doubles per attempt, capped at 30 s
-    timeout_s: float = 60.0  # connect and socket-read timeout for object stores
 
 
 PERMANENT_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, TypeError, AttributeError)  # waiting will not help

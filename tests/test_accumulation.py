@@ -178,10 +178,11 @@ def test_two_gloo_ranks_accumulate_as_one_batch():
 @pytest.mark.integration  # builds shards, two training runs
 def test_two_command_line_runs_end_in_the_same_weights(sample_dataset, tmp_path):
     """The sample order of a run does not depend on how its batch is split: the stream delivers whole steps."""
-    from model.checkpoint import latest_checkpoint, load_checkpoint
+    from model.checkpoint import load_checkpoint
     from pipeline.annotations import load_annotations
     from pipeline.build import BuildOptions, build_shards
     from pipeline.extract import ExtractionSettings
+    from runtime.run_folder import latest_checkpoint
     from shards.storage import Store
     from train.__main__ import main as train_main
 

@@ -1,4 +1,4 @@
-"""train/cdcr.py against a transcription of DRL's code (foolwood/DRL tvr/models/modeling.py,
+"""model/cdcr.py against a transcription of DRL's code (foolwood/DRL tvr/models/modeling.py,
 ``dp_interaction`` and the ``cdcr == 1/2/3`` branches of ``wti_interaction``), on the same
 features: padded tokens and frames, negative cosines (so a padded slot's 0 can win a max, as there)."""
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from model.cdcr import pooled_cdcr, token_cdcr
 from model.features import TokenSet
-from train.cdcr import pooled_cdcr, token_cdcr
 
 
 def drl_dp_cdcr(text_feat, video_feat, alpha1, alpha2):

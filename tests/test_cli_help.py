@@ -67,10 +67,9 @@ def test_every_option_of_every_command_shows_its_default(command, monkeypatch):
         assert "default" in formatter._format_action(action).lower(), f"{' '.join(command)} {action.option_strings[0]}"
 
 
-# commands whose --help (and, for a build, everything before its first shard is written) needs neither torch nor
-# webdataset; the others read their options from dataclasses that live beside torch code (README: Measured)
-LIGHT_COMMANDS = [["pipeline"], ["pipeline", "build"], ["pipeline", "resample"], ["pipeline", "merge-manifest"], ["search.export"],
-                  ["tools.make_sample_data"], ["bench.bench_startup"]]  # fmt: skip
+# every command's --help (and, for a build, everything before its first shard is written) needs neither torch nor
+# webdataset: options live in torch-free modules (model/options.py, model/methods/, train/options.py, search/options.py)
+LIGHT_COMMANDS = [["pipeline"], *PRODUCT_COMMANDS, ["bench.bench_startup"]]
 
 
 @pytest.mark.parametrize("command", LIGHT_COMMANDS, ids=" ".join)

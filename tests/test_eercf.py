@@ -16,7 +16,8 @@ from model.config import ModelConfig
 from model.eercf import EERCFWeights
 from model.factory import assemble_model
 from tests import reference_eercf
-from train.objective import LossOptions, retrieval_loss
+from train.config import TrainConfig
+from train.objective import retrieval_loss
 
 SOT, EOT = 49406, 49407
 
@@ -71,7 +72,7 @@ def test_training_logits_pearson_and_loss_match_eercf(model):
         text, video = model.encode_text(tokens), model.encode_video(frames, mask)
         scores = model.similarity(text, video, model.logit_scale())
         tib, pearson = reference_eercf.training_outputs(*reference_args(model, text, video))
-        loss, parts = retrieval_loss(model, text, video, LossOptions())
+        loss, parts = retrieval_loss(model, text, video, TrainConfig(train_shards="-", output_dir="-", sim_header="seqTransf", eercf=True))
     torch.testing.assert_close(scores.logits, 0.5 * tib[0] + 0.5 * tib[1] + 0.05 * tib[3], atol=1e-4, rtol=1e-5)
     torch.testing.assert_close(scores.extra_logits[0][2], tib[2] + 0.0 * tib[4], atol=1e-4, rtol=1e-5)
     torch.testing.assert_close(scores.regularisers[0][2], pearson[0] + pearson[1], atol=1e-4, rtol=1e-5)
@@ -110,8 +111,12 @@ def test_fine_scores_and_two_stage_ranking_match_eercf_eval(model):
     torch.testing.assert_close(scorer.fine(every, every), reference_fine, atol=2e-4, rtol=1e-4)
     torch.testing.assert_close(scorer.coarse(every, every), video / model.logit_scale().detach(), atol=2e-5, rtol=1e-5)
     candidates = torch.tensor([[3, 1, 7], [0, 8, 2]])
-    torch.testing.assert_close(scorer.fine_for_texts(torch.tensor([4, 6]), candidates), reference_fine[[4, 6]].gather(1, candidates), atol=2e-4, rtol=1e-4)
-    torch.testing.assert_close(scorer.fine_for_videos(torch.tensor([4, 6]), candidates), reference_fine.T[[4, 6]].gather(1, candidates), atol=2e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        scorer.fine_for_texts(torch.tensor([4, 6]), candidates), reference_fine[[4, 6]].gather(1, candidates), atol=2e-4, rtol=1e-4
+    )
+    torch.testing.assert_close(
+        scorer.fine_for_videos(torch.tensor([4, 6]), candidates), reference_fine.T[[4, 6]].gather(1, candidates), atol=2e-4, rtol=1e-4
+    )
     text_block, _ = two_stage_blocks(scorer, topk=4)
     ours = text_block(0, 9).numpy()
     theirs = reference_eercf.two_stage_matrix(video, frame_weak, frame_strong, patch_weak, topk=4)

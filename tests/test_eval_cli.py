@@ -11,11 +11,12 @@ from eval.__main__ import main as eval_main
 from eval.encode import encode_split
 from eval.metrics import metrics_from_matrix
 from model.backbone import tokenizer_for
-from model.checkpoint import latest_checkpoint, load_checkpoint
+from model.checkpoint import load_checkpoint
 from model.restore import restore_model
 from pipeline.annotations import load_annotations
 from pipeline.build import BuildOptions, build_shards
 from pipeline.extract import ExtractionSettings
+from runtime.run_folder import latest_checkpoint
 from shards.reader import shard_urls
 from shards.storage import Store
 from train.config import parse_config

@@ -8,9 +8,9 @@ import torch.nn.functional as F
 
 from eval.metrics import metrics_from_matrix
 from model.backbone import load_clip
-from model.clip4clip import CLIP4Clip
+from model.config import HEADS
 from model.features import TextFeatures, VideoFeatures
-from model.heads import HEADS
+from tests.models import clip4clip
 from train.loss import symmetric_cross_entropy
 
 
@@ -22,7 +22,7 @@ def tiny_clip():
 
 @pytest.mark.parametrize("head", HEADS)
 def test_padded_frames_never_change_the_result(tiny_clip, head):
-    model = CLIP4Clip(copy.deepcopy(tiny_clip), head, max_frames=6).eval()
+    model = clip4clip(copy.deepcopy(tiny_clip), head, max_frames=6).eval()
     torch.manual_seed(1)
     frames = torch.randn(3, 6, 64)
     mask = torch.tensor([[1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1]], dtype=torch.bool)
@@ -50,7 +50,7 @@ def direction_task(seed: int, noise: float = 0.05):
 
 def train_on_direction(tiny_clip, head: str, steps: int = 250) -> float:
     torch.manual_seed(0)
-    model = CLIP4Clip(copy.deepcopy(tiny_clip), head, max_frames=6)
+    model = clip4clip(copy.deepcopy(tiny_clip), head, max_frames=6)
     trajectory, direction = torch.nn.Embedding(8, 64), torch.nn.Embedding(2, 64)  # caption = trajectory + direction
     new_modules = [p for name, p in model.named_parameters() if not name.startswith("clip.")]  # head and similarity
     parameters = [*new_modules, *trajectory.parameters(), *direction.parameters()]

@@ -14,7 +14,8 @@ from model.backbone import load_clip
 from model.clip4clip import CLIP4Clip
 from model.features import TextFeatures, TokenSet, VideoFeatures
 from model.interaction import TokenInteraction, all_pairs, paired
-from model.peft import apply_peft, count_parameters, trainable_state
+from model.peft import add_lora, add_visual_prompts, count_parameters, freeze_clip, trainable_state
+from tests.models import clip4clip
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +99,7 @@ FINE_MODELS = [("seqTransf", "wti"), ("meanP", "ti"), ("tightTransf", "cosine")]
 @pytest.mark.parametrize("head,interaction", FINE_MODELS)
 def test_rerank_with_k_equal_to_all_videos_is_exactly_the_fine_ranking(tiny_clip, head, interaction):
     torch.manual_seed(0)
-    model = CLIP4Clip(copy.deepcopy(tiny_clip), head, 6, interaction).eval()
+    model = clip4clip(copy.deepcopy(tiny_clip), head, 6, interaction).eval()
     split = encoded_split(model)
     scorer = SplitScorer(model, split, torch.device("cpu"), text_chunk=5, video_chunk=4)
     fine_text, fine_video = score_blocks(model, split, torch.device("cpu"))
@@ -122,7 +123,7 @@ def test_rerank_with_k_equal_to_all_videos_is_exactly_the_fine_ranking(tiny_clip
 
 
 def test_coarse_to_fine_report_has_accuracy_and_time(tiny_clip):
-    model = CLIP4Clip(copy.deepcopy(tiny_clip), "seqTransf", 6, "wti").eval()
+    model = clip4clip(copy.deepcopy(tiny_clip), "seqTransf", 6, "wti").eval()
     split = encoded_split(model)
     result = compare_coarse_to_fine(SplitScorer(model, split, torch.device("cpu")), split.caption_to_video, topk=len(split.captions))
     assert result["two_stage"]["t2v"] == result["fine_all"]["t2v"] and result["two_stage"]["v2t"] == result["fine_all"]["v2t"]
@@ -131,7 +132,7 @@ def test_coarse_to_fine_report_has_accuracy_and_time(tiny_clip):
 
 
 def test_model_with_wti_scores_short_clips_and_padded_captions(tiny_clip):
-    model = CLIP4Clip(copy.deepcopy(tiny_clip), "seqTransf", 4, "wti").eval()
+    model = clip4clip(copy.deepcopy(tiny_clip), "seqTransf", 4, "wti").eval()
     frames = torch.randint(0, 256, (2, 4, 3, 112, 112), dtype=torch.uint8)
     mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]], dtype=torch.bool)
     tokens = torch.zeros(3, 32, dtype=torch.long)
@@ -150,12 +151,14 @@ def test_model_with_wti_scores_short_clips_and_padded_captions(tiny_clip):
 
 
 def test_lora_starts_as_the_frozen_model_and_trains_a_small_part(tiny_clip):
-    model = CLIP4Clip(copy.deepcopy(tiny_clip), "meanP", 4)
+    model = clip4clip(copy.deepcopy(tiny_clip), "meanP", 4)
     tokens = torch.randint(1, 49000, (2, 32))
     with torch.no_grad():
         reference = model.encode_text(tokens).pooled
     total_before = count_parameters(model)[1]
-    apply_peft(model.clip, "prompts+lora", prompt_tokens=4, lora_rank=2)
+    freeze_clip(model.clip)
+    add_visual_prompts(model.clip, tokens=4)
+    add_lora(model.clip, rank=2, alpha=16.0)
     with torch.no_grad():
         assert torch.allclose(model.encode_text(tokens).pooled, reference, atol=1e-6)  # B = 0 at the start
     trainable, total = count_parameters(model)
@@ -174,16 +177,14 @@ def test_lora_starts_as_the_frozen_model_and_trains_a_small_part(tiny_clip):
 def test_impossible_method_combinations_are_refused(tiny_clip, bad):
     head, interaction, emcl = bad
     with pytest.raises(ValueError):
-        CLIP4Clip(copy.deepcopy(tiny_clip), head, 4, interaction, emcl)
+        clip4clip(copy.deepcopy(tiny_clip), head, 4, interaction, emcl)
 
 
 def test_token_models_carry_frames_and_tokens_through_similarity(tiny_clip):
-    model = CLIP4Clip(copy.deepcopy(tiny_clip), "meanP", 6, "wti")
+    model = clip4clip(copy.deepcopy(tiny_clip), "meanP", 6, "wti")
     frames, frame_mask, tokens, token_mask = short_clips_and_captions()
     sequence, pooled = model.pool(frames, frame_mask)
-    logits = model.logits(
-        TextFeatures(F.normalize(tokens[:, 0], dim=-1), tokens, token_mask), VideoFeatures(sequence, frame_mask, pooled)
-    )
+    logits = model.logits(TextFeatures(F.normalize(tokens[:, 0], dim=-1), tokens, token_mask), VideoFeatures(sequence, frame_mask, pooled))
     assert logits.shape == (4, 3)
     logits.sum().backward()
     assert model.similarity.text_weights.mlp[0].weight.grad is not None

@@ -11,13 +11,13 @@ import torch
 import torch.nn.functional as F
 
 from model import backbone
-from model.clip4clip import CLIP4Clip
 from model.config import ModelConfig
 from model.emcl import EMCLNet
 from model.factory import assemble_model
 from model.foreign_checkpoints import to_reference_layout
 from model.interaction import all_pairs
 from tests import reference_eercf, reference_peft
+from tests.models import clip4clip
 from tests.reference_impl import EmclNetReference, drl_ti_scores, drl_wti_scores, emcl_net_logits
 from tests.test_peft_methods import build, clips, dgl_state, randomise_trainable, tempme_state
 from tests.test_reference_fidelity import WIDTH, perturbed, small_clip
@@ -43,8 +43,8 @@ def _short_clip_mask(videos: int, frames: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("interaction", ["wti", "ti"])
 def test_drl_token_interaction_matches_drl_on_padded_clips_and_captions(interaction):
-    model = perturbed(CLIP4Clip(small_clip(), "seqTransf", max_frames=5, interaction=interaction, padding_rule="reference"))
-    masked = perturbed(CLIP4Clip(small_clip(), "seqTransf", max_frames=5, interaction=interaction))
+    model = perturbed(clip4clip(small_clip(), "seqTransf", max_frames=5, interaction=interaction, padding_rule="reference"))
+    masked = perturbed(clip4clip(small_clip(), "seqTransf", max_frames=5, interaction=interaction))
     text, video = _mixed_sign((3, 6, WIDTH), 4), _mixed_sign((4, 5, WIDTH), 5)
     with torch.no_grad():
         ours = all_pairs(model.similarity.text_side(text, TEXT_MASK), model.similarity.video_side(video, FRAME_MASK))
@@ -60,7 +60,7 @@ def test_drl_token_interaction_matches_drl_on_padded_clips_and_captions(interact
 
 def test_drl_rule_holds_on_every_scoring_path():
     """Training logits, the evaluator's blocks and the two-stage rescoring of candidates all use the rule."""
-    model = perturbed(CLIP4Clip(small_clip(), "meanP", max_frames=5, interaction="wti", padding_rule="reference"))
+    model = perturbed(clip4clip(small_clip(), "meanP", max_frames=5, interaction="wti", padding_rule="reference"))
     text, video = _mixed_sign((3, 6, WIDTH), 6), _mixed_sign((4, 5, WIDTH), 7)
     from model.features import TextFeatures, VideoFeatures
 
@@ -194,8 +194,8 @@ def test_the_dual_seed_runs_its_encoder_without_a_frame_mask():
 
 @pytest.mark.parametrize("head", ["meanP", "seqLSTM", "seqTransf", "tightTransf"])
 def test_clip4clips_heads_mask_padding_in_their_own_code_so_both_rules_agree(head):
-    masked = perturbed(CLIP4Clip(small_clip(), head, max_frames=5))
-    reference = perturbed(CLIP4Clip(small_clip(), head, max_frames=5, padding_rule="reference"))
+    masked = perturbed(clip4clip(small_clip(), head, max_frames=5))
+    reference = perturbed(clip4clip(small_clip(), head, max_frames=5, padding_rule="reference"))
     frames = torch.randint(0, 256, (4, 5, 3, 32, 32), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
     tokens = torch.randint(1, 40000, (3, 8), generator=torch.Generator().manual_seed(2))
     tokens[:, 0], tokens[:, 6], tokens[:, 7] = 49406, 49407, 0
@@ -206,5 +206,5 @@ def test_clip4clips_heads_mask_padding_in_their_own_code_so_both_rules_agree(hea
 
 def test_an_unknown_rule_is_refused():
     with pytest.raises(ValueError, match="padding-rule"):
-        CLIP4Clip(small_clip(), "meanP", padding_rule="zeros")
+        clip4clip(small_clip(), "meanP", padding_rule="zeros")
     assert "--padding-rule must be one of" in ModelConfig(padding_rule="zeros").problem()

@@ -9,8 +9,8 @@ import torch
 
 from model import backbone
 from model.config import ModelConfig
-from model.dual_attention import SeedFlags, interpret
 from model.factory import assemble_model
+from model.methods.dual_attention import SeedFlags, interpret
 from model.peft import count_parameters, load_trainable_state, trainable_state
 from model.tempme import MergeSchedule, MergingVideoEncoder
 from model.token_merging import TokenGroups, bipartite_matching, join_groups, merge_weighted

@@ -9,17 +9,18 @@ import contextlib
 import pytest
 import torch
 
-from eval.trained_model import model_fingerprint
 from model import backbone
 from model.clip4clip import CLIP4Clip
+from model.trained_model import model_fingerprint
 from search.query_encoder import QueryEncoder, trimmed, trims_padding
+from tests.models import clip4clip
 
 TEXTS = ["a red circle moves from left to right", "a dog", "two people are talking about a car in a kitchen at night while it rains"]
 
 
 def _model(head: str = "meanP", interaction: str = "cosine") -> CLIP4Clip:
     torch.manual_seed(0)
-    return CLIP4Clip(backbone.load_clip("tiny-ViT", None), head, max_frames=4, interaction=interaction).eval()
+    return clip4clip(backbone.load_clip("tiny-ViT", None), head, max_frames=4, interaction=interaction).eval()
 
 
 def _tokens(texts: list[str]) -> torch.Tensor:

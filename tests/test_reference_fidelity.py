@@ -21,6 +21,7 @@ from model.foreign_checkpoints import ForeignCheckpointError, load_any_checkpoin
 from model.frame_rule import FrameRule, ShardSettingsError, frame_rule_for
 from model.interaction import all_pairs
 from model.restore import restore_model
+from tests.models import clip4clip
 from tests.reference_impl import clip4clip_seq_transf_visual, clip4clip_tight_scores, drl_wti_scores
 from train.config import parse_config
 from train.trainer import build_model
@@ -57,7 +58,7 @@ def frames_and_mask(videos: int = 4, count: int = 5, seed: int = 2):
 
 
 def test_tight_transf_scores_as_clip4clip_cross_similarity():
-    model = perturbed(CLIP4Clip(small_clip(), "tightTransf", max_frames=5))
+    model = perturbed(clip4clip(small_clip(), "tightTransf", max_frames=5))
     reference_state = to_reference_layout(model.state_dict(), "clip4clip")
     frames, mask = frames_and_mask()
     text = torch.randn(3, WIDTH, generator=torch.Generator().manual_seed(3))
@@ -68,7 +69,7 @@ def test_tight_transf_scores_as_clip4clip_cross_similarity():
 
 
 def test_seq_transf_pools_as_clip4clip_loose_similarity():
-    model = perturbed(CLIP4Clip(small_clip(), "seqTransf", max_frames=5))
+    model = perturbed(clip4clip(small_clip(), "seqTransf", max_frames=5))
     reference_state = to_reference_layout(model.state_dict(), "clip4clip")
     frames, mask = frames_and_mask()
     with torch.no_grad():
@@ -81,7 +82,7 @@ def test_cross_encoder_starts_as_clip4clip_initialises_it():
     """QuickGELU blocks copied from CLIP's text layers 0-3, positions from CLIP's, even when
     CLIP itself was built with GELU; pooler and score head from CLIP4Clip's init_weights."""
     clip = small_clip(quick_gelu=False)
-    model = CLIP4Clip(clip, "tightTransf", max_frames=12)
+    model = clip4clip(clip, "tightTransf", max_frames=12)
     for index, block in enumerate(model.similarity.blocks):
         assert type(block.mlp.gelu).__name__ == "QuickGELU"
         assert block.ln_1.eps == 1e-12
@@ -90,10 +91,10 @@ def test_cross_encoder_starts_as_clip4clip_initialises_it():
     assert torch.equal(model.similarity.position.weight, clip.positional_embedding)
     assert torch.equal(model.similarity.pool_norm.weight, torch.ones(WIDTH)) and not model.similarity.pool_norm.bias.any()
     assert not model.similarity.score.bias.any() and 0.01 < model.similarity.score.weight.std() < 0.03
-    seq = CLIP4Clip(small_clip(quick_gelu=False), "seqTransf", max_frames=12)
+    seq = clip4clip(small_clip(quick_gelu=False), "seqTransf", max_frames=12)
     assert all(type(block.mlp.gelu).__name__ == "QuickGELU" for block in seq.pool.blocks)
     with pytest.raises(ValueError, match="positions"):
-        CLIP4Clip(small_clip(), "tightTransf", max_frames=77)  # 1 caption + 77 frames > 77 positions
+        clip4clip(small_clip(), "tightTransf", max_frames=77)  # 1 caption + 77 frames > 77 positions
 
 
 def _positive_features(shape, seed):
@@ -101,7 +102,7 @@ def _positive_features(shape, seed):
 
 
 def test_wti_matches_drl_where_drl_is_well_defined():
-    model = perturbed(CLIP4Clip(small_clip(), "seqTransf", max_frames=5, interaction="wti"))
+    model = perturbed(clip4clip(small_clip(), "seqTransf", max_frames=5, interaction="wti"))
     assert model.similarity.text_weights.mlp[0].weight.shape == (WIDTH, WIDTH)  # DRL's wti_arch 2: Linear(D, D)
     reference_state = to_reference_layout(model.state_dict(), "drl")
     text = _positive_features((3, 6, WIDTH), 4)  # all cosines positive: DRL's zeroed padding never wins a max
@@ -117,7 +118,7 @@ def test_wti_matches_drl_where_drl_is_well_defined():
 def test_wti_padding_rule_is_the_documented_difference_from_drl():
     """DRL multiplies cosines by the mask, so a padded frame scores 0 and beats real frames
     whose cosines are all negative; this project never lets padding win (README says so)."""
-    model = perturbed(CLIP4Clip(small_clip(), "meanP", max_frames=3, interaction="wti"))
+    model = perturbed(clip4clip(small_clip(), "meanP", max_frames=3, interaction="wti"))
     reference_state = to_reference_layout(model.state_dict(), "drl")
     text = _positive_features((1, 2, WIDTH), 6)
     text_mask = torch.ones(1, 2, dtype=torch.bool)
@@ -126,7 +127,9 @@ def test_wti_padding_rule_is_the_documented_difference_from_drl():
     padded_mask = torch.tensor([[True, True, False]])
     with torch.no_grad():
         ours_padded = all_pairs(model.similarity.text_side(text, text_mask), model.similarity.video_side(padded, padded_mask))
-        ours_unpadded = all_pairs(model.similarity.text_side(text, text_mask), model.similarity.video_side(real, torch.ones(1, 2, dtype=torch.bool)))
+        ours_unpadded = all_pairs(
+            model.similarity.text_side(text, text_mask), model.similarity.video_side(real, torch.ones(1, 2, dtype=torch.bool))
+        )
         drl_padded = drl_wti_scores(reference_state, text, text_mask, padded, padded_mask)
         drl_unpadded = drl_wti_scores(reference_state, text, text_mask, real, torch.ones(1, 2, dtype=torch.bool))
     assert torch.allclose(ours_padded, ours_unpadded, atol=1e-6) and torch.allclose(drl_unpadded, ours_unpadded, atol=1e-5)
@@ -168,12 +171,16 @@ def reference_file(tmp_path, name: str, model: CLIP4Clip) -> str:
 @pytest.mark.parametrize("name", CASES)
 def test_reference_checkpoint_loads_with_identical_scores(tmp_path, name):
     checkpoint_format, options = CASES[name]
-    model = perturbed(CLIP4Clip(small_clip(), options["head"], 12, options.get("interaction", "cosine"), options.get("emcl"),
+    model = perturbed(clip4clip(small_clip(), options["head"], 12, options.get("interaction", "cosine"), options.get("emcl"),
                                 options.get("eercf")))  # fmt: skip
     path = reference_file(tmp_path, name, model)
     state = load_any_checkpoint(path, checkpoint_format if name in AMBIGUOUS else "auto")
     restored, config = restore_model(state)
-    assert (config.sim_header, config.interaction, config.emcl) == (options["head"], options.get("interaction", "cosine"), "emcl" in options)
+    assert (config.sim_header, config.interaction, config.emcl) == (
+        options["head"],
+        options.get("interaction", "cosine"),
+        "emcl" in options,
+    )
     assert config.eercf == ("eercf" in options)
     generator = torch.Generator().manual_seed(8)
     frames = torch.randint(0, 256, (3, 12, 3, 32, 32), dtype=torch.uint8, generator=generator)
@@ -182,7 +189,7 @@ def test_reference_checkpoint_loads_with_identical_scores(tmp_path, name):
     tokens = backbone.tokenizer_for(None)(["a red circle moves left", "a blue square", "two shapes"], context_length=32)
     # an imported file runs under its code's padding rule (model/padding.py): the same weights under that rule score alike
     assert config.padding_rule == "reference"
-    as_its_code = CLIP4Clip(small_clip(), options["head"], 12, options.get("interaction", "cosine"), options.get("emcl"), options.get("eercf"),
+    as_its_code = clip4clip(small_clip(), options["head"], 12, options.get("interaction", "cosine"), options.get("emcl"), options.get("eercf"),
                             padding_rule="reference").eval()  # fmt: skip
     as_its_code.load_state_dict(model.state_dict())
     assert torch.allclose(_scores(as_its_code, frames, mask, tokens), _scores(restored, frames, mask, tokens), atol=1e-5)
@@ -192,7 +199,7 @@ def test_reference_checkpoint_loads_with_identical_scores(tmp_path, name):
 
 
 def test_unmappable_reference_checkpoints_are_refused_by_name(tmp_path):
-    model = perturbed(CLIP4Clip(small_clip(), "seqTransf", 12))
+    model = perturbed(clip4clip(small_clip(), "seqTransf", 12))
     state = to_reference_layout(model.state_dict(), "clip4clip")
     extra = tmp_path / "extra.bin"
     torch.save({**state, "some_new_module.weight": torch.ones(3)}, extra)
@@ -296,7 +303,9 @@ def test_training_refuses_small_frames_before_clip_loads(tmp_path, monkeypatch):
 
     shards = _fake_build(tmp_path, short_side=112)
     monkeypatch.setattr(trainer, "build_model", lambda config: pytest.fail("CLIP was loaded before the shards were checked"))
-    config = parse_config(["--train-shards", shards, "--output-dir", str(tmp_path / "run"), "--model", "tiny-ViT", "--steps-per-epoch", "1"])
+    config = parse_config(
+        ["--train-shards", shards, "--output-dir", str(tmp_path / "run"), "--model", "tiny-ViT", "--steps-per-epoch", "1"]
+    )
     with pytest.raises(ShardSettingsError, match="rebuild with --short-side 224"):
         trainer.train(config)
 
@@ -306,7 +315,7 @@ def test_training_can_start_from_a_reference_checkpoint(tmp_path, unused_shards_
     exactly its weights; a run with another head is refused before training."""
     from train import trainer
 
-    model = perturbed(CLIP4Clip(small_clip(), "seqTransf", 12))
+    model = perturbed(clip4clip(small_clip(), "seqTransf", 12))
     path = tmp_path / "pytorch_model.bin.4"
     torch.save(to_reference_layout(model.state_dict(), "clip4clip"), path)
     base = ["--train-shards", unused_shards_location, "--output-dir", str(tmp_path / "run"), "--init-from", str(path),
@@ -328,10 +337,11 @@ def test_a_published_recipe_trains_from_an_openai_file_with_clip4clips_frozen_la
     """``--recipe clip4clip-msrvtt-seqTransf --pretrained FILE``: BertAdam, CLIP4Clip's freezing
     (--freeze_layer_num 0): after two steps the patch/token embeddings, positional embeddings and
     ln_pre are exactly the file's, CLIP's blocks, the head and the temperature's group have moved."""
-    from model.checkpoint import latest_checkpoint, load_checkpoint
+    from model.checkpoint import load_checkpoint
     from pipeline.annotations import load_annotations
     from pipeline.build import BuildOptions, build_shards
     from pipeline.extract import ExtractionSettings
+    from runtime.run_folder import latest_checkpoint
     from shards.storage import Store
     from train.trainer import train
 

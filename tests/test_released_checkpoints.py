@@ -16,12 +16,11 @@ from open_clip.model import build_model_from_openai_state_dict
 
 from eval.encode import encode_split
 from eval.scoring import SplitScorer
-from eval.trained_model import load_trained_model
 from model import backbone
-from model.clip4clip import CLIP4Clip
 from model.clip_decode import decode_clip
 from model.eercf import EERCFWeights
 from model.foreign_checkpoints import to_reference_layout
+from model.trained_model import load_trained_model
 from pipeline.annotations import load_annotations
 from pipeline.build import BuildOptions, build_shards
 from pipeline.extract import ExtractionSettings
@@ -29,6 +28,7 @@ from shards.reader import ReadErrors, iter_samples, shard_urls
 from shards.storage import Store
 from tests import reference_eercf
 from tests.conftest import write_time_coded_video
+from tests.models import clip4clip
 from tests.reference_impl import EmclNetReference, clip4clip_seq_transf_frames, drl_ti_scores, drl_wti_scores, emcl_net_logits
 from tests.test_reference_fidelity import perturbed, small_clip
 
@@ -51,7 +51,9 @@ def short_clip_shards(tmp_path_factory):
     lines = []
     for index, seconds in enumerate((1, 2, 3, 5, 6, 7)):
         write_time_coded_video(root / "videos" / f"c{index}.mp4", 48 + 8 * index, 40, float(seconds))
-        lines.append(json.dumps({"video": f"c{index}.mp4", "captions": [f"clip {index} lasts {seconds} seconds", f"a grey clip number {index}"]}))
+        lines.append(
+            json.dumps({"video": f"c{index}.mp4", "captions": [f"clip {index} lasts {seconds} seconds", f"a grey clip number {index}"]})
+        )
     (root / "list.jsonl").write_text("\n".join(lines) + "\n")
     build_shards(load_annotations(str(root / "list.jsonl")), str(root / "videos"), Store(str(root / "shards")),
                  ExtractionSettings(short_side=SIZE, max_frames=FRAMES), BuildOptions(samples_per_shard=4, workers=1, show_progress=False))  # fmt: skip
@@ -91,14 +93,15 @@ def _independent(state: dict, checkpoint_format: str, split, urls: list[str], em
         _, patches = backbone.encode_frames_and_patches(clip, frames, zero_padded=mask)
         scale = clip.logit_scale.exp()
         video, frame_weak, frame_strong, patch_weak = reference_eercf.eval_similarities(
-            state["global_mat_weight"], state["frame_logit_weight"], scale, text.pooled[:, None], sequence, clip_frames, patches, mask)
+            state["global_mat_weight"], state["frame_logit_weight"], scale, text.pooled[:, None], sequence, clip_frames, patches, mask
+        )
         return (0.5 * video + 0.8 * frame_weak + 0.2 * frame_strong + 0.2 * patch_weak) / scale
 
 
 @pytest.mark.parametrize("name", CASES)
 def test_a_released_checkpoint_scores_as_its_code_on_short_clips(short_clip_shards, tmp_path, name):
     checkpoint_format, options = CASES[name]
-    model = perturbed(CLIP4Clip(small_clip(), max_frames=FRAMES, **options))
+    model = perturbed(clip4clip(small_clip(), max_frames=FRAMES, **options))
     state = to_reference_layout(model.state_dict(), checkpoint_format)
     path = tmp_path / "pytorch_model.bin.4"
     torch.save(state, path)
@@ -109,6 +112,8 @@ def test_a_released_checkpoint_scores_as_its_code_on_short_clips(short_clip_shar
     ours = SplitScorer(trained.model, split, torch.device("cpu")).fine(slice(0, len(split.captions)), slice(0, len(split.keys)))
     bases = trained.model.similarity.mu if checkpoint_format == "emcl" else None
     theirs = _independent(state, checkpoint_format, split, urls, bases)
-    print(f"{name}: max abs diff {(ours - theirs).abs().max().item():.2e} over {tuple(ours.shape)}, scores up to {theirs.abs().max().item():.2f}")
+    print(
+        f"{name}: max abs diff {(ours - theirs).abs().max().item():.2e} over {tuple(ours.shape)}, scores up to {theirs.abs().max().item():.2f}"
+    )
     # EERCF's patch tokens are held in fp16 by the evaluator (README: EERCF), the rest in fp32
     torch.testing.assert_close(ours, theirs, atol=2e-5 if checkpoint_format == "eercf" else 2e-6, rtol=1e-5)

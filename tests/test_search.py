@@ -19,9 +19,9 @@ import torch
 from eval.encode import encode_split
 from eval.rerank import two_stage_blocks
 from eval.scoring import SplitScorer
-from eval.trained_model import load_trained_model
 from model.backbone import tokenizer_for
 from model.frame_rule import frame_rule_for
+from model.trained_model import load_trained_model
 from pipeline.annotations import load_annotations
 from pipeline.build import BuildOptions, build_shards
 from pipeline.extract import ExtractionSettings

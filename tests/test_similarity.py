@@ -18,6 +18,7 @@ from model.features import TextFeatures, VideoFeatures
 from model.heads import CrossEncoderScore
 from model.interaction import TokenInteraction
 from model.similarity import PooledCosine, ScoringChunks
+from tests.models import clip4clip
 
 KINDS = {  # (head, interaction, emcl) -> the class the model must hold
     "cosine": (("seqTransf", "cosine", None), PooledCosine),
@@ -50,7 +51,7 @@ def features(model: CLIP4Clip, texts: int = 7, videos: int = 5, seed: int = 0) -
 @pytest.mark.parametrize("kind", KINDS)
 def test_training_logits_blocks_and_candidates_agree(tiny_clip, kind):
     (head, interaction, emcl), expected_class = KINDS[kind]
-    model = CLIP4Clip(copy.deepcopy(tiny_clip), head, 6, interaction, emcl).eval()
+    model = clip4clip(copy.deepcopy(tiny_clip), head, 6, interaction, emcl).eval()
     assert type(model.similarity) is expected_class
     text, video = features(model)
     with torch.no_grad():
@@ -76,17 +77,19 @@ def test_checkpoints_from_before_the_similarity_interface_load_unchanged(tiny_cl
     emcl.* or cross.*; they load into model.similarity with identical scores."""
     (head, interaction, emcl), _ = KINDS[kind]
     torch.manual_seed(5)
-    trained = CLIP4Clip(copy.deepcopy(tiny_clip), head, 6, interaction, emcl).eval()
+    trained = clip4clip(copy.deepcopy(tiny_clip), head, 6, interaction, emcl).eval()
     with torch.no_grad():
         for parameter in trained.similarity.parameters():
             parameter.add_(torch.randn_like(parameter) * 0.1)
         for buffer in trained.similarity.buffers():
             buffer.add_(0.5)
     legacy = {"wti": "interaction.", "emcl": "emcl.", "tightTransf": "cross."}[kind]
-    old_layout = {(legacy + k.removeprefix("similarity.") if k.startswith("similarity.") else k): v for k, v in trained.state_dict().items()}
+    old_layout = {
+        (legacy + k.removeprefix("similarity.") if k.startswith("similarity.") else k): v for k, v in trained.state_dict().items()
+    }
     assert not any(k.startswith("similarity.") for k in old_layout) and any(k.startswith(legacy) for k in old_layout)
     assert migrate_legacy_keys(old_layout).keys() == trained.state_dict().keys()
-    restored = CLIP4Clip(copy.deepcopy(tiny_clip), head, 6, interaction, emcl).eval()
+    restored = clip4clip(copy.deepcopy(tiny_clip), head, 6, interaction, emcl).eval()
     restored.load_state_dict(old_layout)
     text, video = features(trained)
     with torch.no_grad():
@@ -98,7 +101,7 @@ def test_emcl_rectangles_off_the_grid_get_the_grids_scores(tiny_clip):
     (one caption's row for the HTML report, a rerank window) must be cut from the grid's blocks,
     not EM'd on its own."""
     (head, interaction, emcl), _ = KINDS["emcl"]
-    model = CLIP4Clip(copy.deepcopy(tiny_clip), head, 6, interaction, emcl).eval()
+    model = clip4clip(copy.deepcopy(tiny_clip), head, 6, interaction, emcl).eval()
     text, video = features(model, texts=70, videos=40, seed=3)
     with torch.no_grad():
         pairs = model.similarity.pair_scorer(text, video)

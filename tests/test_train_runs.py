@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from model.backbone import load_clip
-from model.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from model.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.annotations import load_annotations
 from pipeline.build import BuildOptions, build_shards
 from pipeline.extract import ExtractionSettings
+from runtime.run_folder import latest_checkpoint
 from shards.manifest import read_manifest
 from shards.storage import Store
 from tests.conftest import REPO_ROOT

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from train.config import TrainConfig
-from train.data import MAX_DEFAULT_WORKERS, default_workers
-from train.optim import PRETRAINED_COEF_LR, clip_rate_note
+from train.optim import clip_rate_note
+from train.options import MAX_DEFAULT_WORKERS, PRETRAINED_COEF_LR, default_workers
 
 
 def _config(**options) -> TrainConfig:

@@ -19,7 +19,7 @@ from pipeline.extract import DecodeGuards, DecodeLimitError, ExtractionSettings,
 from pipeline.ffmpeg_binary import ffmpeg_executable
 from search.api_key import REDACTED, KeyScrubber, redact_api_key, safe_local_path
 from search.body_limits import BodyLimits, BodyRule, PayloadRefused
-from search.media_query import QueryDecodeLimits
+from search.decode_limits import QueryDecodeLimits
 from search.searcher import VectorQueryError, check_vector
 from search.vector_input import vector_from_npy
 

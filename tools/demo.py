@@ -28,7 +28,6 @@ from pipeline.__main__ import main as pipeline_main
 from runtime.cli import HelpFormatter
 from search.cli import main as search_main
 from search.index import main as index_main
-from search.searcher import open_searcher
 from tools.inspect_shards import main as inspect_main
 from tools.make_sample_data import make_sample_data
 from train.__main__ import main as train_main
@@ -60,6 +59,8 @@ def example_query(index: str) -> ExampleSearch:
     """A caption of the indexed test split whose own video the trained model ranks first, or the first
     caption when it ranks none first (said as it is). Every distinct caption is searched over the whole
     index; generated captions can repeat, and any video that carries one counts as its match."""
+    from search.searcher import open_searcher  # torch: imported when the demo gets here, not for --help
+
     searcher = open_searcher(index)
     videos = len(searcher.index)
     owners: dict[str, set[int]] = {}

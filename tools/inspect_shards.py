@@ -20,7 +20,6 @@ from PIL import Image
 
 from runtime.cli import HelpFormatter
 from shards.manifest import MANIFEST_NAME, read_manifest
-from shards.reader import ReadErrors, ShardReadError, iter_samples, shard_urls
 from shards.sample_format import frame_members, is_complete_sample, sample_metadata
 from shards.storage import Store
 
@@ -52,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--contact-sheet", help="write the shown sample's frames to this PNG")
     parser.add_argument("--no-scan", action="store_true", help="print the manifest only; read no shard")
     args = parser.parse_args(argv)
+    from shards.reader import ReadErrors, ShardReadError, iter_samples, shard_urls  # webdataset (and torch): after the options
+
     try:
         urls = shard_urls(args.url)
         if not args.url.endswith(".tar") and "{" not in args.url and Store(args.url).exists(MANIFEST_NAME):

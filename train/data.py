@@ -19,7 +19,7 @@ import random
 import signal
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import TypedDict
 
 import torch
@@ -27,12 +27,13 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from model.clip_decode import decode_clip_into
-from model.config import choices_problem, option
 from model.frame_rule import FrameRule
+from model.options import choices_problem
 from pipeline.sampling import SlicePosition
 from runtime.logs import get_logger
 from shards.reader import ReadPolicy, ShardReadError, iter_samples
 from shards.sample_format import usable_captions
+from train.options import DataOptions
 
 
 class Batch(TypedDict, total=False):
@@ -50,40 +51,6 @@ class Batch(TypedDict, total=False):
 
 class StreamConfigError(ValueError):
     """A stream that cannot work as configured (e.g. too few shards to split)."""
-
-
-MAX_DEFAULT_WORKERS = 4
-
-
-def default_workers(environ: dict | None = None) -> int:
-    """The cores this process may run on (torch's own measure when it warns), shared by the ranks
-    torchrun started on this node, at most ``MAX_DEFAULT_WORKERS`` and at least one."""
-    environ = os.environ if environ is None else environ
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    local_ranks = max(1, int(environ.get("LOCAL_WORLD_SIZE", "1")))
-    return max(1, min(MAX_DEFAULT_WORKERS, cores // local_ranks))
-
-
-@dataclass(kw_only=True)
-class DataOptions:
-    """The stream's options as flags of ``python -m train`` (``TrainConfig`` extends this class, and
-    so does ``StreamConfig``: each is declared once)."""
-
-    caption_mode: str = option("random", "random: one random caption per video per visit; expand: every caption is a sample",
-                               ("random", "expand"))  # fmt: skip
-    shuffle_buffer: int = option(500, "samples held for shuffling, per worker")
-    workers: int | None = option(None, f"data loader processes per rank (default: up to {MAX_DEFAULT_WORKERS}, no more than this rank's "
-                                 "share of the node's CPU cores, so torch never warns of too many workers)")  # fmt: skip
-    resampled: bool = option(True, "draw shards with replacement (never uneven across ranks); --no-resampled splits shards")
-    decode_on: str = option("worker", "worker: CPU JPEG decoding in the data workers (default); device: workers ship JPEG bytes and "
-                            "the training device decodes each batch (nvJPEG on a GPU), for GPUs with few CPU cores", ("worker", "device"))  # fmt: skip
-
-    def resolved_workers(self) -> int:
-        return self.workers if self.workers is not None else default_workers()
-
-    def data_options(self) -> dict:
-        """These options' values, to build a ``StreamConfig`` from a ``TrainConfig``."""
-        return {f.name: getattr(self, f.name) for f in fields(DataOptions)}
 
 
 @dataclass(kw_only=True)

@@ -15,21 +15,18 @@ all four sources do; BertAdam also clips each parameter's gradient alone.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from model.clip4clip import MAX_LOGIT_SCALE
-from model.config import option
 from model.foreign_checkpoints import reference_format, reference_key
 from model.peft import is_trainable_backbone_name
 from train.bert_adam import BertAdam
 from train.decoupled_adamw import DecoupledAdamW
+from train.options import OPTIMIZERS, OptimOptions
 from train.schedules import dgl_cosine_lr, project_warmup_cosine, tempme_cosine_with_warmup
 
-PRETRAINED_COEF_LR = 1e-3  # CLIP4Clip's --coef_lr: CLIP trains at lr x 1e-3 when it starts from trained weights
-OPTIMIZERS = ("auto", "bertadam", "dgl-adamw", "tempme-adamw", "adamw")
 # (min, max) of CLIP's logit_scale after every step, as each source clamps it (None: no bound)
 LOGIT_SCALE_CLAMP: dict[str, tuple[float | None, float]] = {
     "bertadam": (None, MAX_LOGIT_SCALE),  # torch.clamp_(logit_scale, max=np.log(100))
@@ -37,49 +34,10 @@ LOGIT_SCALE_CLAMP: dict[str, tuple[float | None, float]] = {
     "dgl-adamw": (0.1, 4.6052),  # DGL main.py: torch.clamp_(logit_scale, 0.1, 4.6052)
     "adamw": (0.0, MAX_LOGIT_SCALE),  # open_clip's training clamp
 }
-# the optimiser each method's own training script uses (--optimizer auto)
-OPTIMIZER_OF_PEFT = {"none": "bertadam", "dgl": "dgl-adamw", "tempme": "tempme-adamw", "dual": "tempme-adamw", "lora": "adamw",
-                     "prompts": "adamw", "prompts+lora": "adamw"}  # fmt: skip
 # CLIP4Clip's --freeze_layer_num: these always train, whatever the number (main_task_retrieval.py)
 ALWAYS_TRAINED = ("ln_final.", "text_projection", "logit_scale", "visual.ln_post.", "visual.proj")
 REFERENCE_NO_DECAY = ("bias", "LayerNorm.bias", "LayerNorm.weight")
 PROJECT_NO_DECAY_HINTS = ("bias", "ln_", "norm", "LayerNorm", "positional_embedding", "class_embedding", "logit_scale", "token_embedding")
-
-
-@dataclass(kw_only=True)
-class OptimOptions:
-    """The optimiser's flags (``TrainConfig`` extends this class); defaults are CLIP4Clip's."""
-
-    optimizer: str = option("auto", "auto: the method's own (BertAdam for the CLIP4Clip family, DGL's AdamW for --peft dgl, TempMe's "
-                            "AdamW for --peft tempme/dual, torch AdamW for --peft lora/prompts); or name one (train/optim.py)",
-                            OPTIMIZERS)  # fmt: skip
-    lr: float = option(1e-4, "learning rate of the modules outside CLIP (head, similarity; PEFT modules)")
-    coef_lr: float | None = option(None, "CLIP's learning rate is lr x coef_lr. Default: 1e-3 when CLIP starts from trained weights "
-                                   "(--pretrained, --init-from: CLIP4Clip's 1e-7 at lr 1e-4), 1 when it starts from random weights "
-                                   "(scaled down 1000x they barely move and the run learns nothing)")  # fmt: skip
-    weight_decay: float = option(0.2)
-    warmup_fraction: float = option(0.1, "warmup fraction of the steps (CLIP4Clip's --warmup_proportion)")
-    grad_clip: float = option(1.0, "global gradient norm clip before each step (0: off); BertAdam also clips each parameter to it")
-    freeze_layer_num: int | None = option(None, "CLIP4Clip's --freeze_layer_num: freeze CLIP's patch/token embeddings, positional "
-                                          "embeddings, ln_pre and the blocks below this layer (-1: train all). Default: 0 with "
-                                          "--pretrained (CLIP4Clip's runs), -1 for a CLIP trained from scratch")  # fmt: skip
-
-    def resolved_optimizer(self) -> str:
-        return self.optimizer if self.optimizer != "auto" else OPTIMIZER_OF_PEFT[getattr(self, "peft", "none")]
-
-    def starts_from_trained_clip(self) -> bool:
-        return bool(getattr(self, "pretrained", None) or getattr(self, "init_from", None))
-
-    def resolved_coef_lr(self) -> float:
-        """CLIP4Clip's 1e-3 protects trained weights from the head's rate; random weights need the full rate."""
-        if self.coef_lr is not None:
-            return self.coef_lr
-        return PRETRAINED_COEF_LR if self.starts_from_trained_clip() else 1.0
-
-    def resolved_freeze_layer_num(self) -> int:
-        if self.freeze_layer_num is not None:
-            return self.freeze_layer_num
-        return 0 if self.starts_from_trained_clip() else -1
 
 
 SCRATCH_MIN_CLIP_LR = 1e-5  # below this a randomly initialised CLIP barely moves in a run of this size
@@ -130,9 +88,14 @@ def reference_groups(model: nn.Module, lr: float, coef_lr: float, weight_decay: 
         is_clip = "clip." in theirs and not is_trainable_backbone_name(name)
         groups[(is_clip, decays)].append(parameter)
     return [
-        {"params": params, "lr": lr * coef_lr if is_clip else lr, "weight_decay": weight_decay if decays else 0.0,
-         "lr_mult": coef_lr if is_clip else 1.0, "decay_mult": 1.0 if decays else 0.0,
-         "name": f"{'clip' if is_clip else 'new'}{'' if decays else '_no_decay'}"}  # fmt: skip
+        {
+            "params": params,
+            "lr": lr * coef_lr if is_clip else lr,
+            "weight_decay": weight_decay if decays else 0.0,
+            "lr_mult": coef_lr if is_clip else 1.0,
+            "decay_mult": 1.0 if decays else 0.0,
+            "name": f"{'clip' if is_clip else 'new'}{'' if decays else '_no_decay'}",
+        }  # fmt: skip
         for (is_clip, decays), params in groups.items()
         if params
     ]
@@ -148,8 +111,12 @@ def project_groups(model: nn.Module, lr: float, coef_lr: float, weight_decay: fl
         decays = parameter.ndim >= 2 and not any(hint in name for hint in PROJECT_NO_DECAY_HINTS)
         groups.setdefault((is_clip, decays), []).append(parameter)
     return [
-        {"params": params, "lr": lr * coef_lr if is_clip else lr, "weight_decay": weight_decay if decays else 0.0,
-         "name": f"{'clip' if is_clip else 'new'}{'' if decays else '_no_decay'}"}  # fmt: skip
+        {
+            "params": params,
+            "lr": lr * coef_lr if is_clip else lr,
+            "weight_decay": weight_decay if decays else 0.0,
+            "name": f"{'clip' if is_clip else 'new'}{'' if decays else '_no_decay'}",
+        }  # fmt: skip
         for (is_clip, decays), params in sorted(groups.items())
     ]
 
@@ -170,11 +137,15 @@ class TrainingUpdate:
                                                              weight_decay=config.weight_decay, max_grad_norm=config.grad_clip)  # fmt: skip
         elif self.rule == "dgl-adamw":
             groups = reference_groups(model, config.lr, config.resolved_coef_lr(), config.weight_decay, reference_format(config))
-            self.optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=config.weight_decay, fused=fused)
+            self.optimizer = torch.optim.AdamW(
+                groups, lr=config.lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=config.weight_decay, fused=fused
+            )
         elif self.rule == "tempme-adamw":
             trained = [p for p in model.parameters() if p.requires_grad]
             self.optimizer = DecoupledAdamW([{"params": trained, "name": "trained"}], lr=config.lr, weight_decay=config.weight_decay)
-            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, tempme_cosine_with_warmup(total_steps, config.warmup_fraction))
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+                self.optimizer, tempme_cosine_with_warmup(total_steps, config.warmup_fraction)
+            )
         elif self.rule == "adamw":
             groups = project_groups(model, config.lr, config.resolved_coef_lr(), config.weight_decay)
             self.optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.98), eps=1e-6, fused=fused)

@@ -21,8 +21,7 @@ import torch
 from torch import nn
 
 from model.half_precision import convert_weights
-
-PRECISIONS = ("auto", "bf16", "fp32", "fp16", "amp-fp16")
+from train.options import PRECISIONS
 
 
 def resolved_precision(precision: str, device: torch.device) -> str:

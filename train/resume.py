@@ -15,8 +15,9 @@ import os
 
 import torch.distributed as dist
 
-from model.checkpoint import latest_checkpoint, load_checkpoint
+from model.checkpoint import load_checkpoint
 from runtime.distributed import DistInfo, is_distributed
+from runtime.run_folder import latest_checkpoint
 
 
 def _visible_checkpoint(directory: str) -> str | None:

@@ -7,7 +7,7 @@ import json
 import os
 import time
 
-from runtime.run_records import METRICS_NAME, last_per_step
+from runtime.run_folder import METRICS_NAME, last_per_step
 from shards.storage import Store
 
 

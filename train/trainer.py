@@ -21,7 +21,7 @@ from eval.card import write_card
 from eval.encode import encode_split
 from eval.scoring import split_metrics
 from model import backbone
-from model.checkpoint import best_record, better, save_best, save_checkpoint, set_rng_state, training_checkpoint
+from model.checkpoint import save_best, save_checkpoint, set_rng_state, training_checkpoint
 from model.clip4clip import CLIP4Clip
 from model.factory import assemble_model
 from model.foreign_checkpoints import load_any_checkpoint
@@ -30,6 +30,7 @@ from model.peft import count_parameters
 from model.restore import restore_model
 from runtime.distributed import DistInfo, all_reduce_mean, barrier, init_distributed, is_distributed
 from runtime.logs import progress_enabled, setup_logging, weights_follow
+from runtime.run_folder import best_record, better
 from shards.probe import probe_location
 from shards.reader import ReadPolicy, shard_urls
 from train.config import TrainConfig, recipe_of, step_batch_size
@@ -100,8 +101,9 @@ def initial_model(config: TrainConfig) -> CLIP4Clip:
         state["config"] = {**state["config"], "padding_rule": config.padding_rule}
     model, stored = restore_model(state)
     config.padding_rule = stored.resolved_padding_rule()  # what the run's checkpoints record
-    differing = [f"--{name.replace('_', '-')} {getattr(stored, name)} there, {getattr(config, name)} here"
-                 for name in ("sim_header", "interaction", "emcl") if getattr(stored, name) != getattr(config, name)]  # fmt: skip
+    wanted = config.architecture()
+    differing = [f"--{name.replace('_', '-')} {value} there, {wanted.get(name)} here"
+                 for name, value in stored.architecture().items() if value != wanted.get(name)]  # fmt: skip
     if differing:
         raise TrainingSetupError(f"{config.init_from}: built for other options ({'; '.join(differing)})")
     return model.train()

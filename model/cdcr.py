@@ -23,8 +23,6 @@ import torch
 
 from model.features import TokenSet
 
-CDCR_MODES = (0, 1, 2, 3)
-
 
 def _standardise(values: torch.Tensor) -> torch.Tensor:
     """Per channel over the rows, DRL's ``(x - mean) / std``; a channel constant over the rows (e.g.

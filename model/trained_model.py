@@ -1,4 +1,4 @@
-"""Find and rebuild a trained model for evaluation, indexing and search (one path for all three).
+"""Find, rebuild and run a trained model for inference: evaluation, indexing and search (one path for all three).
 
 A checkpoint is a file, or a run / checkpoints folder (its ``latest``), on local disk or any
 fsspec URL; this project's and the reference codebases' files alike (model/foreign_checkpoints.py).
@@ -9,15 +9,16 @@ mix vectors of two models, and a search refuses to read an index with another mo
 from __future__ import annotations
 
 import hashlib
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 
-from model.checkpoint import best_checkpoint, best_record, latest_checkpoint
 from model.clip4clip import CLIP4Clip
 from model.config import ModelConfig
 from model.foreign_checkpoints import load_any_checkpoint
 from model.restore import restore_model
+from runtime.run_folder import best_checkpoint, best_record, checkpoints_of, latest_checkpoint
 from shards.storage import Store
 
 
@@ -32,7 +33,9 @@ class TrainedModel:
     max_words: int | None = None
 
 
-CHOICES = ("latest", "best")
+def inference_autocast(device: torch.device):
+    """bf16 autocast on GPUs (features leave as float32 or float16 either way), nothing on CPU."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
 def resolve_checkpoint(path: str, which: str = "latest") -> str:
@@ -40,7 +43,7 @@ def resolve_checkpoint(path: str, which: str = "latest") -> str:
     ``--keep-best`` checkpoint); local or any fsspec URL."""
     store = Store(path)
     if store.fs.isdir(store.root):
-        for folder in (path, f"{path.rstrip('/')}/checkpoints"):
+        for folder in (path, checkpoints_of(path)):
             found = latest_checkpoint(folder) if which == "latest" else (best_checkpoint(folder) or (None,))[0]
             if found:
                 return found

@@ -22,13 +22,23 @@ The seed trains with ``--frame_per_seg 2-4-12 --seg_num 6-3-1 --seg_layer 8-9-10
   (DGL's ``global_prompt0``) and the frame features are the class tokens TempMe keeps per frame.
 
 Trainable: TempMe's LoRA and frame position embeddings, DGL's global prompts.
+
+As a method: ``--peft dual`` with a loose head and the cosine; TempMe's update (``tempme-adamw``);
+its LoRA is TempMe's. Padding follows TempMe and DGL (no frame mask inside the encoder under
+``reference``). Reference: the seed's README (its code is not public); TempMe's and DGL's code for
+the parts it names.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from model.tempme import MergeSchedule, parse_dashes
+from model.merge_schedule import MergeSchedule, merge_percentages, parse_dashes
+from model.methods.dgl import global_vector_problem
+from model.methods.registry import Method, register
+from model.methods.tempme import blockwise_encoder_problem, schedule_problem
+from model.options import option
 
 
 @dataclass(frozen=True)
@@ -47,7 +57,9 @@ class SeedPlan:
     alpha: float
 
 
-def interpret(flags: SeedFlags, max_frames: int, tome_r: int, cross_proportion: float, intra_proportion: float, frame_pos: bool) -> SeedPlan:
+def interpret(
+    flags: SeedFlags, max_frames: int, tome_r: int, cross_proportion: float, intra_proportion: float, frame_pos: bool
+) -> SeedPlan:
     """The seed's flags as a TempMe schedule, the layer global prompts join at, and alpha."""
     sizes = parse_dashes(flags.frame_per_seg, "frame-per-seg")
     counts = parse_dashes(flags.seg_num, "seg-num")
@@ -70,3 +82,51 @@ def interpret(flags: SeedFlags, max_frames: int, tome_r: int, cross_proportion: 
         raise ValueError("--sel-layer must be a layer index (0-based)")
     schedule = MergeSchedule(tome_r, layers, tuple(factors), cross_proportion, intra_proportion, frame_pos)
     return SeedPlan(schedule, flags.sel_layer, flags.alpha)
+
+
+@dataclass(kw_only=True)
+class DualAttentionOptions:
+    """The seed's flags, read by :func:`interpret`."""
+
+    frame_per_seg: str = option("2-4-12", "the seed's --frame_per_seg: frames per segment at each segment layer")
+    seg_num: str = option("6-3-1", "the seed's --seg_num: segments at each segment layer")
+    seg_layer: str = option("8-9-10", "the seed's --seg_layer: layers where the segments form")
+    sel_layer: int = option(6, "the seed's --sel_layer: layer where the global prompts join (dual attention from there on)")
+    alpha: float = option(0.4, "the seed's --alpha: score = alpha cos(text, global) + (1 - alpha) cos(text, frame-level)")
+
+    def seed_plan(self) -> SeedPlan:
+        """The seed's flags as read here, with TempMe's merging settings (--peft dual)."""
+        cross, intra = merge_percentages(self.merge_token_proportion)
+        flags = SeedFlags(self.frame_per_seg, self.seg_num, self.seg_layer, self.sel_layer, self.alpha)
+        return interpret(flags, self.max_frames, self.tome_r, cross, intra, self.frame_pos)
+
+
+@register
+class DualAttention(Method):
+    name = "dual"
+    title = "The dual-attention seed: Dual-Attention Global Video Representation Learning for PETVR"
+    reference = "its README only (code not public); TempMe's and DGL's code for the parts it builds on"
+    options = DualAttentionOptions
+    peft_modes = ("dual",)
+    optimizer = "tempme-adamw"
+    recipes = "dual-attention-"
+
+    def is_active(self, config: Any) -> bool:
+        return config.peft == "dual"
+
+    def problem(self, config: Any) -> str | None:
+        return schedule_problem(lambda: config.seed_plan().schedule, config) or global_vector_problem(config)
+
+    def run_problem(self, config: Any) -> str | None:
+        return blockwise_encoder_problem(config)
+
+    def prepare_clip(self, clip: Any, config: Any) -> None:
+        from model.peft import add_tempme_lora
+
+        add_tempme_lora(clip, config.lora_rank)
+
+    def adapter(self, clip: Any, config: Any) -> Any:
+        from model.tempme import MergingVideoEncoder
+
+        plan = config.seed_plan()
+        return MergingVideoEncoder(clip, plan.schedule, config.max_frames, config.dgl_global_prompts, plan.prompt_layer, plan.alpha)
