@@ -217,3 +217,14 @@ def test_merging_encoder_without_merging_is_clips_frame_encoder():
         ours, global_feature = encoder.encode_video(clip, backbone.normalize_frames(frames), torch.ones(2, 4, dtype=torch.bool))
         torch.testing.assert_close(ours, backbone.encode_frames(clip, frames), atol=1e-6, rtol=1e-6)
     assert global_feature is None
+
+
+def test_every_dgl_latent_choice_builds_and_no_other_does():
+    from model.dgl import DGLEncoder
+    from model.methods.dgl import DGL_LATENTS
+
+    clip = backbone.load_clip(MODEL, None)
+    for latent in DGL_LATENTS:
+        assert DGLEncoder(clip, latent, 4, prompt_layers=2).generator is not None
+    with pytest.raises(ValueError, match="--dgl-latent must be linear or transformer"):
+        DGLEncoder(clip, "mlp", 4, prompt_layers=2)
