@@ -24,7 +24,7 @@ from model.restore import restore_model
 from tests.models import clip4clip
 from tests.reference_impl import clip4clip_seq_transf_visual, clip4clip_tight_scores, drl_wti_scores
 from train.config import parse_config
-from train.trainer import build_model
+from train.setup import build_model
 
 WIDTH = 128  # two attention heads of 64, as CLIP4Clip's width // 64 rule gives
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+from runtime.run_folder import TENSORBOARD
 from shards.storage import Store
 
 
@@ -21,9 +22,9 @@ class TensorBoard:
 
         store = Store(output_dir)
         if store.is_local:
-            folder = store.path("tensorboard")
+            folder = store.path(TENSORBOARD)
         else:
-            folder = os.path.join("tensorboard", os.path.basename(store.root))
+            folder = os.path.join(TENSORBOARD, os.path.basename(store.root))
             self.remote = store
         self.folder = folder
         self.writer = SummaryWriter(folder)
