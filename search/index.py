@@ -3,7 +3,7 @@
 With ``--distributor ray`` the shards are encoded by tasks on a Ray cluster (search/ray_index.py).
 
 Encodes every video of the shards once into a search index on local disk or any fsspec URL
-(format: search/index_format.py, README "Searching a collection"). Run it again with more shards
+(format: search/index_format.py, docs/search.md). Run it again with more shards
 (or after a kill) and it encodes only the shards the index does not hold yet.
 """
 
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"approximate (faiss) index over the video vectors: auto builds it from {ANN_MIN_VIDEOS:,} videos on")
     parser.add_argument("--read-retries", type=int, default=ReadPolicy.retries)
     parser.add_argument("--read-timeout", type=float, default=ReadPolicy.timeout_s)
-    ray_group = parser.add_argument_group("Ray cluster (--distributor ray; README: Searching a collection)")
+    ray_group = parser.add_argument_group("Ray cluster (--distributor ray; docs/clusters.md)")
     ray_group.add_argument("--distributor", choices=["local", "ray"], default="local",
                            help="local: this process (or torchrun's ranks); ray: one task per group of shards on a Ray cluster")
     ray_group.add_argument("--ray-address", help="cluster to join (default: RAY_ADDRESS, else a cluster started on this machine, else a new local one)")

@@ -181,7 +181,7 @@ def create_app(holder: IndexHolder, api_key: str | None = None, max_batch: int =
         gate.close()
 
     app = FastAPI(title="clip4clip-stream video search", version="1", docs_url=None, redoc_url=None, lifespan=lifespan,
-                  description="Text-to-video search over an index made by python -m search.index (README: Searching a collection).")  # fmt: skip
+                  description="Text-to-video search over an index made by python -m search.index (docs/search.md).")  # fmt: skip
     app.state.holder, app.state.batcher, app.state.gate = holder, batcher, gate
     app.state.uploads = {"max_upload_bytes": max_upload_bytes, "max_json_bytes": MAX_JSON_BODY_BYTES, "upload_timeout_s": upload_timeout_s}
     _install_error_handlers(app)

@@ -29,7 +29,7 @@ def required(help: str) -> object:  # noqa: A002 - mirrors argparse
 @dataclass(kw_only=True)
 class TrainConfig(ModelConfig, DataOptions, OptimOptions, LossOptions):
     recipe: str | None = option(
-        None, "a published run's options: a name under recipes/ (see README's recipe table) or a .toml file; flags given here override it"
+        None, "a published run's options: a name under recipes/ (docs/training.md lists them) or a .toml file; flags given here override it"
     )
     train_shards: str = required(
         "build folder / s3:// prefix with manifest.json, or a brace pattern of .tar URLs; a mixture: SOURCE::SOURCE::... (train/mixture.py)"
