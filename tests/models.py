@@ -17,8 +17,9 @@ EMCL_FLAGS = {"bases": "emcl_bases", "iterations": "emcl_iterations", "beta": "e
 
 
 def model_config(head: str = "meanP", max_frames: int = 12, interaction: str = "cosine", emcl: dict | None = None,
-                 eercf: EERCFWeights | None = None, padding_rule: str | None = None) -> ModelConfig:  # fmt: skip
-    options: dict = {"sim_header": head, "max_frames": max_frames, "interaction": interaction, "padding_rule": padding_rule}
+                 eercf: EERCFWeights | None = None, padding_rule: str | None = None, **more: object) -> ModelConfig:  # fmt: skip
+    """``more``: any other option by its field name (``xpool=True``)."""
+    options: dict = {"sim_header": head, "max_frames": max_frames, "interaction": interaction, "padding_rule": padding_rule, **more}
     if emcl is not None:
         options.update(emcl=True, **{EMCL_FLAGS[name]: value for name, value in emcl.items()})
     if eercf is not None:
@@ -27,5 +28,5 @@ def model_config(head: str = "meanP", max_frames: int = 12, interaction: str = "
 
 
 def clip4clip(clip: nn.Module, head: str = "meanP", max_frames: int = 12, interaction: str = "cosine", emcl: dict | None = None,
-              eercf: EERCFWeights | None = None, padding_rule: str | None = None) -> CLIP4Clip:  # fmt: skip
-    return CLIP4Clip(clip, model_config(head, max_frames, interaction, emcl, eercf, padding_rule))
+              eercf: EERCFWeights | None = None, padding_rule: str | None = None, **more: object) -> CLIP4Clip:  # fmt: skip
+    return CLIP4Clip(clip, model_config(head, max_frames, interaction, emcl, eercf, padding_rule, **more))

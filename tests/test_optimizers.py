@@ -119,6 +119,26 @@ def dgl_update(model, config):
     return step
 
 
+def xpool_update(model, config):
+    """X-Pool train.py + trainer.py: AdamW([clip params ("clip." in the name) at clip_lr, the rest at noclip_lr],
+    wd on all) + get_cosine_schedule_with_warmup; per step backward -> clip_grad_norm_(1.0) -> step ->
+    scheduler.step() -> clamp(max=ln 100). Its modules/optimization.py is transformers' code, as TempMe's."""
+    named = list(model.named_parameters())
+    groups = [{"params": [p for n, p in named if "clip." in n], "lr": config.lr * config.coef_lr},
+              {"params": [p for n, p in named if "clip." not in n], "lr": config.lr}]  # fmt: skip
+    optimizer = ReferenceHFAdamW(groups, weight_decay=config.weight_decay)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, int(config.warmup_fraction * TOTAL_STEPS), TOTAL_STEPS)
+
+    def step(step_batch):
+        forward_backward(model, config, step_batch)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        torch.clamp_(model.clip.logit_scale.data, max=math.log(100))
+
+    return step
+
+
 def models(config):
     torch.manual_seed(0)
     model = assemble_model(load_clip("tiny-ViT-112", None), config)
@@ -253,6 +273,15 @@ def test_tempme_adamw_runs_as_tempme():
                          optimizer="tempme-adamw", freeze_layer_num=-1)  # fmt: skip
     ours, reference = models(config)
     differences = run_side_by_side(config, tempme_update(reference, config), ours, reference)
+    assert max(d[0] for d in differences) < 1e-5, differences
+
+
+def test_xpool_adamw_runs_as_xpool():
+    config = TrainConfig(train_shards="", output_dir="", model="tiny-ViT-112", max_frames=3, lr=1e-2, coef_lr=0.1, sim_header="meanP",
+                         xpool=True, freeze_layer_num=-1)  # fmt: skip
+    assert config.resolved_optimizer() == "xpool-adamw"
+    ours, reference = models(config)
+    differences = run_side_by_side(config, xpool_update(reference, config), ours, reference)
     assert max(d[0] for d in differences) < 1e-5, differences
 
 

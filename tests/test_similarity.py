@@ -18,14 +18,16 @@ from model.features import TextFeatures, VideoFeatures
 from model.heads import CrossEncoderScore
 from model.interaction import TokenInteraction
 from model.similarity import PooledCosine, ScoringChunks
+from model.xpool import XPoolSimilarity
 from tests.models import clip4clip
 
-KINDS = {  # (head, interaction, emcl) -> the class the model must hold
+KINDS = {  # (head, interaction, emcl[, more options]) -> the class the model must hold
     "cosine": (("seqTransf", "cosine", None), PooledCosine),
     "wti": (("seqTransf", "wti", None), TokenInteraction),
     "ti": (("meanP", "ti", None), TokenInteraction),
     "emcl": (("seqTransf", "cosine", {"bases": 8}), EMCLNet),
     "tightTransf": (("tightTransf", "cosine", None), CrossEncoderScore),
+    "xpool": (("meanP", "cosine", None, {"xpool": True, "xpool_heads": 2}), XPoolSimilarity),
 }
 
 
@@ -50,8 +52,8 @@ def features(model: CLIP4Clip, texts: int = 7, videos: int = 5, seed: int = 0) -
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_training_logits_blocks_and_candidates_agree(tiny_clip, kind):
-    (head, interaction, emcl), expected_class = KINDS[kind]
-    model = clip4clip(copy.deepcopy(tiny_clip), head, 6, interaction, emcl).eval()
+    (head, interaction, emcl, *more), expected_class = KINDS[kind]
+    model = clip4clip(copy.deepcopy(tiny_clip), head, 6, interaction, emcl, **(more[0] if more else {})).eval()
     assert type(model.similarity) is expected_class
     text, video = features(model)
     with torch.no_grad():

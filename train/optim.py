@@ -7,9 +7,10 @@ the temperature clamp, chosen by ``--optimizer`` (``auto``: the one the method's
 | dgl-adamw | DGL's ``--optim AdamW`` (its msrvtt.sh) | as above, its prompt modules at lr | DGL's ``lr_scheduler('cos')`` before each step | [0.1, 4.6052] |
 | tempme-adamw | TempMe (and the dual-attention seed, built on TempMe's code) | every trained parameter, one group | ``get_cosine_schedule_with_warmup`` | max ln 100 |
 | adamw | this project's earlier recipe (torch AdamW) | no decay for biases/norms/embeddings/temperature | linear warmup, cosine over the rest | [0, ln 100] |
+| xpool-adamw | X-Pool (``train.py``: transformers' AdamW) | ``clip.`` in the name at lr x coef_lr (its clip_lr), the rest at lr (noclip_lr); every parameter decays | ``get_cosine_schedule_with_warmup`` | max ln 100 |
 
 The training loop clips the global gradient norm (``--grad-clip``) before every one of them, as
-all four sources do; BertAdam also clips each parameter's gradient alone.
+all five sources do; BertAdam also clips each parameter's gradient alone.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ LOGIT_SCALE_CLAMP: dict[str, tuple[float | None, float]] = {
     "tempme-adamw": (None, MAX_LOGIT_SCALE),
     "dgl-adamw": (0.1, 4.6052),  # DGL main.py: torch.clamp_(logit_scale, 0.1, 4.6052)
     "adamw": (0.0, MAX_LOGIT_SCALE),  # open_clip's training clamp
+    "xpool-adamw": (None, MAX_LOGIT_SCALE),  # X-Pool trainer.py: torch.clamp_(logit_scale.data, max=np.log(100))
 }
 # CLIP4Clip's --freeze_layer_num: these always train, whatever the number (main_task_retrieval.py)
 ALWAYS_TRAINED = ("ln_final.", "text_projection", "logit_scale", "visual.ln_post.", "visual.proj")
@@ -143,6 +145,14 @@ class TrainingUpdate:
         elif self.rule == "tempme-adamw":
             trained = [p for p in model.parameters() if p.requires_grad]
             self.optimizer = DecoupledAdamW([{"params": trained, "name": "trained"}], lr=config.lr, weight_decay=config.weight_decay)
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+                self.optimizer, tempme_cosine_with_warmup(total_steps, config.warmup_fraction)
+            )
+        elif self.rule == "xpool-adamw":  # X-Pool's train.py: "clip." in the name -> clip_lr, the rest noclip_lr; all decay
+            clip = [p for n, p in model.named_parameters() if p.requires_grad and "clip." in n]
+            rest = [p for n, p in model.named_parameters() if p.requires_grad and "clip." not in n]
+            groups = [{"params": clip, "lr": config.lr * config.resolved_coef_lr(), "name": "clip"}, {"params": rest, "lr": config.lr, "name": "new"}]
+            self.optimizer = DecoupledAdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(
                 self.optimizer, tempme_cosine_with_warmup(total_steps, config.warmup_fraction)
             )

@@ -17,7 +17,7 @@ from model.options import option
 MAX_DEFAULT_WORKERS = 4
 PRECISIONS = ("auto", "bf16", "fp32", "fp16", "amp-fp16")  # train/precision.py says what each does
 PRETRAINED_COEF_LR = 1e-3  # CLIP4Clip's --coef_lr: CLIP trains at lr x 1e-3 when it starts from trained weights
-OPTIMIZERS = ("auto", "bertadam", "dgl-adamw", "tempme-adamw", "adamw")  # train/optim.py builds each
+OPTIMIZERS = ("auto", "bertadam", "dgl-adamw", "tempme-adamw", "adamw", "xpool-adamw")  # train/optim.py builds each
 DEFAULT_OPTIMIZER = "bertadam"  # CLIP4Clip's, DRL's, EMCL-Net's and EERCF's; a method may name its own (Method.optimizer)
 
 
@@ -56,7 +56,8 @@ class OptimOptions:
     """The update (train/optim.py): optimiser, learning rates, schedule and clipping; defaults are CLIP4Clip's."""
 
     optimizer: str = option("auto", "auto: the method's own (BertAdam for the CLIP4Clip family, DGL's AdamW for --peft dgl, TempMe's "
-                            "AdamW for --peft tempme/dual, torch AdamW for --peft lora/prompts); or name one (train/optim.py)",
+                            "AdamW for --peft tempme/dual, torch AdamW for --peft lora/prompts, X-Pool's for --xpool); or name one "
+                            "(train/optim.py)",
                             OPTIMIZERS)  # fmt: skip
     lr: float = option(1e-4, "learning rate of the modules outside CLIP (head, similarity; PEFT modules)")
     coef_lr: float | None = option(None, "CLIP's learning rate is lr x coef_lr. Default: 1e-3 when CLIP starts from trained weights "
