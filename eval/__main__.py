@@ -38,8 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         "--checkpoint-format",
         default="auto",
         choices=["auto", "project", *registry.checkpoint_formats()],
-        help="who wrote --checkpoint: this project, or CLIP4Clip / DRL / EMCL-Net / EERCF (their pytorch_model.bin.N); "
-        "auto tells them apart where the keys can (CLIP4Clip's tightTransf, DRL's WTI) and asks otherwise",
+        help="who wrote --checkpoint: this project, or CLIP4Clip / DRL / EMCL-Net / EERCF (their pytorch_model.bin.N) or X-Pool "
+        "(its model_best.pth, CLIP in Hugging Face's layout); auto tells them apart where the keys can (CLIP4Clip's tightTransf, "
+        "DRL's WTI, EERCF's matrices, X-Pool's pool_frames) and asks otherwise",
     )
     parser.add_argument("--max-frames", type=int, help="frames per video (default: the checkpoint's; 12 for reference checkpoints)")
     parser.add_argument("--max-words", type=int, help="tokens per caption (default: the checkpoint's; 32 for reference checkpoints)")

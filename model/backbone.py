@@ -17,7 +17,7 @@ import torch
 from open_clip.model import build_model_from_openai_state_dict
 from torch import nn
 
-from model import vit_blocks
+from model import hf_clip, vit_blocks
 from model.features import TextFeatures
 from model.half_precision import clip_dtype
 from model.options import ACTIVATIONS
@@ -38,13 +38,28 @@ def is_openai_layout(state: dict) -> bool:
     return "visual.proj" in state and "text_projection" in state and "visual.class_embedding" in state
 
 
+def _hf_as_openai(state: dict[str, torch.Tensor], path: str) -> dict[str, torch.Tensor]:
+    """Hugging Face CLIP weights in OpenAI's layout (model/hf_clip.py), with the folder's config checked."""
+    config = hf_clip.read_hf_folder(path)[1] if os.path.isdir(path) else None
+    try:
+        return hf_clip.hf_to_openai(state, path, config)
+    except hf_clip.HFLayoutError as error:
+        raise BackboneLoadError(str(error)) from error
+
+
 def _read_local_weights(path: str) -> tuple[dict[str, torch.Tensor], bool]:
-    """State dict from a TorchScript archive (OpenAI's release) or a torch.save'd dict.
+    """State dict from a TorchScript archive (OpenAI's release), a torch.save'd dict, or a Hugging Face
+    ``save_pretrained`` folder (its ``model.safetensors`` / ``pytorch_model.bin``).
 
     Plain checkpoints load with ``weights_only=True``: a pickled file must not be able to
     run code. The OpenAI release is a TorchScript archive, read with ``torch.jit.load``.
     Returns the state dict and whether it came from a TorchScript archive.
     """
+    if os.path.isdir(path):
+        try:
+            return hf_clip.read_hf_folder(path)[0], False
+        except (hf_clip.HFLayoutError, OSError, ValueError) as error:
+            raise BackboneLoadError(f"{path}: not a readable Hugging Face CLIP folder ({error})") from error
     try:
         with warnings.catch_warnings():  # OpenAI ships TorchScript; torch's deprecation notice is not the user's concern
             warnings.simplefilter("ignore", FutureWarning)
@@ -166,6 +181,9 @@ def load_clip(model_name: str | None, pretrained: str | None, activation: str = 
       activation is QuickGELU, as OpenAI trained with it (plain GELU loads the same weights
       without a word and is ~6e-2 off); ``activation="gelu"`` is for state dicts of open_clip
       models trained with GELU (LAION's), and is refused for OpenAI's TorchScript archive.
+    - ``pretrained`` Hugging Face CLIP weights (a ``save_pretrained`` folder, or a state dict with
+      ``CLIPModel``'s keys, as X-Pool and T-MASS use): renamed to OpenAI's layout (model/hf_clip.py)
+      and built as above, QuickGELU.
     - ``pretrained`` another local state dict: ``model_name`` gives the architecture.
     - ``pretrained`` an open_clip tag (``openai``, ``laion2b_s34b_b79k``): open_clip's
       registry (it downloads; this project's machines have no internet, so use files).
@@ -175,8 +193,13 @@ def load_clip(model_name: str | None, pretrained: str | None, activation: str = 
     """
     if activation not in ACTIVATIONS:
         raise BackboneLoadError(f"activation must be one of {ACTIVATIONS}, not {activation!r}")
-    if pretrained and os.path.isfile(pretrained):
+    if pretrained and (os.path.isfile(pretrained) or hf_clip.is_hf_folder(pretrained)):
         state, from_torchscript = _read_local_weights(pretrained)
+        if hf_clip.is_hf_layout(state):  # transformers' CLIPModel (X-Pool's, T-MASS's): OpenAI's weights, other names
+            if activation == "gelu":
+                raise BackboneLoadError(f"{pretrained}: Hugging Face's CLIP runs QuickGELU (its config's hidden_act); --activation gelu "
+                                        "would be wrong")  # fmt: skip
+            state = _hf_as_openai(state, pretrained)
         if is_openai_layout(state):
             if activation == "gelu" and from_torchscript:
                 raise BackboneLoadError(

@@ -30,7 +30,8 @@ class CoreOptions:
 
     model: str | None = option(None, "open_clip architecture (tiny-ViT is a CPU-sized one); omit it with an OpenAI-layout --pretrained "
                                "file, whose weights decide the architecture (a --model that contradicts them is refused)")  # fmt: skip
-    pretrained: str | None = option(None, "open_clip tag, or a local file: OpenAI's TorchScript ViT-B-32.pt or a state dict")
+    pretrained: str | None = option(None, "open_clip tag, or a local file: OpenAI's TorchScript ViT-B-32.pt or a state dict; or Hugging Face "
+                                    "CLIP weights (a save_pretrained folder, or CLIPModel's state dict) as X-Pool and T-MASS load them")  # fmt: skip
     activation: str = option("auto", "auto = QuickGELU for OpenAI-layout files (OpenAI trained with it), the open_clip config's "
                              "choice otherwise; gelu only for open_clip state dicts trained with GELU", ACTIVATIONS)  # fmt: skip
     sim_header: str = option("meanP", "video head: CLIP4Clip's meanP, seqLSTM, seqTransf or the tightTransf cross encoder", HEADS)

@@ -22,6 +22,7 @@ from dataclasses import replace
 
 import torch
 
+from model import hf_clip
 from model.config import ModelConfig
 from model.methods import registry
 
@@ -143,8 +144,10 @@ def convert_reference_state(
         mapped[name] = value
     missing = sorted(expected_keys - set(mapped))
     if unmatched or missing:
+        marked = [name for name, found in registry.checkpoint_formats().items() if name != checkpoint_format and found.has_markers(set(state))]
+        found = f" (its keys carry the marks of {', '.join(marked)}: --checkpoint-format {marked[0]})" if marked else ""
         raise ForeignCheckpointError(
-            f"{path}: does not fit a {checkpoint_format} {head} model; keys in the file with no place here: "
+            f"{path}: does not fit a {checkpoint_format} {head} model{found}; keys in the file with no place here: "
             f"{sorted(unmatched)[:12]}{' ...' if len(unmatched) > 12 else ''}; places here with no key in the file: "
             f"{missing[:12]}{' ...' if len(missing) > 12 else ''}"
         )
@@ -192,10 +195,16 @@ def load_any_checkpoint(path: str, checkpoint_format: str = "auto", max_frames: 
         return loaded
     state = as_state_dict(loaded, path)
     clip_state = {k.removeprefix("clip."): v for k, v in state.items() if k.startswith("clip.")}
+    if hf_clip.is_hf_layout(clip_state):  # X-Pool's and T-MASS's CLIP is transformers' CLIPModel
+        try:
+            clip_state = hf_clip.hf_to_openai(clip_state, path)
+        except hf_clip.HFLayoutError as error:
+            raise ForeignCheckpointError(str(error)) from error
+        state = {**{k: v for k, v in state.items() if not k.startswith("clip.")}, **{"clip." + k: v for k, v in clip_state.items()}}
     if not is_openai_layout(clip_state):
         raise ForeignCheckpointError(
-            f"{path}: not a checkpoint of this project (model, config, step), nor a CLIP4Clip / DRL / EMCL-Net / EERCF "
-            "state dict (no CLIP weights in OpenAI's layout under clip.*)"
+            f"{path}: not a checkpoint of this project (model, config, step), nor a released checkpoint of {', '.join(FORMATS)} "
+            "(no CLIP weights in OpenAI's or Hugging Face's layout under clip.*)"
         )
     keys = set(state)
     chosen = detect_format(keys, path) if checkpoint_format == "auto" else checkpoint_format

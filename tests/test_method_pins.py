@@ -43,7 +43,7 @@ def test_tiny_run_numbers_are_the_pinned_ones(method, workdir):
 # options added after the pin, on purpose; any other difference in the option table fails
 ADDED_SINCE_PIN = {"methods_from",  # the modules of plug-in methods (docs/adding-a-method.md)
                    "xpool", "xpool_heads", "xpool_dropout"}  # X-Pool (model/methods/xpool.py)  # fmt: skip
-CHOICES_ADDED_SINCE_PIN = {"optimizer": ["xpool-adamw"]}  # appended after the pinned ones
+CHOICES_ADDED_SINCE_PIN = {"optimizer": ["xpool-adamw"], "checkpoint_format": ["xpool"]}  # appended after the pinned ones
 
 
 def test_options_are_the_pinned_ones():

@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from model.methods.registry import Method, register
+from model.methods.registry import CheckpointFormat, Method, register
 from model.options import option
 
 
@@ -49,6 +49,16 @@ class XPool(Method):
     optimizer = "xpool-adamw"
     architecture_options = ("xpool",)
     recipes = "xpool-"
+    # its released model_best.pth: {"state_dict": ...} with CLIP in Hugging Face's layout under clip.* (model/hf_clip.py)
+    # and the pooling under pool_frames.*; num_mha_heads cannot be read off the weights (its releases use 1)
+    checkpoint_format = CheckpointFormat(
+        "xpool",
+        rows=(*((f"similarity.pool.{p}_proj.", f"pool_frames.cross_attn.{p}_proj.") for p in ("q", "k", "v", "out")),
+              ("similarity.pool.linear_proj.", "pool_frames.linear_proj."),
+              *((f"similarity.pool.layer_norm{i}.", f"pool_frames.layer_norm{i}.") for i in (1, 2, 3))),  # fmt: skip
+        markers=("pool_frames.",),
+        implied_options=lambda keys: {"xpool": True},
+    )
 
     def is_active(self, config: Any) -> bool:
         return config.xpool
