@@ -71,7 +71,9 @@ def detect_head(keys: set[str]) -> str:
 
 def detect_format(keys: set[str], path: str) -> str:
     """The reference that wrote these keys, when the keys alone say so."""
-    marked = [name for name, found in registry.checkpoint_formats().items() if found.has_markers(keys)]
+    formats = registry.checkpoint_formats()
+    marked = [name for name, found in formats.items() if found.has_markers(keys)]
+    marked = [name for name in marked if not any(formats[other].extends == name for other in marked)]  # T-MASS's files hold X-Pool's too
     if len(marked) == 1:
         return marked[0]
     if marked:

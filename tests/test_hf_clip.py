@@ -112,3 +112,25 @@ def test_a_checkpoint_of_another_layout_is_refused_naming_both(hf_model, tmp_pat
     torch.save(release, tmp_path / "model_best.pth")
     with pytest.raises(ForeignCheckpointError, match=r"model_best.pth: does not fit a drl meanP model.*its keys carry the marks of xpool"):
         load_any_checkpoint(str(tmp_path / "model_best.pth"), checkpoint_format="drl")
+
+
+def test_tmass_released_checkpoint_loads_with_its_radius(hf_model, tmp_path):
+    from tests import reference_tmass
+
+    release, pool = xpool_release(hf_model)
+    stochastic = reference_tmass.StochasticText(reference_tmass.config(12, 32))
+    with torch.no_grad():
+        stochastic.std_branch.linear_proj.weight.normal_()
+        stochastic.std_branch.learnable_scalar.fill_(0.5)
+    release["state_dict"].update({f"stochastic.{k}": v for k, v in stochastic.state_dict().items()})
+    torch.save(release, tmp_path / "tmass_best.pth")
+    state = load_any_checkpoint(str(tmp_path / "tmass_best.pth"))  # auto: stochastic.std_branch.* marks T-MASS's files
+    assert state["source"]["format"] == "tmass"
+    model, config = restore_model(state)
+    assert config.tmass and not config.xpool and config.max_frames == 12
+    text, frames = torch.randn(3, 32), torch.randn(3, 12, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model.similarity.radius.paired(text, frames, torch.ones(3, 12, dtype=torch.bool)),
+                                   stochastic.std_branch(text, frames), atol=1e-5, rtol=1e-5)  # fmt: skip
+        torch.testing.assert_close(model.similarity.pool(text, frames, torch.ones(3, 12, dtype=torch.bool)), pool(text, frames),
+                                   atol=1e-5, rtol=1e-5)  # fmt: skip

@@ -42,8 +42,9 @@ def test_tiny_run_numbers_are_the_pinned_ones(method, workdir):
 
 # options added after the pin, on purpose; any other difference in the option table fails
 ADDED_SINCE_PIN = {"methods_from",  # the modules of plug-in methods (docs/adding-a-method.md)
-                   "xpool", "xpool_heads", "xpool_dropout"}  # X-Pool (model/methods/xpool.py)  # fmt: skip
-CHOICES_ADDED_SINCE_PIN = {"optimizer": ["xpool-adamw"], "checkpoint_format": ["xpool"]}  # appended after the pinned ones
+                   "xpool", "xpool_heads", "xpool_dropout",  # X-Pool (model/methods/xpool.py)
+                   "tmass", "tmass_prior", "tmass_prior_std", "tmass_support_weight", "tmass_trials", "tmass_seed"}  # T-MASS  # fmt: skip
+CHOICES_ADDED_SINCE_PIN = {"optimizer": ["xpool-adamw"], "checkpoint_format": ["xpool", "tmass"]}  # appended after the pinned ones
 
 
 def test_options_are_the_pinned_ones():

@@ -10,7 +10,7 @@ import importlib
 
 from model.methods import registry
 
-BUILT_IN = ("tight_transf", "drl", "emcl", "eercf", "peft_adapters", "tempme", "dgl", "dual_attention", "xpool")
+BUILT_IN = ("tight_transf", "drl", "emcl", "eercf", "peft_adapters", "tempme", "dgl", "dual_attention", "xpool", "tmass")
 
 for _name in BUILT_IN:
     importlib.import_module(f"model.methods.{_name}")

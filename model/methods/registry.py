@@ -52,11 +52,13 @@ class CheckpointFormat:
     ``markers``: key prefixes only this format's files have (empty: its files cannot be told from
     others by their keys, ``--checkpoint-format`` must name it). ``not_saved``: running state the
     authors keep outside their state dict, started afresh on load. ``options``: the option values
-    its files imply, read off their keys (raises ``ValueError`` for variants not built here)."""
+    its files imply, read off their keys (raises ``ValueError`` for variants not built here). ``extends``:
+    the format this one builds on, whose markers its files carry too."""
 
     name: str
     rows: tuple[tuple[str, str], ...] = ()
     markers: tuple[str, ...] = ()
+    extends: str | None = None  # a format whose files also carry this one's markers (T-MASS's hold X-Pool's): this one wins
     not_saved: tuple[str, ...] = ()
     implied_options: Any = None  # Callable[[set[str]], dict] | None
 
