@@ -1,8 +1,9 @@
 """EERCF's coarse-to-fine scoring vs scoring every video with the fine similarity.
 
-Fine similarity: DRL's weighted token interaction at ViT-B/32 sizes (D = 512, 32 caption
-tokens, 12 frames), with a CLIP4Clip WTI model's own weight MLPs (random initialisation:
-the cost does not depend on the weights). Both sides go through the evaluator's own code
+Fine similarity (``--method``): DRL's weighted token interaction (``wti``), X-Pool's text-conditioned
+pooling (``xpool``) or T-MASS's best of 20 stochastic texts on it (``tmass``), at ViT-B/32 sizes
+(D = 512, 32 caption tokens, 12 frames), with an untrained model's own weights (random
+initialisation: the cost does not depend on the weights; X-Pool's and T-MASS's start at the identity). Both sides go through the evaluator's own code
 (eval/scoring.py SplitScorer, eval/rerank.py), text-to-video, the same queries, one run.
 
 The features are synthetic but structured so that ranks mean something: each video is up to
@@ -12,7 +13,7 @@ right video often but not always, and the fine stage (token-to-frame maxima) mor
 accuracy numbers are about these features, not a dataset; the README table has results of
 trained models on generated videos.
 
-    python -m bench.bench_rerank [--sizes 1000 10000] [--queries 1000] [--topk 50 200] [--device cpu] [--repeats 3]
+    python -m bench.bench_rerank [--method wti|xpool|tmass] [--sizes 1000 10000] [--queries 1000] [--topk 50 200] [--device cpu] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -32,13 +33,16 @@ from eval.metrics import summarize, t2v_ranks
 from eval.rerank import two_stage_blocks
 from eval.scoring import SplitScorer
 from model.clip4clip import CLIP4Clip
+from model.config import ModelConfig
 from model.heads import masked_mean_pool
 from runtime.cli import HelpFormatter
 
+METHOD_OPTIONS = {"wti": {"interaction": "wti"}, "xpool": {"xpool": True}, "tmass": {"tmass": True, "tmass_trials": 20}}
 
-def wti_model() -> CLIP4Clip:
-    """An untrained ViT-B/32 CLIP4Clip with WTI: the scorer uses its interaction weight MLPs (D = 512)."""
-    return CLIP4Clip(open_clip.create_model("ViT-B-32"), "meanP", 12, "wti").eval()
+
+def fine_model(method: str = "wti") -> CLIP4Clip:
+    """An untrained ViT-B/32 model whose similarity is the method's (D = 512): the scorer uses its own weights."""
+    return CLIP4Clip(open_clip.create_model("ViT-B-32"), ModelConfig(sim_header="meanP", max_frames=12, **METHOD_OPTIONS[method])).eval()
 
 
 def synthetic_split(num_videos: int, num_queries: int, width: int = 512, frames: int = 12, words: int = 32, seed: int = 0) -> EncodedSplit:
@@ -91,6 +95,7 @@ def timed(block, caption_to_video: torch.Tensor, device: torch.device, repeats: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--method", choices=sorted(METHOD_OPTIONS), default="wti", help="the fine similarity")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--queries", type=int, default=1000, help="text queries per size (all of them scored against every video)")
     parser.add_argument(
@@ -101,7 +106,7 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
-    model = wti_model().to(device)
+    model = fine_model(args.method).to(device)
     for size in args.sizes:
         split = synthetic_split(size, min(args.queries, size))
         scorer = SplitScorer(model, split, device)
@@ -110,7 +115,7 @@ def main() -> None:
         fine_metrics, fine_seconds = timed(fine_all, split.caption_to_video, device, args.repeats)
         coarse_metrics, coarse_seconds = timed(coarse_only, split.caption_to_video, device, args.repeats)
         result = {
-            "videos": size, "queries": len(split.captions), "device": str(device),
+            "method": args.method, "videos": size, "queries": len(split.captions), "device": str(device),
             "fine_all": {"seconds": round(fine_seconds, 3), **fine_metrics},
             "coarse_only": {"seconds": round(coarse_seconds, 3), **coarse_metrics},
         }  # fmt: skip

@@ -3,6 +3,7 @@ one option's help once crashed ``python -m train --help``)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -31,11 +32,37 @@ def test_the_command_list_covers_every_entry_point():
     assert found - listed <= {"eval.metrics", "search.cli"}, found - listed
 
 
-@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+BENCHMARKS = [command for command in COMMANDS if command[0].startswith("bench.")]
+# every bench script's --help in one interpreter (each imports torch: one import instead of one per script)
+BENCH_HELP_DRIVER = """
+import contextlib, io, json, runpy, sys
+results = {}
+for module in sys.argv[1:]:
+    sys.argv, out = [module, "--help"], io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code or 0
+    results[module] = [code, "usage:" in out.getvalue()]
+print(json.dumps(results))
+"""
+
+
+@pytest.mark.parametrize("command", [c for c in COMMANDS if c not in BENCHMARKS], ids=" ".join)
 def test_help_prints_usage_and_exits_0(command):
     done = subprocess.run([sys.executable, "-m", *command, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "usage:" in done.stdout
+
+
+def test_every_benchmark_prints_usage_and_exits_0():
+    modules = [command[0] for command in BENCHMARKS]
+    done = subprocess.run([sys.executable, "-c", BENCH_HELP_DRIVER, *modules], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    assert results == {module: [0, True] for module in modules}
 
 
 PRODUCT_COMMANDS = [["pipeline", "build"], ["pipeline", "resample"], ["pipeline", "merge-manifest"], ["train"], ["eval"], ["eval.card"], ["search"],

@@ -299,10 +299,11 @@ def test_frame_rule_comes_from_the_manifest_and_small_frames_are_refused(tmp_pat
 
 
 def test_training_refuses_small_frames_before_clip_loads(tmp_path, monkeypatch):
+    from train import setup as run_setup
     from train import trainer
 
     shards = _fake_build(tmp_path, short_side=112)
-    monkeypatch.setattr(trainer, "build_model", lambda config: pytest.fail("CLIP was loaded before the shards were checked"))
+    monkeypatch.setattr(run_setup, "build_model", lambda config: pytest.fail("CLIP was loaded before the shards were checked"))
     config = parse_config(
         ["--train-shards", shards, "--output-dir", str(tmp_path / "run"), "--model", "tiny-ViT", "--steps-per-epoch", "1"]
     )
@@ -313,17 +314,17 @@ def test_training_refuses_small_frames_before_clip_loads(tmp_path, monkeypatch):
 def test_training_can_start_from_a_reference_checkpoint(tmp_path, unused_shards_location):
     """``--init-from pytorch_model.bin.N`` fine-tunes a CLIP4Clip model: the first step starts from
     exactly its weights; a run with another head is refused before training."""
-    from train import trainer
+    from train import setup as run_setup
 
     model = perturbed(clip4clip(small_clip(), "seqTransf", 12))
     path = tmp_path / "pytorch_model.bin.4"
     torch.save(to_reference_layout(model.state_dict(), "clip4clip"), path)
     base = ["--train-shards", unused_shards_location, "--output-dir", str(tmp_path / "run"), "--init-from", str(path),
             "--checkpoint-format", "clip4clip", "--batch-size", "2", "--steps-per-epoch", "1", "--epochs", "1", "--workers", "0"]  # fmt: skip
-    started = trainer.build_model(parse_config([*base, "--sim-header", "seqTransf"]))
+    started = run_setup.build_model(parse_config([*base, "--sim-header", "seqTransf"]))
     assert all(torch.equal(started.state_dict()[k], v) for k, v in model.state_dict().items())
-    with pytest.raises(trainer.TrainingSetupError, match="--sim-header seqTransf there, meanP here"):
-        trainer.build_model(parse_config([*base, "--sim-header", "meanP"]))
+    with pytest.raises(run_setup.TrainingSetupError, match="--sim-header seqTransf there, meanP here"):
+        run_setup.build_model(parse_config([*base, "--sim-header", "meanP"]))
     assert parse_config([*base, "--sim-header", "seqTransf"]).init_from == str(path)
 
 

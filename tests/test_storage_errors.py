@@ -47,10 +47,10 @@ def test_missing_credentials_are_named(s3_bucket, isolated_aws, monkeypatch):
 
 
 def test_mistyped_train_shards_fail_before_clip_loads(tmp_path, monkeypatch, capsys):
-    from train import trainer
+    from train import setup as run_setup
     from train.__main__ import main as train_main
 
-    monkeypatch.setattr(trainer, "build_model", lambda config: pytest.fail("CLIP was loaded before the shards were checked"))
+    monkeypatch.setattr(run_setup, "build_model", lambda config: pytest.fail("CLIP was loaded before the shards were checked"))
     code = train_main(["--train-shards", str(tmp_path / "shrads"), "--output-dir", str(tmp_path / "run"), "--model", "tiny-ViT"])
     assert code == 2
     error = capsys.readouterr().err
