@@ -45,7 +45,7 @@ def timed_steps(step_fn, batches, steps: int, warmup: int, batch_size: int, devi
     return {"clips_per_s": steps * batch_size / seconds, "seconds": seconds, "steps": steps}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--shards", required=True)
     parser.add_argument("--model", default="ViT-B-32")
@@ -60,7 +60,7 @@ def main() -> None:
     parser.add_argument("--decode-on", choices=["worker", "device"], default="worker", help="device: batched nvJPEG in the main process")
     parser.add_argument("--compile", action="store_true", help="torch.compile the two encoders")
     parser.add_argument("--device", default="cuda", help="cpu only to check the script runs (e.g. with --model tiny-ViT)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     device = torch.device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = True
     # the production step (train/step.py Trainer): the run's defaults (AdamW 1e-4 / coef 1e-3, wd 0.2,

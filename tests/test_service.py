@@ -345,13 +345,25 @@ def test_concurrent_clients_get_the_single_query_results(service):
     assert len(answered) >= 16 and max(batch_sizes) > 1
 
 
+def start_keyed_service(collection, folder):
+    """A service with --api-key over a copy of the index (the reload test changes it)."""
+    shutil.copytree(collection / "index", folder / "index")
+    return Service(folder / "index", "--api-key", API_KEY, "--host", "127.0.0.1"), folder / "index"
+
+
+@pytest.fixture(scope="module")
+def keyed_service(search_collection, tmp_path_factory):
+    """One keyed service for the tests that only send requests (each start costs seconds)."""
+    running, index = start_keyed_service(search_collection, tmp_path_factory.mktemp("keyed"))
+    yield running, index
+    running.stop()
+
+
 @pytest.fixture
-def keyed_service(search_collection, tmp_path):
-    collection = search_collection
-    """A service with --api-key over a copy of the index (the reload tests change it)."""
-    shutil.copytree(collection / "index", tmp_path / "index")
-    running = Service(tmp_path / "index", "--api-key", API_KEY, "--host", "127.0.0.1")
-    yield running, tmp_path / "index"
+def reloadable_keyed_service(search_collection, tmp_path):
+    """A keyed service of the test's own: the reload test rebuilds its index."""
+    running, index = start_keyed_service(search_collection, tmp_path)
+    yield running, index
     running.stop()
 
 
@@ -418,12 +430,12 @@ def test_reload_without_a_key_is_refused(service):
     assert status == 403 and "--api-key" in json.loads(body)["error"]
 
 
-def test_the_index_is_swapped_without_a_restart(search_collection, keyed_service, tmp_path):
+def test_the_index_is_swapped_without_a_restart(search_collection, reloadable_keyed_service, tmp_path):
     """The index is rebuilt smaller, then appended to by search.index; POST /api/admin/reload and SIGHUP
     each serve the new one once ready, while searches keep being answered; a broken index is refused
     and the old one keeps serving."""
     collection = search_collection
-    service, index = keyed_service
+    service, index = reloadable_keyed_service
     auth = {"Authorization": f"Bearer {API_KEY}"}
     assert service.json("/api/health", auth)[1]["videos"] == 8
     smaller = tmp_path / "smaller"
