@@ -110,6 +110,8 @@ class TMASSPairs(PairScorer):
     def __init__(self, similarity: TMASSSimilarity, text: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor, sigmas: torch.Tensor,
                  chunks: ScoringChunks) -> None:  # fmt: skip
         self.similarity, self.text, self.frames, self.mask, self.sigmas, self.chunks = similarity, text, frames, mask, sigmas, chunks
+        self.query = similarity.pool.queries(text)  # prepared once per caption and per video, as X-Pool's pairs are
+        self.keys, self.values = similarity.pool.keys_values(frames)
 
     def _best(self, text: torch.Tensor, sigmas: torch.Tensor, pooled: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
         """(..., D) means, (K, ..., D) draws, pooled videos and radii -> (...) the best cosine over the K samples."""
@@ -128,7 +130,7 @@ class TMASSPairs(PairScorer):
             cols = []
             for v in range(0, len(video_ids), self.chunks.videos):
                 span = slice(video_ids.start + v, min(video_ids.start + v + self.chunks.videos, video_ids.stop))
-                pooled = sim.pool(self.text[part], self.frames[span], self.mask[span]).transpose(0, 1)  # T, V, D
+                pooled = sim.pool.attend(self.query[part], self.keys[span], self.values[span], self.mask[span]).transpose(0, 1)  # T, V, D
                 std = torch.exp(sim.radius.all_pairs(self.text[part], self.frames[span], self.mask[span]))  # T, V, D
                 cols.append(self._best(self.text[part, None], self.sigmas[:, part, None], pooled, std))
             rows.append(torch.cat(cols, dim=1))
@@ -138,7 +140,7 @@ class TMASSPairs(PairScorer):
         sim, scores, step = self.similarity, [], self.chunks.texts * self.chunks.videos
         for start in range(0, text_ids.numel(), step):
             t, v = text_ids[start : start + step], video_ids[start : start + step]
-            pooled = sim.pool.pairs(self.text[t], self.frames[v], self.mask[v])
+            pooled = sim.pool.attend_pairs(self.query[t], self.keys[v], self.values[v], self.mask[v])
             std = torch.exp(sim.radius.paired(self.text[t], self.frames[v], self.mask[v]))
             scores.append(self._best(self.text[t], self.sigmas[:, t], pooled, std))
         return torch.cat(scores)

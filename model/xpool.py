@@ -52,8 +52,12 @@ class TextConditionedPooling(nn.Module):
             nn.init.eye_(linear.weight)
             nn.init.zeros_(linear.bias)
 
-    def _keys_values(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(..., F, D) frames -> keys and values (..., H, F, hd)."""
+    def queries(self, text: torch.Tensor) -> torch.Tensor:
+        """(T, D) captions -> (T, H, hd) queries: prepared once per caption, whatever it is scored against."""
+        return self.q_proj(self.layer_norm1(text)).view(text.shape[0], self.heads, self.head_dim)
+
+    def keys_values(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(V, F, D) frames -> keys and values (V, H, F, hd): prepared once per video."""
         frames = self.layer_norm1(frames)
         shape = (*frames.shape[:-1], self.heads, self.head_dim)
         return self.k_proj(frames).view(shape).transpose(-3, -2), self.v_proj(frames).view(shape).transpose(-3, -2)
@@ -63,26 +67,28 @@ class TextConditionedPooling(nn.Module):
         out = self.layer_norm2(self.out_proj(attended))
         return self.layer_norm3(out + self.dropout(self.linear_proj(out)))
 
-    def forward(self, text: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Every text with every video: (T, D), (V, F, D), (V, F) -> (V, T, D)."""
-        query = self.q_proj(self.layer_norm1(text)).view(text.shape[0], self.heads, self.head_dim)  # T, H, hd
-        keys, values = self._keys_values(frames)  # V, H, F, hd
+    def attend(self, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Every prepared caption with every prepared video: (T, H, hd), (V, H, F, hd) x 2, (V, F) -> (V, T, D)."""
         logits = torch.einsum("vhfd,thd->vhft", keys, query) / math.sqrt(self.head_dim)
         if self.masked:
             logits = logits.masked_fill(~mask[:, None, :, None], float("-inf"))
-        weights = logits.softmax(dim=2)
-        attended = torch.einsum("vhfd,vhft->vthd", values, weights).reshape(frames.shape[0], text.shape[0], -1)
+        attended = torch.einsum("vhfd,vhft->vthd", values, logits.softmax(dim=2)).reshape(keys.shape[0], query.shape[0], -1)
         return self._output(attended)
 
-    def pairs(self, text: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Each text with its own video: (P, D), (P, F, D), (P, F) -> (P, D)."""
-        query = self.q_proj(self.layer_norm1(text)).view(text.shape[0], self.heads, self.head_dim)  # P, H, hd
-        keys, values = self._keys_values(frames)  # P, H, F, hd
+    def attend_pairs(self, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Each prepared caption with its own prepared video: (P, H, hd), (P, H, F, hd) x 2, (P, F) -> (P, D)."""
         logits = torch.einsum("phfd,phd->phf", keys, query) / math.sqrt(self.head_dim)
         if self.masked:
             logits = logits.masked_fill(~mask[:, None, :], float("-inf"))
-        attended = torch.einsum("phfd,phf->phd", values, logits.softmax(dim=-1)).reshape(text.shape[0], -1)
-        return self._output(attended)
+        return self._output(torch.einsum("phfd,phf->phd", values, logits.softmax(dim=-1)).reshape(query.shape[0], -1))
+
+    def forward(self, text: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Every text with every video: (T, D), (V, F, D), (V, F) -> (V, T, D)."""
+        return self.attend(self.queries(text), *self.keys_values(frames), mask)
+
+    def pairs(self, text: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Each text with its own video: (P, D), (P, F, D), (P, F) -> (P, D)."""
+        return self.attend_pairs(self.queries(text), *self.keys_values(frames), mask)
 
 
 class XPoolSimilarity(Similarity):
@@ -102,12 +108,16 @@ class XPoolSimilarity(Similarity):
 
 
 class XPoolPairs(PairScorer):
-    """Scores in chunks: a block of T texts x V videos holds (V, T, D) pooled vectors at a time."""
+    """Scores in chunks: a block of T texts x V videos holds (V, T, D) pooled vectors at a time. Each
+    caption's query and each video's keys and values are prepared once (not once per pair): rescoring a
+    caption's k candidates then costs the attention and the output layers of k pairs alone."""
 
     def __init__(self, pool: TextConditionedPooling, text: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor,
                  chunks: ScoringChunks) -> None:  # fmt: skip
         self.pool, self.text, self.frames, self.mask, self.chunks = pool, text, frames, mask, chunks
         self.unit_text = F.normalize(text.float(), dim=-1)
+        self.query = pool.queries(text)
+        self.keys, self.values = pool.keys_values(frames)
 
     def block(self, texts: slice, videos: slice) -> torch.Tensor:
         text_ids = range(*texts.indices(len(self.text)))
@@ -118,7 +128,7 @@ class XPoolPairs(PairScorer):
             cols = []
             for v in range(0, len(video_ids), self.chunks.videos):
                 span = slice(video_ids.start + v, min(video_ids.start + v + self.chunks.videos, video_ids.stop))
-                pooled = F.normalize(self.pool(self.text[part], self.frames[span], self.mask[span]).float(), dim=-1)
+                pooled = F.normalize(self.pool.attend(self.query[part], self.keys[span], self.values[span], self.mask[span]).float(), dim=-1)
                 cols.append(torch.einsum("td,vtd->tv", self.unit_text[part], pooled))
             rows.append(torch.cat(cols, dim=1))
         return torch.cat(rows).float()
@@ -127,7 +137,7 @@ class XPoolPairs(PairScorer):
         scores, step = [], self.chunks.texts * self.chunks.videos
         for start in range(0, text_ids.numel(), step):
             t, v = text_ids[start : start + step], video_ids[start : start + step]
-            pooled = F.normalize(self.pool.pairs(self.text[t], self.frames[v], self.mask[v]).float(), dim=-1)
+            pooled = F.normalize(self.pool.attend_pairs(self.query[t], self.keys[v], self.values[v], self.mask[v]).float(), dim=-1)
             scores.append((self.unit_text[t] * pooled).sum(-1))
         return torch.cat(scores)
 
