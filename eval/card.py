@@ -1,6 +1,6 @@
 """``python -m eval.card RUN``: a results card for a training run, ``card.md`` and ``card.html`` in the run folder.
 
-Written at the end of every run (train/trainer.py) and again from a run folder at any time, from what the run
+Written at the end of every run (train/checkpointer.py) and again from a run folder at any time, from what the run
 left: ``metrics.jsonl`` (its options, hardware, losses, rates, evaluations), ``checkpoints/best.json`` and the
 shards' manifests. It holds the recipe and every option with where its value came from (flag, recipe, default),
 the recipe's published numbers next to this run's best and last evaluation, plots (loss, learning rate per

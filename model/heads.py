@@ -160,7 +160,7 @@ class CrossEncoderScore(Similarity):
     EMBEDDING_DROPOUT = 0.1  # CLIP4Clip's cross_config hidden_dropout_prob
     normalises_text = False  # the caption's CLIP feature enters the sequence as it is
     reads_frames = True
-    gathers_batch = False  # CLIP4Clip scores each rank's local batch (B x B passes); see train/trainer.py gather_batch
+    gathers_batch = False  # CLIP4Clip scores each rank's local batch (B x B passes); see train/step.py gather_batch
     uses_logit_scale = False  # the score is the logit
 
     def __init__(self, clip: nn.Module, width: int, max_frames: int, layers: int = 4) -> None:

@@ -13,8 +13,9 @@ evaluator ask it instead of branching on option names:
   query's own candidates, in chunks that keep memory bounded.
 
 The kinds: :class:`PooledCosine` here; DRL's token interaction (model/interaction.py),
-EMCL-Net (model/emcl.py) and CLIP4Clip's cross encoder (model/heads.py), each next to its
-math. Adding one = a subclass, a line in ``model/clip4clip.py`` ``build_similarity``, its test.
+EMCL-Net (model/emcl.py), EERCF (model/eercf.py), X-Pool (model/xpool.py), T-MASS (model/tmass.py)
+and CLIP4Clip's cross encoder (model/heads.py), each next to its math. Adding one = a subclass that
+a method's ``similarity()`` returns (model/methods/, docs/adding-a-method.md), and its test.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 ``Trainer`` owns the encoders' forward under DDP, the gathering of the global batch, the loss,
 the backward pass, gradient clipping, the optimiser and schedule, and CLIP4Clip's temperature
-clamp. The loop (train/trainer.py) adds data, logs, evaluation, checkpoint files and the agreed
+clamp. The loop (train/trainer.py, with train/setup.py, train/checkpointer.py and train/records.py) adds data, logs, evaluation, checkpoint files and the agreed
 SIGTERM stop around it, and the GPU benchmark (bench/bench_train_gpu.py) calls the same
 ``step()``, so what is measured is what trains.
 """
