@@ -40,9 +40,8 @@ def is_openai_layout(state: dict) -> bool:
 
 def _hf_as_openai(state: dict[str, torch.Tensor], path: str) -> dict[str, torch.Tensor]:
     """Hugging Face CLIP weights in OpenAI's layout (model/hf_clip.py), with the folder's config checked."""
-    config = hf_clip.read_hf_folder(path)[1] if os.path.isdir(path) else None
     try:
-        return hf_clip.hf_to_openai(state, path, config)
+        return hf_clip.hf_to_openai(state, path, hf_clip.read_hf_config(path))
     except hf_clip.HFLayoutError as error:
         raise BackboneLoadError(str(error)) from error
 
@@ -57,7 +56,7 @@ def _read_local_weights(path: str) -> tuple[dict[str, torch.Tensor], bool]:
     """
     if os.path.isdir(path):
         try:
-            return hf_clip.read_hf_folder(path)[0], False
+            return hf_clip.read_hf_weights(path), False
         except (hf_clip.HFLayoutError, OSError, ValueError) as error:
             raise BackboneLoadError(f"{path}: not a readable Hugging Face CLIP folder ({error})") from error
     try:

@@ -56,8 +56,8 @@ def is_hf_folder(path: str) -> bool:
     return os.path.isdir(path) and any(os.path.isfile(os.path.join(path, name)) for name in HF_WEIGHT_FILES)
 
 
-def read_hf_folder(path: str) -> tuple[dict[str, torch.Tensor], dict | None]:
-    """The weights of a ``save_pretrained`` folder and its ``config.json`` (None when absent)."""
+def read_hf_weights(path: str) -> dict[str, torch.Tensor]:
+    """The weights of a ``save_pretrained`` folder."""
     for name in HF_WEIGHT_FILES:
         weights = os.path.join(path, name)
         if not os.path.isfile(weights):
@@ -65,16 +65,18 @@ def read_hf_folder(path: str) -> tuple[dict[str, torch.Tensor], dict | None]:
         if name.endswith(".safetensors"):
             from safetensors.torch import load_file
 
-            state = load_file(weights)
-        else:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-        config_file = os.path.join(path, "config.json")
-        config = json.loads(open(config_file, encoding="utf-8").read()) if os.path.isfile(config_file) else None
-        return state, config
+            return load_file(weights)
+        return torch.load(weights, map_location="cpu", weights_only=True)
     raise HFLayoutError(f"{path}: a folder without {' or '.join(HF_WEIGHT_FILES)}")
 
 
-def _check_config(config: dict | None, state: dict, path: str) -> None:
+def read_hf_config(path: str) -> dict | None:
+    """A ``save_pretrained`` folder's ``config.json`` (None when absent, or for a single file)."""
+    config_file = os.path.join(path, "config.json")
+    return json.loads(open(config_file, encoding="utf-8").read()) if os.path.isfile(config_file) else None
+
+
+def _check_config(config: dict | None, path: str) -> None:
     """What OpenAI's layout cannot say and open_clip would assume: QuickGELU, 64-wide heads, an MLP 4 x the width."""
     if not config:
         return
@@ -93,7 +95,7 @@ def _check_config(config: dict | None, state: dict, path: str) -> None:
 
 def hf_to_openai(state: dict[str, torch.Tensor], path: str, config: dict | None = None) -> dict[str, torch.Tensor]:
     """OpenAI's layout of Hugging Face CLIP weights; every key must find its place, or the file is refused."""
-    _check_config(config, state, path)
+    _check_config(config, path)
     out: dict[str, torch.Tensor] = {}
     used: set[str] = set()
     for hf_name, openai_name in {**_DIRECT, **_TRANSPOSED}.items():

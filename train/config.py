@@ -13,7 +13,7 @@ from dataclasses import MISSING, dataclass, field, fields
 
 from model.config import CoreOptions, ModelConfig
 from model.methods import registry
-from model.options import choices_problem, flag, option
+from model.options import flag, option
 from runtime.cli import HelpFormatter
 from shards.read_policy import ReadPolicy
 from train.options import PRECISIONS, DataOptions, LossOptions, OptimOptions
@@ -191,7 +191,7 @@ def recipe_of(config: TrainConfig) -> Recipe | None:
 def config_problem(config: TrainConfig) -> str | None:
     """Combinations that cannot work, said before a model is built: the model's own rules
     (model/config.py), then the run's."""
-    problem = config.problem() or choices_problem(config, type(config))
+    problem = config.problem()  # its choices check covers every field of type(config), the training options' too
     if problem:
         return problem
     if config.init_from and config.peft != "none":

@@ -47,7 +47,6 @@ class DGL(Method):
     options = DGLOptions
     peft_modes = ("dgl",)
     optimizer = "dgl-adamw"
-    recipes = "dgl-"
 
     def is_active(self, config: Any) -> bool:
         return config.peft == "dgl"

@@ -52,7 +52,6 @@ class DRL(Method):
     reference = "foolwood/DRL: tvr/models/modeling.py (wti_interaction, cdcr_loss), main.py, msrvtt.sh"
     options = DRLOptions
     architecture_options = ("interaction",)
-    recipes = "drl-"
     checkpoint_format = CheckpointFormat(
         "drl",
         rows=(("similarity.text_weights.mlp.", "text_weight_fc."), ("similarity.frame_weights.mlp.", "video_weight_fc.")),

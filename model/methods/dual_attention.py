@@ -109,7 +109,6 @@ class DualAttention(Method):
     options = DualAttentionOptions
     peft_modes = ("dual",)
     optimizer = "tempme-adamw"
-    recipes = "dual-attention-"
 
     def is_active(self, config: Any) -> bool:
         return config.peft == "dual"

@@ -54,7 +54,6 @@ class EERCF(Method):
     reference = "adxcreative/EERCF: modules/modeling_fineclip_patches_cdcl.py _loose_similarity, main_eercf.py"
     options = EERCFOptions
     architecture_options = ("eercf",)
-    recipes = "eercf-"
     checkpoint_format = CheckpointFormat(
         "eercf",
         rows=(("similarity.global_mat_weight", "global_mat_weight"), ("similarity.frame_logit_weight", "frame_logit_weight")),

@@ -41,7 +41,6 @@ class EMCL(Method):
     reference = "jpthu17/EMCL: video_retrieval/EMCL-Net/tvr/models/modeling.py get_logits, until_module.py Emcl"
     options = EMCLOptions
     architecture_options = ("emcl",)
-    recipes = "emcl-"
     checkpoint_format = CheckpointFormat("emcl", not_saved=("similarity.mu",), implied_options=lambda keys: {"emcl": True})
 
     def is_active(self, config: Any) -> bool:

@@ -19,7 +19,7 @@ What a method owns:
 - ``loss_terms``: what it adds to the contrastive loss (DRL's CDCR);
 - ``checkpoint_format``: the key table that imports its authors' released checkpoints;
 - ``heads`` / ``peft_modes``: values it adds to ``--sim-header`` / ``--peft``; ``optimizer``: the
-  update its authors' script uses (``--optimizer auto``); ``recipes``: its recipes' name prefix.
+  update its authors' script uses (``--optimizer auto``).
 
 A method module imports no torch at import time (``--help`` must start at once): the modules
 with its math are imported by the methods that build something.
@@ -82,7 +82,6 @@ class Method:
     optimizer: ClassVar[str | None] = None
     architecture_options: ClassVar[tuple[str, ...]] = ()  # options that change the module tree (an --init-from start must agree)
     checkpoint_format: ClassVar[CheckpointFormat | None] = None
-    recipes: ClassVar[str | None] = None  # recipes/<prefix>*.toml are this method's published runs
 
     def is_active(self, config: Any) -> bool:
         raise NotImplementedError

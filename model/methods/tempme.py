@@ -62,7 +62,6 @@ class TempMe(Method):
     options = TempMeOptions
     peft_modes = ("tempme",)
     optimizer = "tempme-adamw"
-    recipes = "tempme-"
 
     def is_active(self, config: Any) -> bool:
         return config.peft == "tempme"

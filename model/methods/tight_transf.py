@@ -28,7 +28,6 @@ class TightTransf(Method):
     title = "CLIP4Clip's tightTransf cross encoder (Luo et al., 2022)"
     reference = "ArrowLuo/CLIP4Clip: modules/modeling.py _cross_similarity, modules/module_cross.py"
     heads = (HEAD,)
-    recipes = "clip4clip-"
     checkpoint_format = CheckpointFormat(
         "clip4clip",
         rows=(

@@ -49,7 +49,6 @@ class TMASS(Method):
     options = TMASSOptions
     optimizer = "xpool-adamw"
     architecture_options = ("tmass",)
-    recipes = "tmass-"
     # its released checkpoints: X-Pool's layout plus the radius under stochastic.std_branch.*
     checkpoint_format = CheckpointFormat(
         "tmass",

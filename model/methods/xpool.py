@@ -48,7 +48,6 @@ class XPool(Method):
     options = XPoolOptions
     optimizer = "xpool-adamw"
     architecture_options = ("xpool",)
-    recipes = "xpool-"
     # its released model_best.pth: {"state_dict": ...} with CLIP in Hugging Face's layout under clip.* (model/hf_clip.py)
     # and the pooling under pool_frames.*; num_mha_heads cannot be read off the weights (its releases use 1)
     checkpoint_format = CheckpointFormat(
