@@ -31,7 +31,7 @@ from torch import nn
 from model.features import TextFeatures, VideoFeatures
 from model.padding import is_reference
 from model.similarity import DEFAULT_CHUNKS, PairScorer, ScoringChunks, Similarity, TrainingScores
-from model.xpool import TextConditionedPooling
+from model.xpool import TextConditionedPooling, XPoolPairs
 
 
 class CosineRadius(nn.Module):
@@ -104,14 +104,13 @@ def pooled_mean(pooled: torch.Tensor) -> torch.Tensor:
     return pooled.mean(dim=1)
 
 
-class TMASSPairs(PairScorer):
-    """The best of ``trials`` samples per (caption, video), in chunks of captions x videos."""
+class TMASSPairs(XPoolPairs):
+    """The best of ``trials`` samples per (caption, video), chunked as X-Pool's pairs are."""
 
     def __init__(self, similarity: TMASSSimilarity, text: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor, sigmas: torch.Tensor,
                  chunks: ScoringChunks) -> None:  # fmt: skip
-        self.similarity, self.text, self.frames, self.mask, self.sigmas, self.chunks = similarity, text, frames, mask, sigmas, chunks
-        self.query = similarity.pool.queries(text)  # prepared once per caption and per video, as X-Pool's pairs are
-        self.keys, self.values = similarity.pool.keys_values(frames)
+        super().__init__(similarity.pool, text, frames, mask, chunks)
+        self.radius, self.sigmas = similarity.radius, sigmas
 
     def _best(self, text: torch.Tensor, sigmas: torch.Tensor, pooled: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
         """(..., D) means, (K, ..., D) draws, pooled videos and radii -> (...) the best cosine over the K samples."""
@@ -122,33 +121,12 @@ class TMASSPairs(PairScorer):
             best = score if best is None else torch.maximum(best, score)
         return best
 
-    def block(self, texts: slice, videos: slice) -> torch.Tensor:
-        sim, rows = self.similarity, []
-        text_ids, video_ids = range(*texts.indices(len(self.text))), range(*videos.indices(len(self.frames)))
-        for t in range(0, len(text_ids), self.chunks.texts):
-            part = slice(text_ids.start + t, min(text_ids.start + t + self.chunks.texts, text_ids.stop))
-            cols = []
-            for v in range(0, len(video_ids), self.chunks.videos):
-                span = slice(video_ids.start + v, min(video_ids.start + v + self.chunks.videos, video_ids.stop))
-                pooled = sim.pool.attend(self.query[part], self.keys[span], self.values[span], self.mask[span]).transpose(0, 1)  # T, V, D
-                std = torch.exp(sim.radius.all_pairs(self.text[part], self.frames[span], self.mask[span]))  # T, V, D
-                cols.append(self._best(self.text[part, None], self.sigmas[:, part, None], pooled, std))
-            rows.append(torch.cat(cols, dim=1))
-        return torch.cat(rows).float()
+    def rectangle(self, texts: slice, videos: slice) -> torch.Tensor:
+        pooled = self.pool.attend(self.query[texts], self.keys[videos], self.values[videos], self.mask[videos]).transpose(0, 1)  # T, V, D
+        std = torch.exp(self.radius.all_pairs(self.text[texts], self.frames[videos], self.mask[videos]))  # T, V, D
+        return self._best(self.text[texts, None], self.sigmas[:, texts, None], pooled, std)
 
-    def _pairs(self, text_ids: torch.Tensor, video_ids: torch.Tensor) -> torch.Tensor:
-        sim, scores, step = self.similarity, [], self.chunks.texts * self.chunks.videos
-        for start in range(0, text_ids.numel(), step):
-            t, v = text_ids[start : start + step], video_ids[start : start + step]
-            pooled = sim.pool.attend_pairs(self.query[t], self.keys[v], self.values[v], self.mask[v])
-            std = torch.exp(sim.radius.paired(self.text[t], self.frames[v], self.mask[v]))
-            scores.append(self._best(self.text[t], self.sigmas[:, t], pooled, std))
-        return torch.cat(scores)
-
-    def for_texts(self, text_ids: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        texts = text_ids[:, None].expand_as(candidates)
-        return self._pairs(texts.reshape(-1), candidates.reshape(-1)).view(candidates.shape).float()
-
-    def for_videos(self, video_ids: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        videos = video_ids[:, None].expand_as(candidates)
-        return self._pairs(candidates.reshape(-1), videos.reshape(-1)).view(candidates.shape).float()
+    def paired(self, text_ids: torch.Tensor, video_ids: torch.Tensor) -> torch.Tensor:
+        pooled = self.pool.attend_pairs(self.query[text_ids], self.keys[video_ids], self.values[video_ids], self.mask[video_ids])
+        std = torch.exp(self.radius.paired(self.text[text_ids], self.frames[video_ids], self.mask[video_ids]))
+        return self._best(self.text[text_ids], self.sigmas[:, text_ids], pooled, std)

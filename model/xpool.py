@@ -110,7 +110,8 @@ class XPoolSimilarity(Similarity):
 class XPoolPairs(PairScorer):
     """Scores in chunks: a block of T texts x V videos holds (V, T, D) pooled vectors at a time. Each
     caption's query and each video's keys and values are prepared once (not once per pair): rescoring a
-    caption's k candidates then costs the attention and the output layers of k pairs alone."""
+    caption's k candidates then costs the attention and the output layers of k pairs alone. The chunking
+    is here once; a similarity built on this pooling (T-MASS) overrides how one chunk is scored."""
 
     def __init__(self, pool: TextConditionedPooling, text: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor,
                  chunks: ScoringChunks) -> None:  # fmt: skip
@@ -119,27 +120,31 @@ class XPoolPairs(PairScorer):
         self.query = pool.queries(text)
         self.keys, self.values = pool.keys_values(frames)
 
+    def rectangle(self, texts: slice, videos: slice) -> torch.Tensor:
+        """(texts, videos) scores of one chunk."""
+        pooled = F.normalize(self.pool.attend(self.query[texts], self.keys[videos], self.values[videos], self.mask[videos]).float(), dim=-1)
+        return torch.einsum("td,vtd->tv", self.unit_text[texts], pooled)
+
+    def paired(self, text_ids: torch.Tensor, video_ids: torch.Tensor) -> torch.Tensor:
+        """Scores of (text_ids[i], video_ids[i]) for one chunk of pairs."""
+        pooled = F.normalize(self.pool.attend_pairs(self.query[text_ids], self.keys[video_ids], self.values[video_ids],
+                                                    self.mask[video_ids]).float(), dim=-1)  # fmt: skip
+        return (self.unit_text[text_ids] * pooled).sum(-1)
+
     def block(self, texts: slice, videos: slice) -> torch.Tensor:
-        text_ids = range(*texts.indices(len(self.text)))
-        video_ids = range(*videos.indices(len(self.frames)))
+        text_ids, video_ids = range(len(self.text))[texts], range(len(self.frames))[videos]
         rows = []
         for t in range(0, len(text_ids), self.chunks.texts):
             part = slice(text_ids.start + t, min(text_ids.start + t + self.chunks.texts, text_ids.stop))
-            cols = []
-            for v in range(0, len(video_ids), self.chunks.videos):
-                span = slice(video_ids.start + v, min(video_ids.start + v + self.chunks.videos, video_ids.stop))
-                pooled = F.normalize(self.pool.attend(self.query[part], self.keys[span], self.values[span], self.mask[span]).float(), dim=-1)
-                cols.append(torch.einsum("td,vtd->tv", self.unit_text[part], pooled))
+            cols = [self.rectangle(part, slice(video_ids.start + v, min(video_ids.start + v + self.chunks.videos, video_ids.stop)))
+                    for v in range(0, len(video_ids), self.chunks.videos)]  # fmt: skip
             rows.append(torch.cat(cols, dim=1))
         return torch.cat(rows).float()
 
     def _pairs(self, text_ids: torch.Tensor, video_ids: torch.Tensor) -> torch.Tensor:
-        scores, step = [], self.chunks.texts * self.chunks.videos
-        for start in range(0, text_ids.numel(), step):
-            t, v = text_ids[start : start + step], video_ids[start : start + step]
-            pooled = F.normalize(self.pool.attend_pairs(self.query[t], self.keys[v], self.values[v], self.mask[v]).float(), dim=-1)
-            scores.append((self.unit_text[t] * pooled).sum(-1))
-        return torch.cat(scores)
+        step = self.chunks.texts * self.chunks.videos
+        return torch.cat([self.paired(text_ids[start : start + step], video_ids[start : start + step])
+                          for start in range(0, text_ids.numel(), step)])  # fmt: skip
 
     def for_texts(self, text_ids: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         texts = text_ids[:, None].expand_as(candidates)

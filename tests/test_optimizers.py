@@ -81,11 +81,10 @@ def clip4clip_update(model, config, freeze_layer_num):
     return step
 
 
-def tempme_update(model, config):
-    """TempMe main.py: AdamW(trained params at clip_lr, wd) + get_cosine_schedule_with_warmup; per step
-    backward -> clip_grad_norm_(1.0) -> optimizer.step() -> scheduler.step() -> clamp."""
-    trained = [p for p in model.parameters() if p.requires_grad]
-    optimizer = ReferenceHFAdamW([{"params": trained, "lr": config.lr}], weight_decay=config.weight_decay)
+def transformers_adamw_update(model, config, groups):
+    """transformers' AdamW over ``groups`` + get_cosine_schedule_with_warmup, as TempMe's main.py and X-Pool's
+    train.py run it: per step backward -> clip_grad_norm_(1.0) -> optimizer.step() -> scheduler.step() -> clamp."""
+    optimizer = ReferenceHFAdamW(groups, weight_decay=config.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(config.warmup_fraction * TOTAL_STEPS), TOTAL_STEPS)
 
     def step(step_batch):
@@ -119,24 +118,17 @@ def dgl_update(model, config):
     return step
 
 
+def tempme_update(model, config):
+    """TempMe main.py: every trained parameter in one group at clip_lr, weight decay."""
+    return transformers_adamw_update(model, config, [{"params": [p for p in model.parameters() if p.requires_grad], "lr": config.lr}])
+
+
 def xpool_update(model, config):
-    """X-Pool train.py + trainer.py: AdamW([clip params ("clip." in the name) at clip_lr, the rest at noclip_lr],
-    wd on all) + get_cosine_schedule_with_warmup; per step backward -> clip_grad_norm_(1.0) -> step ->
-    scheduler.step() -> clamp(max=ln 100). Its modules/optimization.py is transformers' code, as TempMe's."""
+    """X-Pool train.py: clip params ("clip." in the name) at clip_lr, the rest at noclip_lr, every one decayed.
+    Its modules/optimization.py is transformers' code, as TempMe's."""
     named = list(model.named_parameters())
-    groups = [{"params": [p for n, p in named if "clip." in n], "lr": config.lr * config.coef_lr},
-              {"params": [p for n, p in named if "clip." not in n], "lr": config.lr}]  # fmt: skip
-    optimizer = ReferenceHFAdamW(groups, weight_decay=config.weight_decay)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, int(config.warmup_fraction * TOTAL_STEPS), TOTAL_STEPS)
-
-    def step(step_batch):
-        forward_backward(model, config, step_batch)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        torch.clamp_(model.clip.logit_scale.data, max=math.log(100))
-
-    return step
+    return transformers_adamw_update(model, config, [{"params": [p for n, p in named if "clip." in n], "lr": config.lr * config.coef_lr},
+                                                     {"params": [p for n, p in named if "clip." not in n], "lr": config.lr}])  # fmt: skip
 
 
 def models(config):

@@ -11,6 +11,8 @@ Records go to metrics.jsonl through the checkpointer's run log (the run folder i
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 
 import torch
@@ -23,7 +25,7 @@ from train.config import recipe_of, step_batch_size
 from train.data import Batch
 from train.optim import clip_rate_note
 from train.recipes import accumulation_lines, effective_options, option_origins
-from train.setup import Run, hardware_record
+from train.setup import Run
 from train.tensorboard import TensorBoard
 
 
@@ -133,3 +135,12 @@ class RunRecords:
         if self.bar is not None:
             self.bar.close()
         self.board.close()
+
+
+def hardware_record(device: torch.device) -> dict:
+    """Where the run ran, for its card."""
+    record = {"device": str(device), "host": socket.gethostname(), "cpus": os.cpu_count(), "torch": torch.__version__,
+              "world_size": int(os.environ.get("WORLD_SIZE", "1"))}  # fmt: skip
+    if device.type == "cuda":
+        record["gpu"] = torch.cuda.get_device_name(device)
+    return record

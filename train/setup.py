@@ -8,7 +8,6 @@ initial weights), then each rank seeds apart (or takes the checkpoint's RNG stat
 
 from __future__ import annotations
 
-import os
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -185,14 +184,3 @@ def set_up_run(config: TrainConfig) -> Run:
 
 def backbone_record(model: CLIP4Clip) -> dict:
     return {"activation": backbone.activation_name(model.clip), "description": backbone.describe_backbone(model.clip)}
-
-
-def hardware_record(device: torch.device) -> dict:
-    """Where the run ran, for its card."""
-    import socket
-
-    record = {"device": str(device), "host": socket.gethostname(), "cpus": os.cpu_count(), "torch": torch.__version__,
-              "world_size": int(os.environ.get("WORLD_SIZE", "1"))}  # fmt: skip
-    if device.type == "cuda":
-        record["gpu"] = torch.cuda.get_device_name(device)
-    return record

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from model.methods.registry import CheckpointFormat, Method, register
-from model.methods.xpool import XPool
+from model.methods.xpool import XPool, clip_frames_problem
 from model.options import option
 
 PRIORS = ("uniform01", "normal")
@@ -65,8 +65,9 @@ class TMASS(Method):
     def problem(self, config: Any) -> str | None:
         if config.xpool:
             return "--tmass already pools frames with X-Pool's attention (its --xpool-heads / --xpool-dropout apply); drop --xpool"
-        if config.sim_header != "meanP" or config.interaction != "cosine" or config.emcl or config.eercf or config.peft != "none":
-            return "--tmass pools CLIP's own frame features: use it with --sim-header meanP, no other similarity and no --peft"
+        problem = clip_frames_problem("--tmass", config)
+        if problem:
+            return problem
         if config.tmass_trials < 1 or config.tmass_prior_std <= 0 or config.tmass_support_weight < 0:
             return "--tmass-trials must be at least 1, --tmass-prior-std above 0 and --tmass-support-weight at least 0"
         return None

@@ -40,6 +40,13 @@ class XPoolOptions:
     xpool_dropout: float = option(0.3, "X-Pool's --transformer_dropout (its README: 0.3 for MSR-VTT 9k and LSMDC, 0.4 for 7k and MSVD)")
 
 
+def clip_frames_problem(flag: str, config: Any) -> str | None:
+    """What X-Pool and T-MASS share: they pool CLIP's own frame features (meanP's sequence), alone."""
+    if config.sim_header != "meanP" or config.interaction != "cosine" or config.emcl or config.eercf or config.peft != "none":
+        return f"{flag} pools CLIP's own frame features: use it with --sim-header meanP, no other similarity and no --peft"
+    return None
+
+
 @register
 class XPool(Method):
     name = "xpool"
@@ -63,8 +70,9 @@ class XPool(Method):
         return config.xpool
 
     def problem(self, config: Any) -> str | None:
-        if config.sim_header != "meanP" or config.interaction != "cosine" or config.emcl or config.eercf or config.peft != "none":
-            return "--xpool pools CLIP's own frame features: use it with --sim-header meanP, no other similarity and no --peft"
+        problem = clip_frames_problem("--xpool", config)
+        if problem:
+            return problem
         if config.xpool_heads < 1 or not 0 <= config.xpool_dropout < 1:
             return "--xpool-heads must be at least 1 and --xpool-dropout in [0, 1)"
         return None
