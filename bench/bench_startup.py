@@ -1,7 +1,10 @@
 """How long each command takes to answer ``--help``, as a whole process, beside the interpreter's own start-up
 (``python -c pass``) in the same run: the median of ``--repeats`` runs each, and the ratio. Also how long
 ``pipeline build`` takes from its start to its first decode: ffmpeg is a shim (``PIPELINE_FFMPEG``) that
-notes the time it is started with an input, then runs the real one.
+notes the time it is started with an input, then runs the real one. Where Hugging Face ``transformers`` is
+installed, also the model stack's import (``import model.backbone``, which every training, evaluation and
+search command does after its parse) beside the same import with transformers imported first, which open_clip
+then uses as it did before model/open_clip_import.py skipped it.
 
     python -m bench.bench_startup [--repeats 5] [--json out.json]
 """
@@ -9,6 +12,7 @@ notes the time it is started with an input, then runs the real one.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -88,6 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     rows.append({"command": "python -m pipeline build: first decode", "seconds": took, "python_c_pass": baseline,
                  "over_start_up": took - baseline, "ratio": took / baseline})  # fmt: skip
     print(f"{rows[-1]['command']:38s} {took:6.3f} s   python -c pass {baseline:6.3f} s   +{took - baseline:6.3f} s   {took / baseline:5.1f}x")
+    if importlib.util.find_spec("transformers") is not None:
+        baseline = seconds([sys.executable, "-c", "import transformers, model.backbone"], args.repeats)
+        took = seconds([sys.executable, "-c", "import model.backbone"], args.repeats)
+        rows.append({"command": "import model.backbone (transformers skipped)", "seconds": took, "with_transformers": baseline,
+                     "saved": baseline - took, "ratio": took / baseline})  # fmt: skip
+        print(f"{rows[-1]['command']:38s} {took:6.3f} s   with transformers {baseline:6.3f} s   -{baseline - took:6.3f} s   {took / baseline:5.2f}x")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     return 0

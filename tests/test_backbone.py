@@ -1,10 +1,14 @@
 """Loading CLIP weights the ways users have them, proven on a tiny model in OpenAI's format."""
 
+import subprocess
+import sys
+
 import open_clip
 import pytest
 import torch
 
 from model.backbone import BackboneLoadError, encode_text, load_clip, tokenizer_for
+from tests.conftest import REPO_ROOT
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +80,28 @@ def test_text_context_is_sliced_not_interpolated(tiny_reference):
     assert sliced.tokens.shape == (1, 32, 64) and sliced.mask.sum().item() == 10
     long_caption = tokenizer_for(None)(["word " * 60], context_length=32)
     assert long_caption.shape == (1, 32) and long_caption[0, -1].item() == long_caption.max().item()  # end token kept
+
+
+def test_a_hugging_face_text_tower_is_refused_by_name():
+    """open_clip's configs with a Hugging Face text tower (RoBERTa, XLM-R, mT5) cannot run CLIP4Clip's text encoding."""
+    with pytest.raises(BackboneLoadError, match="roberta-ViT-B-32: its text tower is Hugging Face's roberta-base"):
+        load_clip("roberta-ViT-B-32", None)
+
+
+def test_open_clip_is_imported_without_transformers_which_stays_importable():
+    """model/open_clip_import.py: in a fresh interpreter the model stack leaves transformers unimported (about a
+    second of every command where it is installed). Only open_clip's import-time import is skipped: an open_clip
+    function that imports it when called (as its Hugging Face tokenizer does) finds it, and so does anyone else."""
+    pytest.importorskip("transformers")  # the rule only matters where it is installed (a test requirement)
+    script = """
+import sys, model.backbone, open_clip.hf_model
+print("transformers" not in sys.modules and open_clip.hf_model.transformers is None)
+namespace = {"__name__": "open_clip.tokenizer_like"}
+exec("def load():\\n    from transformers import CLIPTokenizer\\n    return CLIPTokenizer.__name__", namespace)
+print(namespace["load"]())
+import transformers
+print(transformers.__name__)
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["True", "CLIPTokenizer", "transformers"]

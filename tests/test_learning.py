@@ -7,7 +7,10 @@ claim tested here; the ability to tell motion direction apart is tested at the h
 in test_heads.py.
 """
 
+import copy
+import itertools
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import open_clip
@@ -26,6 +29,7 @@ from shards.storage import Store
 from tools.make_sample_data import make_sample_data
 from train import setup as run_setup
 from train.config import parse_config
+from train.data import StreamConfig
 from train.trainer import train
 
 
@@ -37,6 +41,47 @@ def shapes_shards(tmp_path_factory):
     build_shards(records, str(root / "videos"), Store(str(root / "shards")), ExtractionSettings(short_side=112),
                  BuildOptions(samples_per_shard=8, workers=2, show_progress=False))  # fmt: skip
     return root / "shards"
+
+
+class ReadOnce:
+    """Stands in for ``train.setup.training_batches`` in this module: the first run of a given stream reads and
+    decodes the shards as every run does; a later run of the same stream is handed the same batches again.
+
+    The runs here differ in the model only: each reads the same stream (shards, batch, frames, seed, start step),
+    which is deterministic (its RNG is seeded from those: train/data.py), so replaying gives every run what its own
+    reading would have, without the 4 s of JPEG decoding in each 15 s run. Only in-process streams (``--workers
+    0``) are replayed, and a run whose tokenizer gives other ids (the fingerprint in the key) reads for itself;
+    the stream itself, its workers and their shutdown are tested in test_data_stream.py and test_train_runs.py."""
+
+    PROBE = ["a red circle moves from left to right"]
+
+    def __init__(self, read: Callable) -> None:
+        self.read, self.streams = read, {}
+
+    def __call__(self, stream: StreamConfig, tokenize, rank: int, world_size: int, start_step: int, device) -> Iterator[dict]:  # noqa: ANN001
+        if stream.resolved_workers() != 0:
+            return self.read(stream, tokenize, rank, world_size, start_step, device)
+        key = (repr(stream), rank, world_size, start_step, str(device), tuple(tokenize(self.PROBE, context_length=stream.max_words)[0].tolist()))
+        if key not in self.streams:
+            self.streams[key] = ([], self.read(stream, tokenize, rank, world_size, start_step, device))
+        return self._replay(*self.streams[key])
+
+    @staticmethod
+    def _replay(seen: list[dict], source: Iterator[dict]) -> Iterator[dict]:
+        def copied(batch: dict) -> dict:  # a run never shares a tensor with another
+            return {k: v.clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v) for k, v in batch.items()}
+
+        for index in itertools.count():
+            if index == len(seen):  # past what earlier runs read: read on, for this run and the next
+                seen.append(copied(next(source)))
+            yield copied(seen[index])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def streams_read_once():
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(run_setup, "training_batches", ReadOnce(run_setup.training_batches))
+        yield
 
 
 def train_briefly(shards, output_dir, *extra: str, steps: int = 100) -> dict:

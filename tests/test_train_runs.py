@@ -65,19 +65,30 @@ DDP_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", DDP_CASES)
-def test_two_process_gloo_with_uneven_shards_finishes_and_evaluates(uneven_shards, tmp_path, case):
-    run = tmp_path / "ddp"
-    base = tmp_path / "base.pt"
+@pytest.fixture(scope="module")
+def ddp_runs(uneven_shards, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """Every DDP case trained under one 2-process torchrun job, one after another, each by the ``train()`` that
+    ``python -m train`` calls (tests/ddp_cases.py says why one job)."""
+    root = tmp_path_factory.mktemp("ddp")
+    base = root / "base.pt"
     torch.save(load_clip("tiny-ViT-112", None).state_dict(), base)
-    flags = [str(base) if flag == "BASE" else flag for flag in DDP_CASES[case]]
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "train",
-               "--train-shards", str(uneven_shards), "--val-shards", str(uneven_shards), "--output-dir", str(run),
-               "--batch-size", "4", "--steps-per-epoch", "3", "--epochs", "2", "--no-resampled", *flags, *TINY]  # fmt: skip
-    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=400, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert result.returncode == 0, result.stderr[-3000:]
+    runs = {case: ["--train-shards", str(uneven_shards), "--val-shards", str(uneven_shards), "--output-dir", str(root / case),
+                   "--batch-size", "4", "--steps-per-epoch", "3", "--epochs", "2", "--no-resampled",
+                   *(str(base) if flag == "BASE" else flag for flag in flags), *TINY]
+            for case, flags in DDP_CASES.items()}  # fmt: skip
+    (root / "runs.json").write_text(json.dumps(runs))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "tests.ddp_cases",
+               str(root / "runs.json")]  # fmt: skip
+    return root, subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+@pytest.mark.parametrize("case", DDP_CASES)
+def test_two_process_gloo_with_uneven_shards_finishes_and_evaluates(ddp_runs, uneven_shards, case):
+    root, job = ddp_runs
+    assert job.returncode == 0, job.stderr[-3000:]
+    run = root / case
     config = records(run, "config")[0]
-    assert config["world_size"] == 2
+    assert config["world_size"] == 2 and config["config"]["output_dir"] == str(run)
     assert [r["step"] for r in records(run)] == [1, 2, 3, 4, 5, 6]
     evals = records(run, "eval")
     assert [e["step"] for e in evals] == [3, 6]
