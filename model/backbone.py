@@ -224,7 +224,7 @@ def load_clip(model_name: str | None, pretrained: str | None, activation: str = 
 def _create(model_name: str, pretrained: str | None, activation: str) -> nn.Module:
     """open_clip's own builder; ``activation`` overrides the config's choice when not auto."""
     text_tower = (open_clip.get_model_config(model_name) or {}).get("text_cfg", {})
-    if text_tower.get("hf_model_name"):  # so open_clip's import skips transformers (model/open_clip_import.py)
+    if text_tower.get("hf_model_name"):  # encode_text below needs CLIP's own text modules (and see model/open_clip_import.py)
         raise BackboneLoadError(f"--model {model_name}: its text tower is Hugging Face's {text_tower['hf_model_name']}; CLIP4Clip encodes text "
                                 "with CLIP's own text transformer (token embedding, causal mask, end token), so only a CLIP text tower works")  # fmt: skip
     try:

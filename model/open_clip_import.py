@@ -6,8 +6,8 @@ offer Hugging Face text towers and CoCa's caption generation. Neither can serve 
 encodes text with CLIP's own text transformer (``model.backbone.encode_text``: token embedding,
 sliced causal mask, end token), and ``load_clip`` refuses a ``--model`` whose text tower is a
 Hugging Face model. Where ``transformers`` is installed (X-Pool's and T-MASS's environments have it)
-that import cost every command about a second after its options were parsed
-(``bench/bench_startup.py``, BENCHMARKS.md).
+that import cost every command 0.79 s after its options were parsed (``import model.backbone``
+5.12 s -> 4.32 s: ``bench/bench_startup.py``, BENCHMARKS.md).
 
 How: ``model/__init__.py`` puts ``SkipTransformersForOpenClip`` first on ``sys.meta_path``. It answers
 ``ModuleNotFoundError`` to an import of ``transformers`` made by the top level of an ``open_clip``
